@@ -1,0 +1,242 @@
+//! Wiring: database, catalog, workers and the HTTP server of one instance, run until a
+//! shutdown signal, then stopped in order.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    db,
+    dispatch::{
+        Orchestrator,
+        catalog::{Intent, Registry},
+        ingest::CallbackIngest,
+        local_catalog,
+    },
+    embedded_pg::EmbeddedPostgres,
+    http::{self, AppState},
+    model::Mode,
+    net::UrlPolicy,
+    store::Store,
+    telemetry,
+    tools::{
+        Tool,
+        flow::{self, Breakers, FlowDeps},
+        mcp::McpManager,
+    },
+    webhook::{SafeClient, SecretKey, Signer, Verifier},
+    worker::{DeliverySettings, DeliveryWiring, MaintenanceSettings, Workers},
+};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    embedded: Option<EmbeddedPostgres>,
+    mcp: McpManager,
+}
+
+#[derive(Clone)]
+pub struct BuildOptions {
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+    /// Local (agent) tools beyond the built-in ones, for embedding and tests.
+    pub extra_tools: Vec<Arc<dyn Tool>>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            migrate: true,
+            extra_tools: Vec::new(),
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
+        let database = db::connect(&config.database, options.migrate).await?;
+        let store = Store::new(database.pool);
+        let mut catalog = local_catalog(&config, &store).map_err(anyhow::Error::msg)?;
+        for tool in options.extra_tools {
+            catalog
+                .add(Intent::new(Mode::Agent, tool, None).map_err(anyhow::Error::msg)?)
+                .map_err(anyhow::Error::msg)?;
+        }
+        let registry = Arc::new(Registry::with_routing(catalog, config.routing.clone()));
+
+        let callbacks = &config.callbacks;
+        let url_policy = Arc::new(UrlPolicy::new(callbacks.allow_networks.clone()));
+        let keys = |secrets: Vec<&crate::config::Secret>| {
+            secrets
+                .into_iter()
+                .map(|s| SecretKey::parse(&s.0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)
+        };
+        let client = SafeClient::new(
+            url_policy.clone(),
+            Signer::new(keys(callbacks.signing_keys().collect())?),
+        );
+        let breakers = Arc::new(Breakers::default());
+        let flows = flow::tools(
+            &config.flows,
+            &FlowDeps {
+                client: &client,
+                store: &store,
+                public_url: &config.server.public_url,
+                breakers: &breakers,
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        registry
+            .set_source(
+                "flows",
+                flows
+                    .into_iter()
+                    .map(|tool| Intent::new(Mode::Flow, tool, None).map(Arc::new))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+            )
+            .map_err(anyhow::Error::msg)?;
+
+        // Before the workers: queued MCP jobs must find their intents.
+        let mcp = McpManager::start(&config.mcp, &registry).await;
+        let keys_changed = Arc::new(tokio::sync::Notify::new());
+        let workers = Workers::start(
+            store.clone(),
+            registry.clone(),
+            &config.workers,
+            DeliveryWiring {
+                client,
+                settings: DeliverySettings {
+                    concurrency: callbacks.delivery_concurrency,
+                    timeout: Duration::from_millis(callbacks.timeout_ms),
+                    schedule: callbacks
+                        .retry_schedule_ms
+                        .iter()
+                        .map(|ms| Duration::from_millis(*ms))
+                        .collect(),
+                    max_retry_after: Duration::from_millis(callbacks.max_retry_after_ms),
+                    poll: Duration::from_millis(config.workers.poll_interval_ms),
+                },
+            },
+            MaintenanceSettings::from_config(&config),
+            keys_changed.clone(),
+        );
+        let authenticator = Arc::new(Authenticator::new(store.clone(), config.auth.required));
+        {
+            let authenticator = authenticator.clone();
+            tokio::spawn(async move {
+                loop {
+                    keys_changed.notified().await;
+                    authenticator.invalidate();
+                }
+            });
+        }
+        let ingest = Arc::new(CallbackIngest::new(
+            store.clone(),
+            Verifier::new(
+                keys(callbacks.ingest_keys().collect())?,
+                callbacks.tolerance_secs,
+            ),
+            workers.waiters.clone(),
+            workers.instance_id(),
+        ));
+        let orchestrator = Arc::new(Orchestrator::new(
+            store.clone(),
+            workers,
+            Duration::from_secs(config.idempotency.ttl_hours * 3600),
+        ));
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            registry,
+            orchestrator,
+            metrics: telemetry::metrics_handle(),
+            callback_policy: url_policy,
+            ingest,
+            breakers,
+            authenticator,
+        };
+        Ok(Self {
+            listener,
+            state,
+            shutdown: CancellationToken::new(),
+            embedded: database.embedded,
+            mcp,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Cancel it to stop the instance gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the shutdown token fires, then: stop accepting, let requests and running
+    /// jobs finish within the grace period, hand the rest back to the queue.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let grace = Duration::from_millis(self.state.config.server.shutdown_grace_ms);
+        let router = http::router(self.state.clone());
+        let shutdown = self.shutdown.clone();
+        tracing::info!(%addr, instance_id = %self.state.orchestrator.workers().instance_id(), "listening");
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut server = tokio::spawn(server.into_future());
+
+        let server_result = tokio::select! {
+            r = &mut server => Some(r),
+            _ = shutdown.cancelled() => None,
+        };
+        if let Some(r) = server_result {
+            // The server stopped on its own: an error. Stop the workers too.
+            self.state.orchestrator.workers().shutdown(grace).await;
+            self.mcp.shutdown().await;
+            r.context("server task")?.context("server")?;
+            return Ok(());
+        }
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+        let workers = self.state.orchestrator.workers().shutdown(grace);
+        let (_, served) = tokio::join!(workers, async {
+            tokio::time::timeout(grace + Duration::from_secs(5), &mut server).await
+        });
+        match served {
+            Ok(r) => r.context("server task")?.context("server")?,
+            Err(_) => {
+                tracing::warn!("requests still open after the grace period; closing");
+                server.abort();
+            }
+        }
+        // After the workers: no call is left to need a session.
+        self.mcp.shutdown().await;
+        self.state.store.pool().close().await;
+        if let Some(mut pg) = self.embedded.take() {
+            tokio::task::spawn_blocking(move || pg.stop()).await?;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

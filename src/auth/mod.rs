@@ -1,0 +1,11 @@
+//! API keys: generation, scopes, and the authenticator that turns a presented key into a
+//! principal (with a short cache, invalidated across instances by NOTIFY).
+
+pub mod admin;
+mod authenticator;
+mod keys;
+mod scopes;
+
+pub use authenticator::{AuthError, Authenticated, Authenticator};
+pub use keys::{GeneratedKey, generate_key, hash_key, key_prefix};
+pub use scopes::{ADMIN_SCOPES, Scopes};

@@ -1,0 +1,434 @@
+//! Configuration: documented defaults, then an optional TOML file, then `ORCH__SECTION__KEY`
+//! environment variables; `DATABASE_URL` always wins for the database. Validated once at start.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub workers: WorkersConfig,
+    pub idempotency: IdempotencyConfig,
+    pub callbacks: CallbacksConfig,
+    pub auth: AuthConfig,
+    pub retention: RetentionConfig,
+    pub log: LogConfig,
+    pub tools: ToolsConfig,
+    /// `[flows."<intent>"]`: n8n, ActivePieces or generic webhooks, one intent each.
+    pub flows: BTreeMap<String, crate::tools::flow::FlowConfig>,
+    pub routing: crate::dispatch::routing::RoutingConfig,
+    pub mcp: crate::tools::mcp::McpConfig,
+    pub ssh: crate::tools::ssh::SshConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Base of `status_url`, callback URLs and the OpenAPI `servers` entry.
+    pub public_url: String,
+    /// How long `POST /orchestrate` waits for a job when the request does not say.
+    pub sync_timeout_ms: u64,
+    /// The most a request may ask to wait (`timeout_ms`, `Prefer: wait=N`).
+    pub max_sync_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT: how long running jobs and requests may take to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            public_url: "http://127.0.0.1:8080".into(),
+            sync_timeout_ms: 8_000,
+            max_sync_timeout_ms: 60_000,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// Start a private PostgreSQL cluster when nothing answers at `url` and the server binaries
+    /// are installed.
+    pub embedded: bool,
+    /// Where the private cluster keeps its data.
+    pub embedded_data_dir: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@localhost:5432/orchestrator".into(),
+            max_connections: 32,
+            acquire_timeout_ms: 3_000,
+            embedded: true,
+            embedded_data_dir: PathBuf::from(".orchestrator/pgdata"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Jobs this instance runs at once (0 = intake only, no workers).
+    pub concurrency: usize,
+    /// The most jobs one claim takes.
+    pub claim_batch: i64,
+    /// Fallback poll for new work when no wake-up arrives.
+    pub poll_interval_ms: u64,
+    /// A claim's lease; the heartbeat extends it while the job runs.
+    pub lease_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// How often maintenance looks for expired leases and expired idempotency keys.
+    pub maintenance_interval_ms: u64,
+    /// Retry backoff: base * 2^(attempt-1), capped, with ±20 % jitter.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// The most completions written in one statement.
+    pub completion_batch: usize,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            claim_batch: 64,
+            poll_interval_ms: 1_000,
+            lease_ms: 30_000,
+            heartbeat_interval_ms: 10_000,
+            maintenance_interval_ms: 5_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 600_000,
+            completion_batch: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long a key (sent or derived) answers with the stored result.
+    pub ttl_hours: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self { ttl_hours: 24 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require an API key even before any key exists. Without it, the server is open until
+    /// the first key is created (the development default).
+    pub required: bool,
+    /// Paths served without a key (`/callbacks/ingest` has its own verification).
+    pub public_paths: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: false,
+            public_paths: ["/healthz", "/readyz", "/openapi.json", "/metrics"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Drop finished jobs' inputs and results after this many days (0: keep them). Reporting
+    /// columns and the audit trail stay.
+    pub payload_days: u32,
+}
+
+/// A secret from configuration: never printed by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Signs outbound callbacks and flow requests (`whsec_` + base64). Empty: unsigned.
+    pub signing_secret: Secret,
+    /// More signing secrets during a rotation: each signature is sent.
+    pub signing_secrets: Vec<Secret>,
+    /// Verifies inbound `/callbacks/ingest` signatures (`whsec_` + base64).
+    pub ingest_secret: Secret,
+    /// More accepted ingest secrets during a rotation.
+    pub ingest_secrets: Vec<Secret>,
+    /// Non-public networks (CIDRs) that callback and flow URLs may reach. Default: none.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// One delivery attempt's time limit.
+    pub timeout_ms: u64,
+    /// Delays between attempts (±20 % jitter); after the last one the delivery is exhausted.
+    pub retry_schedule_ms: Vec<u64>,
+    /// The most a receiver's `Retry-After` may postpone the next attempt.
+    pub max_retry_after_ms: u64,
+    /// Inbound signatures older or newer than this are refused.
+    pub tolerance_secs: u64,
+    /// Deliveries in flight at once on this instance (0: this instance delivers nothing).
+    pub delivery_concurrency: usize,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            signing_secret: Secret::default(),
+            signing_secrets: Vec::new(),
+            ingest_secret: Secret::default(),
+            ingest_secrets: Vec::new(),
+            allow_networks: Vec::new(),
+            timeout_ms: 15_000,
+            retry_schedule_ms: [5, 300, 1800, 7200, 18000, 36000, 36000]
+                .map(|s| s * 1000)
+                .to_vec(),
+            max_retry_after_ms: 36_000_000,
+            tolerance_secs: 300,
+            delivery_concurrency: 16,
+        }
+    }
+}
+
+impl CallbacksConfig {
+    pub fn signing_keys(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.signing_secret)
+            .chain(&self.signing_secrets)
+            .filter(|s| !s.0.is_empty())
+    }
+
+    pub fn ingest_keys(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.ingest_secret)
+            .chain(&self.ingest_secrets)
+            .filter(|s| !s.0.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+/// Built-in local tools. Each entry may override an intent's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// `system.echo` and `system.sleep` (diagnostics, tests, benchmarks).
+    pub system: bool,
+    pub overrides: BTreeMap<String, IntentOverride>,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            system: true,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntentOverride {
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<i32>,
+    pub priority: Option<i16>,
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `ORCH__…` variables, then `DATABASE_URL`.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("ORCH__").split("__"));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            config.database.url = url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        url::Url::parse(&s.public_url).map_err(|e| invalid("server.public_url", e.to_string()))?;
+        if s.sync_timeout_ms > s.max_sync_timeout_ms {
+            return Err(invalid(
+                "server.sync_timeout_ms",
+                "must not exceed server.max_sync_timeout_ms",
+            ));
+        }
+        if s.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let w = &self.workers;
+        if w.claim_batch < 1 {
+            return Err(invalid("workers.claim_batch", "must be at least 1"));
+        }
+        if w.completion_batch < 1 {
+            return Err(invalid("workers.completion_batch", "must be at least 1"));
+        }
+        if w.heartbeat_interval_ms == 0 || w.heartbeat_interval_ms * 2 > w.lease_ms {
+            return Err(invalid(
+                "workers.heartbeat_interval_ms",
+                "must be positive and at most half of workers.lease_ms",
+            ));
+        }
+        if w.poll_interval_ms == 0 || w.maintenance_interval_ms == 0 {
+            return Err(invalid(
+                "workers.poll_interval_ms",
+                "poll and maintenance intervals must be positive",
+            ));
+        }
+        if self.idempotency.ttl_hours == 0 {
+            return Err(invalid("idempotency.ttl_hours", "must be at least 1"));
+        }
+        for (field, secret) in self
+            .callbacks
+            .signing_keys()
+            .map(|s| ("callbacks.signing_secret", s))
+            .chain(
+                self.callbacks
+                    .ingest_keys()
+                    .map(|s| ("callbacks.ingest_secret", s)),
+            )
+        {
+            crate::webhook::SecretKey::parse(&secret.0).map_err(|e| invalid(field, e))?;
+        }
+        if self.callbacks.timeout_ms == 0 {
+            return Err(invalid("callbacks.timeout_ms", "must be positive"));
+        }
+        for (intent, flow) in &self.flows {
+            flow.validate().map_err(|(field, message)| {
+                invalid(&format!("flows.\"{intent}\".{field}"), message)
+            })?;
+        }
+        self.routing
+            .validate()
+            .and_then(|()| self.mcp.validate())
+            .map_err(|(field, message)| invalid(&field, message))?;
+        if let Some((field, message)) = self.ssh.problems().into_iter().next() {
+            return Err(invalid(&field, message));
+        }
+        for (intent, o) in &self.tools.overrides {
+            if o.max_attempts.is_some_and(|n| n < 1) {
+                return Err(invalid(
+                    &format!("tools.overrides.\"{intent}\".max_attempts"),
+                    "must be at least 1",
+                ));
+            }
+            if o.timeout_ms == Some(0) {
+                return Err(invalid(
+                    &format!("tools.overrides.\"{intent}\".timeout_ms"),
+                    "must be positive",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.sync_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path));
+        let config: Config = figment.extract().expect("example config parses");
+        config.validate().expect("example config is valid");
+        assert_eq!(config.server.sync_timeout_ms, 8_000);
+        assert_eq!(config.ssh, crate::tools::ssh::SshConfig::default());
+    }
+
+    #[test]
+    fn rejects_heartbeat_slower_than_half_the_lease() {
+        let mut c = Config::default();
+        c.workers.heartbeat_interval_ms = c.workers.lease_ms;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { field, .. }) if field == "workers.heartbeat_interval_ms")
+        );
+    }
+}

@@ -1,0 +1,574 @@
+//! The catalog: every intent this server can run, with the engine (mode) behind it, its
+//! compiled input schema and its effective run policy.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::routing::RoutingConfig;
+use crate::{
+    config::IntentOverride,
+    model::{FieldError, Mode},
+    tools::{Effect, Tool},
+};
+
+/// The documented order of engines: how `served_by` lists them.
+const ENGINE_ORDER: [Mode; 3] = [Mode::Agent, Mode::Flow, Mode::Mcp];
+
+/// One way to run an intent: a tool and the engine it belongs to.
+pub struct Intent {
+    pub mode: Mode,
+    pub tool: Arc<dyn Tool>,
+    validator: jsonschema::Validator,
+    pub timeout: Duration,
+    pub max_attempts: i32,
+    pub priority: i16,
+}
+
+impl std::fmt::Debug for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intent")
+            .field("name", &self.name())
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Intent {
+    pub fn new(
+        mode: Mode,
+        tool: Arc<dyn Tool>,
+        overrides: Option<&IntentOverride>,
+    ) -> Result<Self, String> {
+        let spec = tool.spec();
+        let validator = jsonschema::validator_for(&spec.input_schema)
+            .map_err(|e| format!("intent {}: invalid input schema: {e}", spec.name))?;
+        let o = overrides.cloned().unwrap_or_default();
+        Ok(Self {
+            mode,
+            timeout: o
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(spec.timeout),
+            max_attempts: o.max_attempts.unwrap_or(spec.max_attempts),
+            priority: o.priority.unwrap_or(spec.priority),
+            validator,
+            tool,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.tool.spec().name
+    }
+
+    pub fn effect(&self) -> Effect {
+        self.tool.spec().effect
+    }
+
+    /// Schema, then the tool's own checks. Every error names its field as `inputs.<path>`.
+    pub fn validate(&self, inputs: &Value) -> Result<(), Vec<FieldError>> {
+        let mut errors: Vec<FieldError> = self
+            .validator
+            .iter_errors(inputs)
+            .flat_map(schema_error_fields)
+            .collect();
+        if errors.is_empty()
+            && let Err(mut more) = self.tool.check_inputs(inputs)
+        {
+            errors.append(&mut more);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            errors.dedup();
+            Err(errors)
+        }
+    }
+}
+
+/// JSON Pointer `/tags/0` → `inputs.tags[0]`.
+pub fn field_path(pointer: &str) -> String {
+    let mut out = String::from("inputs");
+    for raw in pointer.split('/').skip(1) {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(&seg);
+            out.push(']');
+        } else {
+            out.push('.');
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+fn schema_error_fields(e: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let base = field_path(e.instance_path().as_str());
+    match e.kind() {
+        K::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            vec![FieldError::new(format!("{base}.{name}"), "is required")]
+        }
+        K::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|p| FieldError::new(format!("{base}.{p}"), "is not an allowed property"))
+            .collect(),
+        _ => vec![FieldError::new(base, e.masked().to_string())],
+    }
+}
+
+/// Why an intent cannot be resolved to one engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    Unknown {
+        suggestions: Vec<String>,
+    },
+    ModeNotServed {
+        requested: Mode,
+        served_by: Vec<Mode>,
+    },
+    Ambiguous {
+        served_by: Vec<Mode>,
+    },
+}
+
+/// An immutable snapshot of what can run; replaced whole when engines change (MCP tools come
+/// and go), so a request sees one consistent view.
+#[derive(Default, Debug)]
+pub struct Catalog {
+    by_name: BTreeMap<String, Vec<Arc<Intent>>>,
+    routing: Arc<RoutingConfig>,
+}
+
+impl Catalog {
+    pub fn with_routing(routing: Arc<RoutingConfig>) -> Self {
+        Self {
+            by_name: BTreeMap::new(),
+            routing,
+        }
+    }
+
+    pub fn add(&mut self, intent: Intent) -> Result<(), String> {
+        self.add_shared(Arc::new(intent))
+    }
+
+    pub fn add_shared(&mut self, intent: Arc<Intent>) -> Result<(), String> {
+        let entries = self.by_name.entry(intent.name().to_owned()).or_default();
+        if entries.iter().any(|e| e.mode == intent.mode) {
+            return Err(format!(
+                "intent {} is registered twice for mode {}",
+                intent.name(),
+                intent.mode.as_str()
+            ));
+        }
+        entries.push(intent);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str, mode: Mode) -> Option<&Arc<Intent>> {
+        self.by_name.get(name)?.iter().find(|i| i.mode == mode)
+    }
+
+    /// All intents, sorted by name, then mode.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Intent>> {
+        self.by_name.values().flatten()
+    }
+
+    /// Picks the intent that runs `name` in `requested` mode. For `auto`, in this order:
+    /// 1. the explicit routes, in config order: the first whose target is served;
+    /// 2. the one engine that serves `name`;
+    /// 3. with several, the first engine of `routing.prefer` that serves it; else ambiguous.
+    ///
+    /// An explicit mode uses the routes of that mode, then `name` on that engine.
+    pub fn resolve(&self, name: &str, requested: Mode) -> Result<Arc<Intent>, ResolveError> {
+        for (mode, target) in self.routing.targets(name) {
+            if (requested == Mode::Auto || requested == mode)
+                && let Some(intent) = self.get(&target, mode)
+            {
+                return Ok(intent.clone());
+            }
+        }
+        let Some(entries) = self.by_name.get(name) else {
+            return Err(ResolveError::Unknown {
+                suggestions: self.suggestions(name),
+            });
+        };
+        let served_by = || {
+            ENGINE_ORDER
+                .into_iter()
+                .filter(|m| entries.iter().any(|i| i.mode == *m))
+                .collect::<Vec<_>>()
+        };
+        match requested {
+            Mode::Auto => match entries.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => self
+                    .routing
+                    .prefer
+                    .iter()
+                    .find_map(|m| entries.iter().find(|i| i.mode == *m))
+                    .cloned()
+                    .ok_or_else(|| ResolveError::Ambiguous {
+                        served_by: served_by(),
+                    }),
+            },
+            mode => entries
+                .iter()
+                .find(|i| i.mode == mode)
+                .cloned()
+                .ok_or_else(|| ResolveError::ModeNotServed {
+                    requested: mode,
+                    served_by: served_by(),
+                }),
+        }
+    }
+
+    /// Close matches for an unknown name: similar spelling, or the same namespace.
+    pub fn suggestions(&self, name: &str) -> Vec<String> {
+        let wanted = name.to_lowercase();
+        let namespace = wanted.split('.').next().unwrap_or_default();
+        let mut scored: Vec<(f64, &String)> = self
+            .by_name
+            .keys()
+            .filter_map(|known| {
+                let score = strsim::jaro_winkler(&wanted, &known.to_lowercase());
+                let same_namespace = !namespace.is_empty()
+                    && known.split('.').next() == Some(namespace)
+                    && wanted.contains('.');
+                (score >= 0.8 || same_namespace).then_some((score, known))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
+    }
+}
+
+/// An engine that starts on first use (an MCP server configured `start = "lazy"`): until then
+/// its intents are unknown, so a request that names one starts it and waits for its intents.
+pub trait LazySource: Send + Sync {
+    /// Whether this source, not started yet, would serve `intent` once started.
+    fn would_serve(&self, intent: &str) -> bool;
+    /// Starts it; resolves once its intents are published (or starting failed).
+    fn start(&self) -> BoxFuture<'static, ()>;
+}
+
+/// The live catalog, assembled from named sources (`local`, `flows`, one per MCP server…).
+/// Readers take a cheap snapshot; a source that changes (an MCP server's tool list) replaces
+/// its own intents and the catalog is rebuilt whole.
+#[derive(Default)]
+pub struct Registry {
+    sources: std::sync::Mutex<BTreeMap<String, Vec<Arc<Intent>>>>,
+    current: RwLock<Arc<Catalog>>,
+    routing: Arc<RoutingConfig>,
+    lazy: RwLock<Vec<Arc<dyn LazySource>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("current", &self.current)
+            .field("routing", &self.routing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(catalog: Catalog) -> Self {
+        Self::with_routing(catalog, RoutingConfig::default())
+    }
+
+    pub fn with_routing(catalog: Catalog, routing: RoutingConfig) -> Self {
+        let routing = Arc::new(routing);
+        let registry = Self {
+            current: RwLock::new(Arc::new(Catalog::with_routing(routing.clone()))),
+            routing,
+            ..Self::default()
+        };
+        registry
+            .set_source("local", catalog.iter().cloned().collect())
+            .expect("a valid catalog stays valid");
+        registry
+    }
+
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.current.read().expect("catalog lock poisoned").clone()
+    }
+
+    /// Replaces one source's intents. Refused (and nothing changes) if an intent would clash
+    /// with another source's intent of the same name and mode.
+    pub fn set_source(&self, source: &str, intents: Vec<Arc<Intent>>) -> Result<(), String> {
+        let mut sources = self.sources.lock().expect("catalog sources lock poisoned");
+        let mut next = sources.clone();
+        next.insert(source.to_owned(), intents);
+        let mut catalog = Catalog::with_routing(self.routing.clone());
+        for intent in next.values().flatten() {
+            catalog.add_shared(intent.clone())?;
+        }
+        *sources = next;
+        *self.current.write().expect("catalog lock poisoned") = Arc::new(catalog);
+        Ok(())
+    }
+
+    pub fn remove_source(&self, source: &str) {
+        let _ = self.set_source(source, Vec::new());
+        self.sources
+            .lock()
+            .expect("catalog sources lock poisoned")
+            .remove(source);
+    }
+
+    pub fn add_lazy_source(&self, source: Arc<dyn LazySource>) {
+        self.lazy
+            .write()
+            .expect("lazy sources lock poisoned")
+            .push(source);
+    }
+
+    /// The intent served in this mode, starting a lazy source that would serve it first (a
+    /// queued job may name a server this instance has not started yet).
+    pub async fn get(&self, name: &str, mode: Mode) -> Option<Arc<Intent>> {
+        if let Some(found) = self.snapshot().get(name, mode) {
+            return Some(found.clone());
+        }
+        let waking: Vec<Arc<dyn LazySource>> = self
+            .lazy
+            .read()
+            .expect("lazy sources lock poisoned")
+            .iter()
+            .filter(|s| s.would_serve(name))
+            .cloned()
+            .collect();
+        futures::future::join_all(waking.iter().map(|s| s.start())).await;
+        self.snapshot().get(name, mode).cloned()
+    }
+
+    /// [`Catalog::resolve`], after starting the lazy sources that would serve the request
+    /// (the intent itself or a route target of it), so they take part in the choice.
+    pub async fn resolve(&self, name: &str, requested: Mode) -> Result<Arc<Intent>, ResolveError> {
+        let waking: Vec<Arc<dyn LazySource>> = {
+            let lazy = self.lazy.read().expect("lazy sources lock poisoned");
+            if lazy.is_empty() {
+                Vec::new()
+            } else {
+                let mut names = vec![name.to_owned()];
+                names.extend(self.routing.targets(name).map(|(_, target)| target));
+                lazy.iter()
+                    .filter(|s| names.iter().any(|n| s.would_serve(n)))
+                    .cloned()
+                    .collect()
+            }
+        };
+        futures::future::join_all(waking.iter().map(|s| s.start())).await;
+        self.snapshot().resolve(name, requested)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo_intent(name: &str, mode: Mode) -> Arc<Intent> {
+        struct Named(crate::tools::ToolSpec);
+        impl Tool for Named {
+            fn spec(&self) -> &crate::tools::ToolSpec {
+                &self.0
+            }
+            fn call<'a>(
+                &'a self,
+                _: &'a crate::tools::ToolContext,
+                _: &'a Value,
+            ) -> futures::future::BoxFuture<'a, crate::tools::ToolResult> {
+                unreachable!()
+            }
+        }
+        let spec = crate::tools::ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            input_schema: serde_json::json!({"type": "object"}),
+            effect: Effect::Read,
+            timeout: Duration::from_secs(1),
+            max_attempts: 1,
+            priority: 0,
+        };
+        Arc::new(Intent::new(mode, Arc::new(Named(spec)), None).unwrap())
+    }
+
+    #[test]
+    fn sources_are_replaced_whole_and_clashes_are_refused() {
+        let registry = Registry::default();
+        registry
+            .set_source("a", vec![echo_intent("x.one", Mode::Agent)])
+            .unwrap();
+        registry
+            .set_source("b", vec![echo_intent("x.two", Mode::Mcp)])
+            .unwrap();
+        assert_eq!(registry.snapshot().iter().count(), 2);
+        registry
+            .set_source("b", vec![echo_intent("x.three", Mode::Mcp)])
+            .unwrap();
+        let names: Vec<String> = registry
+            .snapshot()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
+        assert_eq!(names, ["x.one", "x.three"]);
+        assert!(
+            registry
+                .set_source("c", vec![echo_intent("x.one", Mode::Agent)])
+                .is_err()
+        );
+        assert_eq!(registry.snapshot().iter().count(), 2, "unchanged");
+        registry.remove_source("b");
+        assert_eq!(registry.snapshot().iter().count(), 1);
+    }
+
+    #[test]
+    fn auto_picks_the_only_engine_and_refuses_to_guess_between_several() {
+        let mut c = Catalog::default();
+        c.add_shared(echo_intent("a.b", Mode::Agent)).unwrap();
+        c.add_shared(echo_intent("c.d", Mode::Agent)).unwrap();
+        c.add_shared(echo_intent("c.d", Mode::Flow)).unwrap();
+        assert_eq!(c.resolve("a.b", Mode::Auto).unwrap().mode, Mode::Agent);
+        assert_eq!(
+            c.resolve("c.d", Mode::Auto).unwrap_err(),
+            ResolveError::Ambiguous {
+                served_by: vec![Mode::Agent, Mode::Flow]
+            }
+        );
+        assert_eq!(c.resolve("c.d", Mode::Flow).unwrap().mode, Mode::Flow);
+        assert!(matches!(
+            c.resolve("a.b", Mode::Mcp),
+            Err(ResolveError::ModeNotServed { .. })
+        ));
+        assert!(
+            matches!(c.resolve("a.bb", Mode::Auto), Err(ResolveError::Unknown { suggestions }) if suggestions == ["a.b"])
+        );
+    }
+
+    #[test]
+    fn auto_takes_routes_then_the_only_engine_then_the_preference() {
+        use crate::dispatch::routing::Route;
+        let routing = RoutingConfig {
+            routes: vec![
+                Route {
+                    intent: "c.*".into(),
+                    mode: Mode::Flow,
+                    target: None,
+                },
+                Route {
+                    intent: "friendly.*".into(),
+                    mode: Mode::Mcp,
+                    target: Some("mcp.s.*".into()),
+                },
+            ],
+            prefer: vec![Mode::Mcp, Mode::Agent],
+        };
+        let mut c = Catalog::with_routing(Arc::new(routing));
+        for (name, mode) in [
+            ("a.b", Mode::Agent),
+            ("c.d", Mode::Agent),
+            ("c.d", Mode::Flow),
+            ("c.e", Mode::Agent),
+            ("e.f", Mode::Agent),
+            ("e.f", Mode::Mcp),
+            ("mcp.s.x", Mode::Mcp),
+        ] {
+            c.add_shared(echo_intent(name, mode)).unwrap();
+        }
+        for (name, requested, expected, why) in [
+            ("c.d", Mode::Auto, Mode::Flow, "a route"),
+            ("c.d", Mode::Agent, Mode::Agent, "an explicit mode"),
+            (
+                "c.e",
+                Mode::Auto,
+                Mode::Agent,
+                "a route whose target is not served",
+            ),
+            ("e.f", Mode::Auto, Mode::Mcp, "the preference"),
+        ] {
+            assert_eq!(c.resolve(name, requested).unwrap().mode, expected, "{why}");
+        }
+        assert_eq!(c.resolve("a.b", Mode::Auto).unwrap().mode, Mode::Agent);
+        assert_eq!(
+            c.resolve("friendly.x", Mode::Auto).unwrap().name(),
+            "mcp.s.x"
+        );
+        assert_eq!(
+            c.resolve("friendly.x", Mode::Mcp).unwrap().name(),
+            "mcp.s.x"
+        );
+        assert!(matches!(
+            c.resolve("friendly.y", Mode::Auto),
+            Err(ResolveError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn ambiguity_lists_engines_in_the_documented_order() {
+        let mut c = Catalog::default();
+        for mode in [Mode::Mcp, Mode::Flow, Mode::Agent] {
+            c.add_shared(echo_intent("x.y", mode)).unwrap();
+        }
+        assert_eq!(
+            c.resolve("x.y", Mode::Auto).unwrap_err(),
+            ResolveError::Ambiguous {
+                served_by: vec![Mode::Agent, Mode::Flow, Mode::Mcp]
+            }
+        );
+    }
+
+    /// Publishes `mcp.lazy.tool` when started.
+    struct LazyEngine(std::sync::Weak<Registry>, std::sync::atomic::AtomicBool);
+
+    impl LazySource for LazyEngine {
+        fn would_serve(&self, intent: &str) -> bool {
+            !self.1.load(std::sync::atomic::Ordering::SeqCst) && intent.starts_with("mcp.lazy.")
+        }
+
+        fn start(&self) -> BoxFuture<'static, ()> {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            let registry = self.0.upgrade().unwrap();
+            Box::pin(async move {
+                registry
+                    .set_source("mcp.lazy", vec![echo_intent("mcp.lazy.tool", Mode::Mcp)])
+                    .unwrap();
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lazy_source_is_started_by_a_request_for_its_intents() {
+        let registry = Arc::new(Registry::default());
+        registry.add_lazy_source(Arc::new(LazyEngine(
+            Arc::downgrade(&registry),
+            Default::default(),
+        )));
+        assert!(matches!(
+            registry.resolve("other.tool", Mode::Auto).await,
+            Err(ResolveError::Unknown { .. })
+        ));
+        assert!(
+            registry
+                .snapshot()
+                .get("mcp.lazy.tool", Mode::Mcp)
+                .is_none()
+        );
+        let intent = registry.resolve("mcp.lazy.tool", Mode::Auto).await.unwrap();
+        assert_eq!(intent.mode, Mode::Mcp);
+    }
+
+    #[test]
+    fn pointers_become_field_paths() {
+        assert_eq!(field_path(""), "inputs");
+        assert_eq!(field_path("/text"), "inputs.text");
+        assert_eq!(field_path("/tags/0"), "inputs.tags[0]");
+        assert_eq!(field_path("/a~1b/c~0d"), "inputs.a/b.c~d");
+    }
+}

@@ -1,0 +1,296 @@
+//! Intake: turns a validated request into a durable job (and its idempotency key) in one
+//! statement, runs it at once when the caller waits and a slot is free, and lets callers wait
+//! for the outcome without polling.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{canonical::write_canonical, catalog::Intent};
+use crate::{
+    ids::JobId,
+    model::{FinishedJob, Mode, Principal},
+    store::{CancelOutcome, ClaimedJob, KeyClaim, NewJob, Store, StoreError, StoredKey},
+    tools::Effect,
+    worker::{StopReason, Waiter, Workers},
+};
+
+/// A request that passed validation.
+#[derive(Debug)]
+pub struct Submission {
+    pub intent: Arc<Intent>,
+    pub requested_mode: Mode,
+    pub inputs: Value,
+    pub callback_url: Option<String>,
+    /// Sent by the client (header or body).
+    pub idempotency_key: Option<String>,
+    /// Lowers the intent's default.
+    pub max_attempts: Option<i32>,
+    /// Who asks (API key, client address, request id).
+    pub principal: Principal,
+    /// The caller will wait for the result: run it here at once if a slot is free.
+    pub wait: bool,
+}
+
+#[derive(Debug)]
+pub enum Submitted {
+    Created {
+        job_id: JobId,
+        waiter: Option<Waiter>,
+    },
+    /// The idempotency key already answers for this job.
+    Replay {
+        job_id: JobId,
+        waiter: Option<Waiter>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
+    #[error("the idempotency key changed hands while this request was filed; retry")]
+    KeyBusy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub enum WaitOutcome {
+    Finished(Arc<FinishedJob>),
+    Pending,
+}
+
+/// The intake service and the jobs' control surface, shared by every request.
+pub struct Orchestrator {
+    store: Store,
+    workers: Workers,
+    key_ttl: Duration,
+}
+
+impl Orchestrator {
+    pub fn new(store: Store, workers: Workers, key_ttl: Duration) -> Self {
+        Self {
+            store,
+            workers,
+            key_ttl,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    pub async fn submit(&self, sub: Submission) -> Result<Submitted, SubmitError> {
+        let key = IdempotencyKey::for_submission(&sub);
+        let scope = key_scope(&sub.principal);
+        // A client's own key is mostly sent again on a retry: a plain read answers a replay
+        // without the insert's row lock (which serialised replays and cost a WAL flush each).
+        // Derived keys are mostly new, so they go straight to the insert.
+        if let Some(key) = key.as_ref().filter(|k| !k.derived)
+            && let Some(stored) = self.store.find_key(&scope, &key.key).await?
+        {
+            return self.replay(&sub, key, stored);
+        }
+        // A key that expired between our insert and our lookup is gone: insert again, once.
+        for _ in 0..2 {
+            if let Some(done) = self.try_insert(&sub, key.as_ref(), &scope).await? {
+                return Ok(done);
+            }
+            let key = key.as_ref().expect("only keyed inserts conflict");
+            if let Some(stored) = self.store.find_key(&scope, &key.key).await? {
+                return self.replay(&sub, key, stored);
+            }
+        }
+        Err(SubmitError::KeyBusy)
+    }
+
+    /// The job already filed under `key`, if this is the same request.
+    fn replay(
+        &self,
+        sub: &Submission,
+        key: &IdempotencyKey,
+        stored: StoredKey,
+    ) -> Result<Submitted, SubmitError> {
+        if stored.request_hash != key.request_hash {
+            return Err(SubmitError::KeyReused);
+        }
+        let waiter = sub
+            .wait
+            .then(|| self.workers.waiters.register(stored.job_id));
+        Ok(Submitted::Replay {
+            job_id: stored.job_id,
+            waiter,
+        })
+    }
+
+    async fn try_insert(
+        &self,
+        sub: &Submission,
+        key: Option<&IdempotencyKey>,
+        scope: &str,
+    ) -> Result<Option<Submitted>, SubmitError> {
+        let job_id = JobId::new();
+        let intent = &sub.intent;
+        let executor = &self.workers.executor;
+        // Registered before the insert: the job may finish before we start waiting.
+        let waiter = sub.wait.then(|| self.workers.waiters.register(job_id));
+        let permit = if sub.wait {
+            executor.try_reserve()
+        } else {
+            None
+        };
+        let max_attempts = sub
+            .max_attempts
+            .map_or(intent.max_attempts, |n| n.clamp(1, intent.max_attempts));
+        let attempt_timeout_ms = intent.timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let claim = key.map(|k| KeyClaim {
+            scope,
+            key: &k.key,
+            request_hash: &k.request_hash,
+            derived: k.derived,
+            ttl_secs: self.key_ttl.as_secs_f64(),
+        });
+        let inserted = self
+            .store
+            .insert_job(
+                &NewJob {
+                    id: job_id,
+                    intent: intent.name(),
+                    mode: intent.mode,
+                    requested_mode: sub.requested_mode,
+                    priority: intent.priority,
+                    max_attempts,
+                    attempt_timeout_ms,
+                    inputs: &sub.inputs,
+                    callback_url: sub.callback_url.as_deref(),
+                    request_id: sub.principal.request_id.as_deref(),
+                    start_now: permit.as_ref().map(|_| executor.instance_id()),
+                    lease_secs: self.workers.lease_secs(),
+                    principal: &sub.principal,
+                },
+                claim.as_ref(),
+            )
+            .await?;
+        if inserted.is_none() {
+            return Ok(None);
+        }
+        metrics::counter!("orchestrator_jobs_created_total", "intent" => intent.name().to_owned())
+            .increment(1);
+        match permit {
+            Some(permit) => executor.spawn(
+                ClaimedJob {
+                    id: job_id,
+                    intent: intent.name().to_owned(),
+                    mode: intent.mode,
+                    inputs: sub.inputs.clone(),
+                    attempt: 1,
+                    max_attempts,
+                    attempt_timeout_ms,
+                    cancel_requested: false,
+                },
+                permit,
+            ),
+            None => self.workers.wake.notify_one(),
+        }
+        Ok(Some(Submitted::Created { job_id, waiter }))
+    }
+
+    /// Waits for the job behind `waiter`, up to `timeout` (or until shutdown).
+    pub async fn wait(&self, waiter: &mut Waiter, timeout: Duration) -> WaitOutcome {
+        tokio::select! {
+            job = waiter.finished() => job.map_or(WaitOutcome::Pending, WaitOutcome::Finished),
+            _ = tokio::time::sleep(timeout) => WaitOutcome::Pending,
+            _ = self.workers.hard_stop.cancelled() => WaitOutcome::Pending,
+        }
+    }
+
+    /// The job's final state if it has one.
+    pub async fn finished(&self, job: JobId) -> Result<Option<Arc<FinishedJob>>, StoreError> {
+        Ok(self
+            .store
+            .finished_jobs(&[job.uuid()])
+            .await?
+            .pop()
+            .map(Arc::new))
+    }
+
+    pub fn register_waiter(&self, job: JobId) -> Waiter {
+        self.workers.waiters.register(job)
+    }
+
+    /// Cancels a job that has not finished. A running attempt here is stopped at once; one on
+    /// another instance hears about it through NOTIFY (or its next heartbeat).
+    pub async fn cancel(&self, job: JobId, by: &Principal) -> Result<CancelOutcome, StoreError> {
+        let (outcome, finished) = self
+            .store
+            .cancel_job(job, self.workers.instance_id(), by)
+            .await?;
+        if let Some(f) = finished {
+            crate::worker::announce_finished(&self.workers.waiters, f);
+        }
+        if let CancelOutcome::Requested { lease_owner } = &outcome
+            && *lease_owner == self.workers.instance_id()
+        {
+            self.workers.executor.stop(job, StopReason::Cancelled);
+        }
+        Ok(outcome)
+    }
+}
+
+/// Idempotency keys are per API key: two clients may use the same key text.
+fn key_scope(principal: &Principal) -> String {
+    principal
+        .api_key_id
+        .map(|id| id.simple().to_string())
+        .unwrap_or_default()
+}
+
+/// The key a job is filed under, and the hash of what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    pub derived: bool,
+}
+
+impl IdempotencyKey {
+    /// A client key covers the whole request; without one, write intents get a key derived
+    /// from intent + inputs (so a retried write is answered, not repeated) and read intents
+    /// get none.
+    pub fn for_submission(sub: &Submission) -> Option<Self> {
+        match &sub.idempotency_key {
+            Some(key) => {
+                let mut h = Sha256::new();
+                h.update(b"request\0");
+                write_canonical(&mut h, &Value::String(sub.intent.name().to_owned()));
+                write_canonical(&mut h, &sub.inputs);
+                h.update(sub.requested_mode.as_str().as_bytes());
+                h.update(b"\0");
+                h.update(sub.callback_url.as_deref().unwrap_or("").as_bytes());
+                Some(Self {
+                    key: key.clone(),
+                    request_hash: h.finalize().to_vec(),
+                    derived: false,
+                })
+            }
+            None if sub.intent.effect() == Effect::Write => {
+                let mut h = Sha256::new();
+                h.update(b"derived\0");
+                write_canonical(&mut h, &Value::String(sub.intent.name().to_owned()));
+                write_canonical(&mut h, &sub.inputs);
+                let digest = h.finalize().to_vec();
+                Some(Self {
+                    key: format!("derived:{}", hex::encode(&digest)),
+                    request_hash: digest,
+                    derived: true,
+                })
+            }
+            None => None,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Authentication (every request but the public paths) and the authorization checks handlers
+//! make with the resulting principal.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{HeaderMap, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use uuid::Uuid;
+
+use super::{AppState, problem::ApiError};
+use crate::{
+    auth::{AuthError, Authenticated},
+    store::AuthFailure,
+};
+
+/// Paths with their own verification, never behind an API key.
+const SELF_VERIFIED: [&str; 1] = ["/callbacks/ingest"];
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let from_authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    from_authorization.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })
+}
+
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if SELF_VERIFIED.contains(&path.as_str()) || state.config.auth.public_paths.contains(&path) {
+        return next.run(req).await;
+    }
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match state
+        .authenticator
+        .authenticate(presented_key(req.headers()))
+        .await
+    {
+        Ok(mut auth) => {
+            auth.principal.client_addr = client_addr;
+            auth.principal.request_id = request_id;
+            req.extensions_mut().insert(auth);
+            next.run(req).await
+        }
+        Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let (key_id, key_name, prefix) = match &e {
+                AuthError::Revoked { record } | AuthError::Expired { record } => (
+                    Some(record.id),
+                    Some(record.name.clone()),
+                    Some(record.prefix.clone()),
+                ),
+                AuthError::Unknown { prefix } => (None, None, Some(prefix.clone())),
+                _ => (None, None, None),
+            };
+            let reason = e.to_string();
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                let failure = AuthFailure {
+                    reason: &reason,
+                    status: 401,
+                    key_prefix: prefix.as_deref(),
+                    api_key_id: key_id,
+                    api_key_name: key_name.as_deref(),
+                    path: &path,
+                    request_id: request_id.as_deref(),
+                    client_addr: client_addr.as_deref(),
+                };
+                if let Err(err) = store.audit_auth_failure(&failure).await {
+                    tracing::warn!(error = %err, "could not audit an authentication failure");
+                }
+            });
+            metrics::counter!("orchestrator_auth_failures_total").increment(1);
+            ApiError::Unauthenticated {
+                detail: e.to_string(),
+            }
+            .into_response()
+        }
+    }
+}
+
+/// Handlers take the principal as an argument; it is always there behind the middleware.
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("a protected handler ran without authentication");
+                ApiError::Internal
+            })
+    }
+}
+
+/// The authorization questions handlers ask.
+pub trait Permissions {
+    fn require(&self, scope: &str) -> Result<(), ApiError>;
+    fn require_intent(&self, intent: &str) -> Result<(), ApiError>;
+    fn sees_all_jobs(&self) -> bool;
+    /// Whether a job created by `owner` (an API key id) is visible.
+    fn sees(&self, owner: Option<Uuid>) -> bool;
+}
+
+impl Permissions for Authenticated {
+    fn require(&self, scope: &str) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(s) if !s.has(scope) => Err(ApiError::Forbidden {
+                missing_scope: scope.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn require_intent(&self, intent: &str) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(s) if !s.allows_intent(intent) => Err(ApiError::Forbidden {
+                missing_scope: intent.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn sees_all_jobs(&self) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.has("jobs:read:all"))
+    }
+
+    fn sees(&self, owner: Option<Uuid>) -> bool {
+        self.sees_all_jobs() || (owner.is_some() && owner == self.principal.api_key_id)
+    }
+}

@@ -1,0 +1,261 @@
+//! Callbacks: the inbound ingest endpoint for flows, and each job's outbound delivery record.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{
+    AppState,
+    auth::Permissions,
+    jobs::{load_visible, parse_job_id},
+    problem::ApiError,
+};
+use crate::{
+    auth::Authenticated,
+    dispatch::ingest::{Credentials, IngestError, IngestOutcome, IngestRequest},
+    ids::JobId,
+    model::JobStatus,
+    store::{CallbackAudit, DeliveryRecord, DeliveryStatus},
+    webhook::WebhookHeaders,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/callbacks/ingest", post(ingest))
+        .route("/jobs/{job_id}/callbacks", get(job_callbacks))
+        .route("/jobs/{job_id}/callbacks/retry", post(retry_delivery))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAnswer {
+    /// `accepted`, or `duplicate` when nothing changed (a repeated callback).
+    pub status: &'static str,
+    pub job_id: JobId,
+    pub job_status: Option<JobStatus>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[utoipa::path(post, path = "/callbacks/ingest", operation_id = "ingestCallback", tag = "callbacks",
+    summary = "A flow reports a job's outcome",
+    description = "Body `{job_id, status: success|error, result?, error?}`. Authenticate with \
+        Standard Webhooks headers signed with the ingest secret, or `Authorization: Bearer` \
+        with the token the flow request carried. Repeating a callback is harmless.",
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, body = IngestAnswer),
+              (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The job already has another outcome", body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn ingest(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let signed = match (
+        header(&headers, "webhook-id"),
+        header(&headers, "webhook-timestamp"),
+        header(&headers, "webhook-signature"),
+    ) {
+        (Some(id), Some(timestamp), Some(signature)) => Some(WebhookHeaders {
+            id,
+            timestamp,
+            signature,
+        }),
+        _ => None,
+    };
+    let bearer = header(&headers, AUTHORIZATION.as_str())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let credentials = match (signed, bearer) {
+        (Some(h), _) => Credentials::Signed(h),
+        (None, Some(token)) => Credentials::Bearer(token),
+        (None, None) => Credentials::None,
+    };
+    let outcome = state
+        .ingest
+        .ingest(IngestRequest {
+            credentials,
+            body: &body,
+            remote_addr: Some(remote.ip().to_string()),
+        })
+        .await
+        .map_err(|e| match e {
+            IngestError::Unauthorized(reason) => ApiError::Unauthorized { detail: reason },
+            IngestError::Malformed { field, message } => ApiError::invalid(field, message),
+            IngestError::UnknownJob(id) => ApiError::JobNotFound {
+                job_id: id.to_string(),
+            },
+            IngestError::Conflict { job_id, status } => ApiError::JobFinished {
+                job_id: job_id.to_string(),
+                status,
+            },
+            IngestError::Store(s) => s.into(),
+        })?;
+    Ok(Json(match outcome {
+        IngestOutcome::Accepted { job_id, status } => IngestAnswer {
+            status: "accepted",
+            job_id,
+            job_status: Some(status),
+        },
+        IngestOutcome::Duplicate { job_id } => IngestAnswer {
+            status: "duplicate",
+            job_id,
+            job_status: None,
+        },
+        IngestOutcome::AlreadyApplied { job_id, status } => IngestAnswer {
+            status: "duplicate",
+            job_id,
+            job_status: Some(status),
+        },
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub url: String,
+    /// The `webhook-id` of every attempt.
+    pub webhook_id: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        DeliveryView {
+            next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(d.next_attempt_at),
+            url: d.url,
+            webhook_id: d.webhook_id,
+            status: d.status,
+            attempts: d.attempts,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            finished_at: d.finished_at,
+        }
+    }
+}
+
+/// One audited attempt, outbound (`out`) or inbound (`in`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackAttemptView {
+    pub id: i64,
+    pub direction: String,
+    pub url: Option<String>,
+    pub attempt: Option<i32>,
+    pub webhook_id: Option<String>,
+    /// Out: the receiver's answer. In: what we answered.
+    pub status_code: Option<i32>,
+    pub outcome: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub auth_method: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<CallbackAudit> for CallbackAttemptView {
+    fn from(a: CallbackAudit) -> Self {
+        CallbackAttemptView {
+            id: a.id,
+            direction: a.direction,
+            url: a.url,
+            attempt: a.attempt,
+            webhook_id: a.webhook_id,
+            status_code: a.status_code,
+            outcome: a.outcome,
+            response_excerpt: a.response_excerpt,
+            duration_ms: a.duration_ms,
+            error: a.error,
+            next_attempt_at: a.next_attempt_at,
+            auth_method: a.auth_method,
+            at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCallbacks {
+    pub job_id: JobId,
+    /// The outbound delivery, once the job finished with a `callback_url`.
+    pub delivery: Option<DeliveryView>,
+    pub attempts: Vec<CallbackAttemptView>,
+}
+
+#[utoipa::path(get, path = "/jobs/{job_id}/callbacks", operation_id = "getJobCallbacks", tag = "callbacks",
+    summary = "A job's callback delivery and every audited attempt (in and out)",
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = JobCallbacks),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn job_callbacks(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobCallbacks>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    load_visible(&state, &auth, id).await?;
+    let delivery = state.store.delivery_of(id).await?.map(DeliveryView::from);
+    let attempts = state
+        .store
+        .callback_audits(id)
+        .await?
+        .into_iter()
+        .map(CallbackAttemptView::from)
+        .collect();
+    Ok(Json(JobCallbacks {
+        job_id: id,
+        delivery,
+        attempts,
+    }))
+}
+
+#[utoipa::path(post, path = "/jobs/{job_id}/callbacks/retry", operation_id = "retryJobCallback", tag = "callbacks",
+    summary = "Send an exhausted callback delivery once more",
+    params(("job_id" = String, Path)),
+    responses((status = 202, body = DeliveryView),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The delivery is not exhausted", body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    auth.require("callbacks:retry")?;
+    load_visible(&state, &auth, id).await?;
+    match state.store.retry_delivery(id).await? {
+        None => Err(ApiError::NoDelivery { job_id }),
+        Some(DeliveryStatus::Exhausted) => {
+            let view = state
+                .store
+                .delivery_of(id)
+                .await?
+                .map(DeliveryView::from)
+                .ok_or(ApiError::NoDelivery { job_id })?;
+            Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+        }
+        Some(status) => Err(ApiError::DeliveryNotExhausted { job_id, status }),
+    }
+}

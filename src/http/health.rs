@@ -1,0 +1,66 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    summary = "The process is up", responses((status = 200, description = "Up")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    summary = "The database answers and migrations are applied",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let expected = crate::db::MIGRATOR.iter().count() as i64;
+    let (database, migrations) = match state.store.migrations_applied(expected).await {
+        Ok(true) => ("ok", "ok"),
+        Ok(false) => ("ok", "pending"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ("unreachable", "unknown")
+        }
+    };
+    let ready = database == "ok" && migrations == "ok";
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    // An open flow circuit degrades one intent, not this instance: shown, not failing.
+    let flows = state.breakers.views();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"database": database, "migrations": migrations},
+        "flows": flows,
+        "degraded": flows.iter().any(|f| f.state != "closed"),
+        "instance_id": state.orchestrator.workers().instance_id(),
+    });
+    (code, Json(body)).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    summary = "Prometheus text format", responses((status = 200, description = "Metrics")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,420 @@
+//! The jobs API: status, listing, cancellation and history.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{AppState, auth::Permissions, problem::ApiError};
+use crate::{
+    auth::Authenticated,
+    dispatch::WaitOutcome,
+    ids::JobId,
+    model::{JobError, JobStatus, Mode, job_error},
+    store::{CancelOutcome, JobEvent, JobFilter, JobRecord, ListCursor},
+};
+
+/// How long `POST /jobs/{id}/cancel` waits for a running attempt to stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{job_id}", get(get_job))
+        .route("/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/jobs/{job_id}/events", get(job_events))
+}
+
+/// A job as clients and operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub job_id: JobId,
+    pub intent: String,
+    /// The engine that runs it.
+    pub mode: Mode,
+    /// What the client asked for (`auto` when the server chose).
+    pub requested_mode: Mode,
+    pub status: JobStatus,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub priority: i16,
+    pub callback_url: Option<String>,
+    pub request_id: Option<String>,
+    /// The API key that created it (null: anonymous).
+    pub api_key_id: Option<Uuid>,
+    /// The key's name, or `anonymous`.
+    pub principal: Option<String>,
+    pub client_addr: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From acceptance to the final state.
+    pub duration_ms: Option<i64>,
+    /// When a queued job becomes due (retries wait here).
+    pub run_at: DateTime<Utc>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// When retention dropped its inputs and result.
+    pub payload_purged_at: Option<DateTime<Utc>>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(r: JobRecord) -> Self {
+        JobView {
+            job_id: r.id,
+            intent: r.intent,
+            mode: r.mode,
+            requested_mode: r.requested_mode,
+            status: r.status,
+            inputs: r.inputs,
+            result: r.result,
+            error: if r.status == JobStatus::Succeeded {
+                None
+            } else {
+                job_error(r.error_code, r.error_message)
+            },
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            priority: r.priority,
+            callback_url: r.callback_url,
+            request_id: r.request_id,
+            api_key_id: r.api_key_id,
+            principal: r.principal,
+            client_addr: r.client_addr,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: r.duration_ms,
+            run_at: r.run_at,
+            cancel_requested_at: r.cancel_requested_at,
+            payload_purged_at: r.payload_purged_at,
+        }
+    }
+}
+
+pub fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse()
+        .map_err(|e: crate::ids::IdParseError| ApiError::invalid("job_id", e.to_string()))
+}
+
+/// The job, if it exists and this principal may see it (another client's job is reported as
+/// missing, not forbidden: its existence is not theirs to learn).
+pub async fn load_visible(
+    state: &AppState,
+    auth: &Authenticated,
+    id: JobId,
+) -> Result<JobRecord, ApiError> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .filter(|job| auth.sees(job.api_key_id))
+        .ok_or_else(|| ApiError::JobNotFound {
+            job_id: id.to_string(),
+        })
+}
+
+#[utoipa::path(get, path = "/jobs/{job_id}", operation_id = "getJob", tag = "jobs",
+    summary = "A job's status and outcome",
+    params(("job_id" = String, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, body = JobView),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    Ok(Json(load_visible(&state, &auth, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Exact intent name.
+    pub intent: Option<String>,
+    /// One status or several, comma-separated.
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Created before (RFC 3339).
+    pub until: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_time(field: &str, raw: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.as_deref()
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 timestamp"))
+        })
+        .transpose()
+}
+
+fn encode_cursor(c: ListCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        c.created_at.timestamp_micros(),
+        c.id.simple()
+    ))
+}
+
+fn decode_cursor(raw: &str) -> Option<ListCursor> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+    let (micros, id) = text.split_once(':')?;
+    Some(ListCursor {
+        created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id: Uuid::try_parse(id).ok()?,
+    })
+}
+
+fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
+    let statuses = p
+        .status
+        .as_deref()
+        .map(|raw| {
+            raw.split(',')
+                .map(|s| {
+                    JobStatus::parse(s.trim()).ok_or_else(|| {
+                        ApiError::invalid(
+                            "status",
+                            format!(
+                                "`{}` is not one of: {}",
+                                s.trim(),
+                                JobStatus::ALL.map(|s| s.as_str()).join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let limit = match p.limit.as_deref() {
+        None => 50,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 500"))?,
+    };
+    let cursor = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this server issued"))
+        })
+        .transpose()?;
+    Ok(JobFilter {
+        owner: None,
+        intent: p.intent.clone().filter(|s| !s.is_empty()),
+        statuses,
+        since: parse_time("since", &p.since)?,
+        until: parse_time("until", &p.until)?,
+        cursor,
+        limit,
+    })
+}
+
+#[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs",
+    summary = "Jobs, newest first",
+    params(ListParams),
+    responses((status = 200, body = JobList),
+              (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let mut filter = filter_from(&params)?;
+    if !auth.sees_all_jobs() {
+        // A key without jobs:read:all lists its own jobs (an unused key id matches nothing).
+        filter.owner = Some(auth.principal.api_key_id.unwrap_or_default());
+    }
+    // One extra row tells whether another page exists.
+    let mut rows = state
+        .store
+        .list_jobs(&JobFilter {
+            limit: filter.limit + 1,
+            ..filter.clone()
+        })
+        .await?;
+    let next_cursor = if rows.len() as i64 > filter.limit {
+        rows.truncate(filter.limit as usize);
+        rows.last().map(|r| {
+            encode_cursor(ListCursor {
+                created_at: r.created_at,
+                id: r.id.uuid(),
+            })
+        })
+    } else {
+        None
+    };
+    Ok(Json(JobList {
+        jobs: rows.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", operation_id = "cancelJob", tag = "jobs",
+    summary = "Cancel a job that has not finished (scope jobs:cancel)",
+    description = "A queued job (or one awaiting a callback) is cancelled at once. A running one \
+        is told to stop; the answer waits up to 5 s for it (200), else 202 while it stops.",
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 202, body = JobView),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    auth.require("jobs:cancel")?;
+    load_visible(&state, &auth, id).await?;
+    let mut waiter = state.orchestrator.register_waiter(id);
+    match state.orchestrator.cancel(id, &auth.principal).await? {
+        CancelOutcome::NotFound => Err(ApiError::JobNotFound { job_id }),
+        CancelOutcome::AlreadyFinished(status) => Err(ApiError::JobFinished { job_id, status }),
+        CancelOutcome::Cancelled => {
+            Ok(Json(JobView::from(load_visible(&state, &auth, id).await?)).into_response())
+        }
+        CancelOutcome::Requested { .. } => {
+            let code = match state.orchestrator.wait(&mut waiter, CANCEL_WAIT).await {
+                WaitOutcome::Finished(_) => StatusCode::OK,
+                WaitOutcome::Pending => StatusCode::ACCEPTED,
+            };
+            let job = load_visible(&state, &auth, id).await?;
+            Ok((code, Json(JobView::from(job))).into_response())
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `created`, `claimed`, `retry_scheduled`, `succeeded`, `failed`, `timed_out`,
+    /// `cancel_requested`, `cancelled`, `rescued`, `released`, …
+    pub kind: String,
+    pub from_status: Option<JobStatus>,
+    pub to_status: Option<JobStatus>,
+    pub attempt: i32,
+    /// The server instance that made the change.
+    pub instance_id: Option<Uuid>,
+    /// Who: `api_key`, `anonymous`, `instance`, `maintenance`, `flow`.
+    pub actor_kind: Option<String>,
+    /// The API key's name for client actions.
+    pub actor_name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+}
+
+impl From<JobEvent> for EventView {
+    fn from(e: JobEvent) -> Self {
+        EventView {
+            id: e.id,
+            at: e.at,
+            kind: e.kind,
+            from_status: e.from_status,
+            to_status: e.to_status,
+            attempt: e.attempt,
+            instance_id: e.instance_id,
+            actor_kind: e.actor_kind,
+            actor_name: e.actor_name,
+            detail: e.detail,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub job_id: JobId,
+    pub events: Vec<EventView>,
+}
+
+#[utoipa::path(get, path = "/jobs/{job_id}/events", operation_id = "getJobEvents", tag = "jobs",
+    summary = "A job's history: every state change, oldest first",
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = EventList),
+              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    load_visible(&state, &auth, id).await?;
+    let events = state.store.job_events(id).await?;
+    Ok(Json(EventList {
+        job_id: id,
+        events: events.into_iter().map(EventView::from).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = ListCursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
+        assert_eq!(decode_cursor("not a cursor"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("12:nope")), None);
+    }
+
+    #[test]
+    fn status_filters_are_checked() {
+        let p = ListParams {
+            intent: None,
+            status: Some("queued, failed".into()),
+            since: None,
+            until: None,
+            limit: None,
+            cursor: None,
+        };
+        assert_eq!(
+            filter_from(&p).unwrap().statuses,
+            Some(vec![JobStatus::Queued, JobStatus::Failed])
+        );
+        let bad = ListParams {
+            status: Some("done".into()),
+            ..p
+        };
+        assert!(matches!(
+            filter_from(&bad),
+            Err(ApiError::InvalidRequest { .. })
+        ));
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP API: one file per resource, merged here with the cross-cutting layers (request
+//! ids, tracing, metrics, body limit, panics as problems).
+
+pub mod auth;
+pub mod callbacks;
+pub mod health;
+pub mod jobs;
+pub mod keys;
+pub mod openapi;
+pub mod orchestrate;
+pub mod problem;
+pub mod tools;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, Uri},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    dispatch::{Orchestrator, catalog::Registry, ingest::CallbackIngest},
+    net::UrlPolicy,
+    store::Store,
+    tools::flow::Breakers,
+};
+use problem::ApiError;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub orchestrator: Arc<Orchestrator>,
+    pub metrics: PrometheusHandle,
+    pub callback_policy: Arc<UrlPolicy>,
+    pub ingest: Arc<CallbackIngest>,
+    /// Flow circuit breakers, shown by `/readyz`.
+    pub breakers: Arc<Breakers>,
+    pub authenticator: Arc<Authenticator>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.server.max_body_bytes;
+    let authenticate = middleware::from_fn_with_state(state.clone(), auth::authenticate);
+    Router::new()
+        .merge(orchestrate::router())
+        .merge(jobs::router())
+        .merge(callbacks::router())
+        .merge(keys::router())
+        .merge(tools::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(|uri: Uri| async move {
+            ApiError::RouteNotFound {
+                path: uri.path().to_owned(),
+            }
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(authenticate)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let request_id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            ApiError::Internal.into_response()
+        }))
+        .with_state(state)
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("path", path), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}

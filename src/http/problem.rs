@@ -1,0 +1,319 @@
+//! The HTTP layer's one error type, rendered as RFC 9457 `application/problem+json` with a
+//! stable `code`. Internal details are logged, never shown.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use crate::{
+    dispatch::{SubmitError, catalog::ResolveError},
+    model::{FieldError, JobStatus, Mode},
+    store::StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    InvalidRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("the request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("unknown intent `{intent}`")]
+    UnknownIntent {
+        intent: String,
+        suggestions: Vec<String>,
+    },
+    #[error("intent `{intent}` is not served in mode `{}`", requested.as_str())]
+    ModeNotSupported {
+        intent: String,
+        requested: Mode,
+        served_by: Vec<Mode>,
+    },
+    #[error("intent `{intent}` is served by several engines; choose one with `mode`")]
+    AmbiguousIntent {
+        intent: String,
+        served_by: Vec<Mode>,
+    },
+    #[error("the inputs do not match the schema of `{intent}`")]
+    InvalidInputs {
+        intent: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{detail}")]
+    InvalidField {
+        code: &'static str,
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("this idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("this idempotency key is being claimed by another request; retry")]
+    IdempotencyKeyBusy,
+    #[error("job {job_id} does not exist")]
+    JobNotFound { job_id: String },
+    #[error("job {job_id} already finished ({})", status.as_str())]
+    JobFinished { job_id: String, status: JobStatus },
+    #[error("{detail}")]
+    Unauthorized { detail: String },
+    /// No valid API key.
+    #[error("{detail}")]
+    Unauthenticated { detail: String },
+    #[error("this API key lacks the scope `{missing_scope}`")]
+    Forbidden { missing_scope: String },
+    #[error("job {job_id} has no callback delivery (it has no callback_url, or has not finished)")]
+    NoDelivery { job_id: String },
+    #[error("the callback delivery of job {job_id} is {status:?}, not exhausted")]
+    DeliveryNotExhausted {
+        job_id: String,
+        status: crate::store::DeliveryStatus,
+    },
+    #[error("no active API key `{key}`")]
+    KeyNotFound { key: String },
+    #[error("an active API key named `{name}` exists already")]
+    KeyNameTaken { name: String },
+    #[error("no route for {path}")]
+    RouteNotFound { path: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::InvalidRequest {
+            detail: format!("{field}: {message}"),
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UnknownIntent { .. }
+            | JobNotFound { .. }
+            | RouteNotFound { .. }
+            | NoDelivery { .. } => StatusCode::NOT_FOUND,
+            Unauthorized { .. } | Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            KeyNotFound { .. } => StatusCode::NOT_FOUND,
+            KeyNameTaken { .. } => StatusCode::CONFLICT,
+            Forbidden { .. } => StatusCode::FORBIDDEN,
+            DeliveryNotExhausted { .. } => StatusCode::CONFLICT,
+            ModeNotSupported { .. }
+            | InvalidInputs { .. }
+            | InvalidField { .. }
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            AmbiguousIntent { .. } | IdempotencyKeyBusy | JobFinished { .. } => {
+                StatusCode::CONFLICT
+            }
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidRequest { .. } => "invalid_request",
+            BodyTooLarge { .. } => "body_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            UnknownIntent { .. } => "unknown_intent",
+            ModeNotSupported { .. } => "mode_not_supported",
+            AmbiguousIntent { .. } => "ambiguous_intent",
+            InvalidInputs { .. } => "invalid_inputs",
+            InvalidField { code, .. } => code,
+            IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyBusy => "idempotency_key_busy",
+            JobNotFound { .. } => "job_not_found",
+            JobFinished { .. } => "job_finished",
+            RouteNotFound { .. } => "not_found",
+            Unauthorized { .. } | Unauthenticated { .. } => "unauthorized",
+            Forbidden { .. } => "forbidden",
+            KeyNotFound { .. } => "key_not_found",
+            KeyNameTaken { .. } => "key_name_taken",
+            NoDelivery { .. } => "no_delivery",
+            DeliveryNotExhausted { .. } => "delivery_not_exhausted",
+            MethodNotAllowed => "method_not_allowed",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+
+    fn extensions(&self) -> Map<String, Value> {
+        use ApiError::*;
+        let modes = |m: &[Mode]| json!(m.iter().map(|m| m.as_str()).collect::<Vec<_>>());
+        let mut ext = Map::new();
+        match self {
+            InvalidRequest { errors, .. }
+            | InvalidInputs { errors, .. }
+            | InvalidField { errors, .. } => {
+                ext.insert("errors".into(), json!(errors));
+            }
+            BodyTooLarge { limit } => {
+                ext.insert("limit_bytes".into(), json!(limit));
+            }
+            UnknownIntent {
+                intent,
+                suggestions,
+            } => {
+                ext.insert("intent".into(), json!(intent));
+                ext.insert("suggestions".into(), json!(suggestions));
+            }
+            ModeNotSupported {
+                intent, served_by, ..
+            }
+            | AmbiguousIntent { intent, served_by } => {
+                ext.insert("intent".into(), json!(intent));
+                ext.insert("served_by".into(), modes(served_by));
+            }
+            JobNotFound { job_id } | NoDelivery { job_id } => {
+                ext.insert("job_id".into(), json!(job_id));
+            }
+            Forbidden { missing_scope } => {
+                ext.insert("missing_scope".into(), json!(missing_scope));
+            }
+            DeliveryNotExhausted { job_id, status } => {
+                ext.insert("job_id".into(), json!(job_id));
+                ext.insert("delivery_status".into(), json!(status));
+            }
+            JobFinished { job_id, status } => {
+                ext.insert("job_id".into(), json!(job_id));
+                ext.insert("job_status".into(), json!(status));
+            }
+            _ => {}
+        }
+        ext
+    }
+
+    /// Inputs the intent refused: `invalid_inputs`, or the code a tool's check gave the first
+    /// error that has one (e.g. `unknown_host`).
+    pub fn from_input_errors(intent: String, errors: Vec<FieldError>) -> Self {
+        match errors.iter().find_map(|e| e.code) {
+            Some(code) => ApiError::InvalidField {
+                code,
+                detail: errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                errors,
+            },
+            None => ApiError::InvalidInputs { intent, errors },
+        }
+    }
+
+    pub fn from_resolve(intent: &str, e: ResolveError) -> Self {
+        match e {
+            ResolveError::Unknown { suggestions } => ApiError::UnknownIntent {
+                intent: intent.to_owned(),
+                suggestions,
+            },
+            ResolveError::ModeNotServed {
+                requested,
+                served_by,
+            } => ApiError::ModeNotSupported {
+                intent: intent.to_owned(),
+                requested,
+                served_by,
+            },
+            ResolveError::Ambiguous { served_by } => ApiError::AmbiguousIntent {
+                intent: intent.to_owned(),
+                served_by,
+            },
+        }
+    }
+}
+
+/// The documented shape of every error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type (`urn:orchestrator:problem:<code>`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable, machine-readable.
+    pub code: String,
+    /// Present for field-level problems: one entry per bad field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// Present for `unknown_intent`: close matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestions: Option<Vec<String>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), "request failed: {self}");
+        }
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("urn:orchestrator:problem:{}", self.code())),
+        );
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.to_string()));
+        body.insert("code".into(), json!(self.code()));
+        body.extend(self.extensions());
+        let mut resp = (status, Value::Object(body).to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, ApiError::Unavailable) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        if matches!(self, ApiError::Unauthenticated { .. }) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"orchestrator\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::Unavailable
+        } else {
+            tracing::error!(error = %e, "database error");
+            ApiError::Internal
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::KeyReused => ApiError::IdempotencyKeyReused,
+            SubmitError::KeyBusy => ApiError::IdempotencyKeyBusy,
+            SubmitError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! orchestrator: a Postgres-backed intent orchestration server.
+//!
+//! Calls go one way: `http → dispatch/tools → store`, `worker → dispatch → store`. Nothing
+//! below `http` knows about HTTP requests; nothing outside `store` writes SQL.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod embedded_pg;
+pub mod http;
+pub mod ids;
+pub mod model;
+pub mod net;
+pub mod store;
+pub mod telemetry;
+pub mod tools;
+pub mod webhook;
+pub mod worker;

@@ -1,0 +1,56 @@
+//! Idempotency keys: which live job answers a key, and the hash of the request that made it.
+
+use super::{Store, StoreResult};
+use crate::ids::JobId;
+
+/// The key a new job claims in the intake statement.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClaim<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+    pub derived: bool,
+    pub ttl_secs: f64,
+}
+
+/// A live key that already answers for a job.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub job_id: JobId,
+    pub request_hash: Vec<u8>,
+}
+
+impl Store {
+    pub async fn find_key(&self, scope: &str, key: &str) -> StoreResult<Option<StoredKey>> {
+        let row = sqlx::query!(
+            r#"
+            SELECT job_id, request_hash FROM idempotency_keys
+            WHERE scope = $1 AND key = $2 AND expires_at > now()
+            "#,
+            scope,
+            key,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| StoredKey {
+            job_id: r.job_id.into(),
+            request_hash: r.request_hash,
+        }))
+    }
+
+    /// Deletes up to `limit` expired keys; returns how many.
+    pub async fn purge_expired_keys(&self, limit: i64) -> StoreResult<u64> {
+        let done = sqlx::query!(
+            r#"
+            DELETE FROM idempotency_keys
+            WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM idempotency_keys WHERE expires_at <= now()
+                LIMIT $1 FOR UPDATE SKIP LOCKED))
+            "#,
+            limit,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

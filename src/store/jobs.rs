@@ -1,0 +1,846 @@
+//! The job queue: intake, batched claims and completions fenced on the lease, rescue, cancel,
+//! release, and reads for the jobs API.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Store, StoreResult};
+use crate::{
+    ids::JobId,
+    model::{FinishedJob, JobStatus, Mode, Principal, job_error},
+};
+
+/// A job to insert. With `start_now` the job is inserted already claimed by this instance
+/// (attempt 1, lease held), so a request that waits for it needs no claim round trip.
+#[derive(Debug)]
+pub struct NewJob<'a> {
+    pub id: JobId,
+    pub intent: &'a str,
+    pub mode: Mode,
+    pub requested_mode: Mode,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub attempt_timeout_ms: i32,
+    pub inputs: &'a Value,
+    pub callback_url: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub start_now: Option<Uuid>,
+    pub lease_secs: f64,
+    pub principal: &'a Principal,
+}
+
+/// A job a worker now holds the lease of.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub intent: String,
+    pub mode: Mode,
+    pub inputs: Value,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub attempt_timeout_ms: i32,
+    pub cancel_requested: bool,
+}
+
+/// What a finished attempt turns the job into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Back to the queue for another attempt at `retry_at`.
+    Retry,
+    /// A flow took the work and will call back before `callback_deadline`.
+    AwaitCallback,
+}
+
+impl CompletionStatus {
+    fn job_status(self) -> JobStatus {
+        match self {
+            CompletionStatus::Succeeded => JobStatus::Succeeded,
+            CompletionStatus::Failed => JobStatus::Failed,
+            CompletionStatus::TimedOut => JobStatus::TimedOut,
+            CompletionStatus::Cancelled => JobStatus::Cancelled,
+            CompletionStatus::Retry => JobStatus::Queued,
+            CompletionStatus::AwaitCallback => JobStatus::AwaitingCallback,
+        }
+    }
+}
+
+/// The end of one attempt, applied only if the attempt still holds the lease.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub job_id: JobId,
+    pub attempt: i32,
+    pub status: CompletionStatus,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub callback_deadline: Option<DateTime<Utc>>,
+}
+
+/// A job as the jobs API shows it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub intent: String,
+    pub mode: Mode,
+    pub requested_mode: Mode,
+    pub status: JobStatus,
+    pub priority: i16,
+    pub inputs: Value,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub callback_url: Option<String>,
+    pub request_id: Option<String>,
+    pub run_at: DateTime<Utc>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub api_key_id: Option<Uuid>,
+    pub principal: Option<String>,
+    pub client_addr: Option<String>,
+    pub payload_purged_at: Option<DateTime<Utc>>,
+}
+
+/// Keyset position in the newest-first job listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs created with this API key.
+    pub owner: Option<Uuid>,
+    pub intent: Option<String>,
+    pub statuses: Option<Vec<JobStatus>>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub cursor: Option<ListCursor>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    NotFound,
+    AlreadyFinished(JobStatus),
+    /// It was not running: it is `cancelled` now.
+    Cancelled,
+    /// It is running under `lease_owner`'s lease: that worker has to stop it.
+    Requested {
+        lease_owner: Uuid,
+    },
+}
+
+/// Rows of the lease heartbeat: which held jobs are still ours and which were asked to stop.
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    pub id: JobId,
+    pub cancel_requested: bool,
+}
+
+/// `SELECT <every JobRow column> FROM jobs WHERE <filter>`, checked at compile time.
+macro_rules! select_jobs {
+    ($filter:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            JobRow,
+            r#"SELECT id, intent, mode AS "mode: Mode", requested_mode AS "requested_mode: Mode",
+                      status AS "status: JobStatus", priority, inputs, result, error_code,
+                      error_message, attempts, max_attempts, callback_url, request_id, run_at,
+                      cancel_requested_at, created_at, started_at, finished_at, duration_ms,
+                      api_key_id, principal, client_addr, payload_purged_at
+               FROM jobs WHERE "# + $filter
+            $(, $arg)*
+        )
+    };
+}
+
+impl Store {
+    /// Inserts the job, its first history event and (when given) its idempotency key in one
+    /// statement. Returns `None` when the key already belongs to another live job.
+    pub async fn insert_job(
+        &self,
+        job: &NewJob<'_>,
+        key: Option<&super::KeyClaim<'_>>,
+    ) -> StoreResult<Option<JobStatus>> {
+        let (scope, key_text, hash, derived, ttl) = match key {
+            Some(k) => (
+                Some(k.scope),
+                Some(k.key),
+                Some(k.request_hash),
+                Some(k.derived),
+                Some(k.ttl_secs),
+            ),
+            None => (None, None, None, None, None),
+        };
+        let row = sqlx::query!(
+            r#"
+            WITH key AS (
+                INSERT INTO idempotency_keys (scope, key, request_hash, job_id, derived, expires_at)
+                SELECT $1, $2, $3, $4, $5, now() + make_interval(secs => $6)
+                WHERE $2::text IS NOT NULL
+                ON CONFLICT (scope, key) DO UPDATE
+                    SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id,
+                        derived = EXCLUDED.derived, created_at = now(),
+                        expires_at = EXCLUDED.expires_at
+                    WHERE idempotency_keys.expires_at <= now()
+                RETURNING job_id
+            ), job AS (
+                INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                                  attempt_timeout_ms, inputs, callback_url, request_id, attempts,
+                                  lease_owner, lease_expires_at, started_at, api_key_id, principal,
+                                  client_addr)
+                SELECT $4, $7, $8, $9,
+                       CASE WHEN $10::uuid IS NULL THEN 'queued'::job_status ELSE 'running' END,
+                       $11, $12, $13, $14, $15, $16,
+                       CASE WHEN $10::uuid IS NULL THEN 0 ELSE 1 END,
+                       $10,
+                       CASE WHEN $10::uuid IS NULL THEN NULL
+                            ELSE now() + make_interval(secs => $17) END,
+                       CASE WHEN $10::uuid IS NULL THEN NULL ELSE now() END,
+                       $18, $19, $20
+                WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
+                RETURNING id, status, attempts
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, to_status, attempt,
+                                          instance_id, actor_kind, actor_id, actor_name,
+                                          request_id, client_addr)
+                SELECT id, $7, $8, 'created', status, attempts, $10,
+                       CASE WHEN $18::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                       $18::uuid::text, $19, $16, $20
+                FROM job
+            ), wake AS (
+                SELECT pg_notify('orch_jobs', '') FROM job WHERE status = 'queued'
+            )
+            SELECT job.status AS "status!: JobStatus" FROM job LEFT JOIN wake ON true
+            "#,
+            scope,
+            key_text,
+            hash,
+            job.id.uuid(),
+            derived,
+            ttl,
+            job.intent,
+            job.mode as Mode,
+            job.requested_mode as Mode,
+            job.start_now,
+            job.priority,
+            job.max_attempts,
+            job.attempt_timeout_ms,
+            job.inputs,
+            job.callback_url,
+            job.request_id,
+            job.lease_secs,
+            job.principal.api_key_id,
+            job.principal.name,
+            job.principal.client_addr,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.status))
+    }
+
+    /// Claims up to `limit` due jobs for `owner`: the CTE locks them with SKIP LOCKED, the
+    /// update takes the lease, and the statement commits at once.
+    pub async fn claim_jobs(
+        &self,
+        owner: Uuid,
+        limit: i64,
+        lease_secs: f64,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        let rows = sqlx::query!(
+            r#"
+            WITH next AS (
+                SELECT id FROM jobs
+                WHERE status = 'queued' AND run_at <= now()
+                ORDER BY priority, run_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE jobs j
+                SET status = 'running', attempts = j.attempts + 1, lease_owner = $1,
+                    lease_expires_at = now() + make_interval(secs => $3),
+                    started_at = COALESCE(j.started_at, now())
+                FROM next WHERE j.id = next.id
+                RETURNING j.id, j.intent, j.mode, j.inputs, j.attempts, j.max_attempts,
+                          j.attempt_timeout_ms, j.cancel_requested_at, j.priority, j.run_at,
+                          j.request_id
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, request_id)
+                SELECT id, intent, mode, 'claimed', 'queued', 'running', attempts, $1, 'instance',
+                       $1::text, request_id
+                FROM claimed
+            )
+            SELECT id, intent, mode AS "mode: Mode", inputs, attempts, max_attempts,
+                   attempt_timeout_ms, cancel_requested_at IS NOT NULL AS "cancel_requested!"
+            FROM claimed
+            ORDER BY priority, run_at, id
+            "#,
+            owner,
+            limit,
+            lease_secs,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ClaimedJob {
+                id: r.id.into(),
+                intent: r.intent,
+                mode: r.mode,
+                inputs: r.inputs,
+                attempt: r.attempts,
+                max_attempts: r.max_attempts,
+                attempt_timeout_ms: r.attempt_timeout_ms,
+                cancel_requested: r.cancel_requested,
+            })
+            .collect())
+    }
+
+    /// Applies many completions in one statement. Each is fenced: it changes the job only if
+    /// `owner` still holds the lease of that very attempt, so a late finish after a rescue is a
+    /// no-op. Returns the jobs that reached a final state (for waiters) and notifies other
+    /// instances' waiters in the same transaction (payload `<owner>;<id>,<id>…`: the owner
+    /// already told its own waiters).
+    pub async fn complete_jobs(
+        &self,
+        owner: Uuid,
+        batch: &[Completion],
+    ) -> StoreResult<CompletedBatch> {
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut messages = Vec::with_capacity(n);
+        let mut retry_ats = Vec::with_capacity(n);
+        let mut deadlines = Vec::with_capacity(n);
+        for c in batch {
+            ids.push(c.job_id.uuid());
+            attempts.push(c.attempt);
+            statuses.push(c.status.job_status());
+            results.push(c.result.clone());
+            codes.push(c.error_code.clone());
+            messages.push(c.error_message.clone());
+            retry_ats.push(c.retry_at);
+            deadlines.push(c.callback_deadline);
+        }
+        let rows = sqlx::query_as!(
+            FinishedRow,
+            r#"
+            WITH input AS (
+                SELECT * FROM unnest($2::uuid[], $3::int4[], $4::job_status[], $5::jsonb[],
+                                     $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+                    AS t(id, attempt, status, result, error_code, error_message, retry_at,
+                         callback_deadline)
+            ), done AS (
+                UPDATE jobs j
+                SET status = i.status,
+                    result = i.result,
+                    error_code = i.error_code,
+                    error_message = i.error_message,
+                    run_at = COALESCE(i.retry_at, j.run_at),
+                    lease_owner = NULL,
+                    lease_expires_at = NULL,
+                    callback_deadline_at = i.callback_deadline,
+                    finished_at = CASE WHEN i.status IN ('queued', 'awaiting_callback') THEN NULL
+                                       ELSE now() END,
+                    duration_ms = CASE WHEN i.status IN ('queued', 'awaiting_callback') THEN NULL
+                        ELSE (extract(epoch FROM now() - j.created_at) * 1000)::bigint END
+                FROM input i
+                WHERE j.id = i.id AND j.status = 'running' AND j.lease_owner = $1
+                  AND j.attempts = i.attempt
+                RETURNING j.id, j.intent, j.mode, j.status, j.result, j.error_code,
+                          j.error_message, j.callback_url, j.duration_ms, j.finished_at,
+                          j.attempts, j.run_at, j.request_id
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, request_id,
+                                          duration_ms, detail)
+                SELECT id, intent, mode,
+                       CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE status::text END,
+                       'running', status, attempts, $1, 'instance', $1::text, request_id,
+                       duration_ms,
+                       CASE WHEN error_code IS NULL THEN NULL
+                            ELSE jsonb_build_object('code', error_code, 'message', error_message,
+                                                    'retry_at', CASE WHEN status = 'queued'
+                                                                     THEN run_at END) END
+                FROM done
+            ), wake AS (
+                SELECT notify_jobs_done($1, array_agg(id)) FROM done
+                WHERE status NOT IN ('queued', 'awaiting_callback')
+            ), requeue AS (
+                SELECT pg_notify('orch_jobs', '') FROM done WHERE status = 'queued'
+                HAVING count(*) > 0
+            )
+            SELECT done.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
+                   status AS "status!: JobStatus", result, error_code, error_message,
+                   callback_url, duration_ms, finished_at
+            FROM done LEFT JOIN wake ON true LEFT JOIN requeue ON true
+            "#,
+            owner,
+            &ids,
+            &attempts,
+            &statuses as &[JobStatus],
+            &results as &[Option<Value>],
+            &codes as &[Option<String>],
+            &messages as &[Option<String>],
+            &retry_ats as &[Option<DateTime<Utc>>],
+            &deadlines as &[Option<DateTime<Utc>>],
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = CompletedBatch::default();
+        for r in rows {
+            out.applied.push(r.id.into());
+            if r.status.is_final() {
+                out.finished.push(r.into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Extends the leases `owner` holds on `ids`. Jobs missing from the answer are no longer
+    /// ours (rescued, or finished elsewhere).
+    pub async fn heartbeat(
+        &self,
+        owner: Uuid,
+        ids: &[Uuid],
+        lease_secs: f64,
+    ) -> StoreResult<Vec<HeldLease>> {
+        let rows = sqlx::query!(
+            r#"
+            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+            WHERE id = ANY($2) AND lease_owner = $1 AND status = 'running'
+            RETURNING id, cancel_requested_at IS NOT NULL AS "cancel_requested!"
+            "#,
+            owner,
+            ids,
+            lease_secs,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| HeldLease {
+                id: r.id.into(),
+                cancel_requested: r.cancel_requested,
+            })
+            .collect())
+    }
+
+    /// Returns up to `limit` jobs whose lease expired to the queue (the attempt stays counted),
+    /// or fails them when their attempts are spent. Returns the jobs that failed.
+    pub async fn rescue_expired(&self, limit: i64) -> StoreResult<(usize, Vec<FinishedJob>)> {
+        let rows = sqlx::query_as!(
+            FinishedRow,
+            r#"
+            WITH expired AS (
+                SELECT id, lease_owner FROM jobs
+                WHERE status = 'running' AND lease_expires_at < now()
+                ORDER BY lease_expires_at
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            ), rescued AS (
+                UPDATE jobs j
+                SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed'::job_status
+                                  ELSE 'queued' END,
+                    error_code = 'lease_expired',
+                    error_message = 'the worker running this attempt stopped renewing its lease',
+                    lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
+                    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+                    duration_ms = CASE WHEN j.attempts >= j.max_attempts
+                        THEN (extract(epoch FROM now() - j.created_at) * 1000)::bigint END
+                FROM expired e WHERE j.id = e.id
+                RETURNING j.id, e.lease_owner AS previous_owner, j.intent, j.mode, j.status,
+                          j.result, j.callback_url, j.duration_ms, j.finished_at, j.attempts,
+                          j.error_code, j.error_message, j.request_id
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, actor_kind, request_id, duration_ms, detail)
+                SELECT id, intent, mode, 'rescued', 'running', status, attempts, 'maintenance',
+                       request_id, duration_ms,
+                       jsonb_build_object('previous_owner', previous_owner)
+                FROM rescued
+            ), wake AS (
+                SELECT notify_jobs_done(NULL, array_agg(id)) FROM rescued WHERE status <> 'queued'
+            ), requeue AS (
+                SELECT pg_notify('orch_jobs', '') FROM rescued WHERE status = 'queued'
+                HAVING count(*) > 0
+            )
+            SELECT rescued.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
+                   status AS "status!: JobStatus", result, error_code, error_message,
+                   callback_url, duration_ms, finished_at
+            FROM rescued LEFT JOIN wake ON true LEFT JOIN requeue ON true
+            "#,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = rows.len();
+        let failed = rows
+            .into_iter()
+            .filter(|r| r.status.is_final())
+            .map(FinishedJob::from)
+            .collect();
+        Ok((count, failed))
+    }
+
+    /// Puts jobs this instance holds back in the queue without counting the interrupted
+    /// attempt (graceful shutdown ran out of time).
+    pub async fn release_jobs(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+        let done = sqlx::query!(
+            r#"
+            WITH released AS (
+                UPDATE jobs
+                SET status = 'queued', attempts = attempts - 1, lease_owner = NULL,
+                    lease_expires_at = NULL, run_at = now()
+                WHERE id = ANY($2) AND lease_owner = $1 AND status = 'running'
+                RETURNING id, attempts, request_id, intent, mode
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, request_id,
+                                          detail)
+                SELECT id, intent, mode, 'released', 'running', 'queued', attempts + 1, $1,
+                       'instance', $1::text, request_id, '{"reason":"shutdown"}'::jsonb
+                FROM released
+            )
+            SELECT count(*) AS "n!" FROM released, (SELECT pg_notify('orch_jobs', '')) AS wake
+            "#,
+            owner,
+            ids,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(done.n as u64)
+    }
+
+    /// Cancels a job that has not finished: at once when nobody runs it, otherwise by asking
+    /// the lease holder (who sees `cancel_requested_at`) to stop.
+    /// `origin` (the calling instance) tags the notification so that instance can ignore it.
+    pub async fn cancel_job(
+        &self,
+        id: JobId,
+        origin: Uuid,
+        by: &Principal,
+    ) -> StoreResult<(CancelOutcome, Option<FinishedJob>)> {
+        let row = sqlx::query!(
+            r#"
+            WITH target AS (
+                SELECT id, status, lease_owner FROM jobs WHERE id = $1 FOR UPDATE
+            ), changed AS (
+                UPDATE jobs j
+                SET status = CASE WHEN t.status = 'running' THEN j.status
+                                  ELSE 'cancelled'::job_status END,
+                    cancel_requested_at = COALESCE(j.cancel_requested_at, now()),
+                    error_code = CASE WHEN t.status = 'running' THEN j.error_code
+                                      ELSE 'cancelled' END,
+                    error_message = CASE WHEN t.status = 'running' THEN j.error_message
+                                         ELSE 'cancelled by request' END,
+                    finished_at = CASE WHEN t.status = 'running' THEN NULL ELSE now() END,
+                    duration_ms = CASE WHEN t.status = 'running' THEN NULL
+                        ELSE (extract(epoch FROM now() - j.created_at) * 1000)::bigint END
+                FROM target t
+                WHERE j.id = t.id AND t.status IN ('queued', 'running', 'awaiting_callback')
+                RETURNING j.id, j.status, j.intent, j.mode, j.callback_url, j.duration_ms,
+                          j.finished_at, j.attempts
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, duration_ms, actor_kind, actor_id, actor_name,
+                                          request_id, client_addr)
+                SELECT c.id, c.intent, c.mode,
+                       CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END,
+                       t.status, c.status, c.attempts, c.duration_ms,
+                       CASE WHEN $3::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                       $3::uuid::text, $4, $5, $6
+                FROM changed c, target t
+            ), wake AS (
+                SELECT pg_notify(CASE WHEN status = 'cancelled' THEN 'orch_job_done'
+                                      ELSE 'orch_cancel' END,
+                                 replace($2::uuid::text, '-', '') || ';' || replace(id::text, '-', ''))
+                FROM changed
+            )
+            SELECT t.status AS "before!: JobStatus", t.lease_owner,
+                   c.status AS "after?: JobStatus", c.intent AS "intent?",
+                   c.mode AS "mode?: Mode", c.callback_url, c.duration_ms, c.finished_at
+            FROM target t LEFT JOIN changed c ON true LEFT JOIN wake ON true
+            "#,
+            id.uuid(),
+            origin,
+            by.api_key_id,
+            by.name,
+            by.request_id,
+            by.client_addr,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok((CancelOutcome::NotFound, None));
+        };
+        Ok(match (r.before, r.after) {
+            (before, None) => (CancelOutcome::AlreadyFinished(before), None),
+            (JobStatus::Running, Some(_)) => (
+                CancelOutcome::Requested {
+                    lease_owner: r.lease_owner.unwrap_or_default(),
+                },
+                None,
+            ),
+            (_, Some(status)) => (
+                CancelOutcome::Cancelled,
+                Some(FinishedJob {
+                    id,
+                    intent: r.intent.unwrap_or_default(),
+                    mode: r.mode.unwrap_or(Mode::Agent),
+                    status,
+                    result: None,
+                    error: job_error(
+                        Some("cancelled".into()),
+                        Some("cancelled by request".into()),
+                    ),
+                    callback_url: r.callback_url,
+                    duration_ms: r.duration_ms,
+                    finished_at: r.finished_at,
+                }),
+            ),
+        })
+    }
+
+    pub async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        let row = select_jobs!("id = $1", id.uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(JobRecord::from))
+    }
+
+    /// Final snapshots of the given jobs that have finished (unfinished ones are left out).
+    pub async fn finished_jobs(&self, ids: &[Uuid]) -> StoreResult<Vec<FinishedJob>> {
+        let rows = sqlx::query_as!(
+            FinishedRow,
+            r#"
+            SELECT id, intent, mode AS "mode: Mode", status AS "status: JobStatus", result,
+                   error_code, error_message, callback_url, duration_ms, finished_at
+            FROM jobs
+            WHERE id = ANY($1)
+              AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
+            "#,
+            ids,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(FinishedJob::from).collect())
+    }
+
+    /// Newest first, keyset-paginated. One static statement per filter shape, so each is
+    /// planned against the index that serves it.
+    pub async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<JobRecord>> {
+        // Postgres timestamps span 4713 BC to 294276 AD; chrono's extremes do not fit.
+        let far_past = DateTime::<Utc>::UNIX_EPOCH;
+        let far_future = far_past + chrono::Duration::days(365 * 8000);
+        let (since, until) = (f.since.unwrap_or(far_past), f.until.unwrap_or(far_future));
+        let (at, id) = f
+            .cursor
+            .map(|c| (c.created_at, c.id))
+            .unwrap_or((far_future, Uuid::max()));
+        let statuses: Option<Vec<String>> = f
+            .statuses
+            .as_ref()
+            .map(|s| s.iter().map(|st| st.as_str().to_owned()).collect());
+        let limit = f.limit;
+        macro_rules! page {
+            ($filter:literal $(, $arg:expr)*) => {
+                select_jobs!(
+                    "created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4) "
+                        + $filter
+                        + " ORDER BY created_at DESC, id DESC LIMIT $5",
+                    since, until, at, id, limit $(, $arg)*
+                )
+                .fetch_all(&self.pool)
+                .await?
+            };
+        }
+        let rows = match (&f.intent, &statuses, f.owner) {
+            // Everything: along the primary key (UUIDv7 ids are ordered by creation time).
+            (None, None, None) => {
+                select_jobs!(
+                    "id >= $1 AND id < $2 AND id < $3 ORDER BY id DESC LIMIT $4",
+                    uuid_v7_floor(since),
+                    uuid_v7_floor(until),
+                    id,
+                    limit
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (Some(i), None, None) => page!("AND intent = $6", i),
+            (None, Some(st), None) => page!("AND status = ANY($6::text[]::job_status[])", st),
+            (Some(i), Some(st), None) => {
+                page!(
+                    "AND intent = $6 AND status = ANY($7::text[]::job_status[])",
+                    i,
+                    st
+                )
+            }
+            (None, None, Some(o)) => page!("AND api_key_id = $6", o),
+            (Some(i), None, Some(o)) => page!("AND api_key_id = $6 AND intent = $7", o, i),
+            (None, Some(st), Some(o)) => {
+                page!(
+                    "AND api_key_id = $6 AND status = ANY($7::text[]::job_status[])",
+                    o,
+                    st
+                )
+            }
+            (Some(i), Some(st), Some(o)) => page!(
+                "AND api_key_id = $6 AND intent = $7 AND status = ANY($8::text[]::job_status[])",
+                o,
+                i,
+                st
+            ),
+        };
+        Ok(rows.into_iter().map(JobRecord::from).collect())
+    }
+}
+
+/// The smallest UUIDv7 of the given millisecond: ids below it were created before.
+fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
+    let ms = t.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    Uuid::from_bytes(bytes)
+}
+
+/// The outcome of a completion batch.
+#[derive(Debug, Default)]
+pub struct CompletedBatch {
+    /// Every completion that still held its lease.
+    pub applied: Vec<JobId>,
+    /// Those of them that reached a final state.
+    pub finished: Vec<FinishedJob>,
+}
+
+/// The columns of a finished job's snapshot, as every statement that finishes jobs returns.
+pub(super) struct FinishedRow {
+    pub id: Uuid,
+    pub intent: String,
+    pub mode: Mode,
+    pub status: JobStatus,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub callback_url: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<FinishedRow> for FinishedJob {
+    fn from(r: FinishedRow) -> Self {
+        FinishedJob {
+            id: r.id.into(),
+            intent: r.intent,
+            mode: r.mode,
+            status: r.status,
+            result: r.result,
+            error: job_error(r.error_code, r.error_message),
+            callback_url: r.callback_url,
+            duration_ms: r.duration_ms,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+struct JobRow {
+    id: Uuid,
+    intent: String,
+    mode: Mode,
+    requested_mode: Mode,
+    status: JobStatus,
+    priority: i16,
+    inputs: Value,
+    result: Option<Value>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    attempts: i32,
+    max_attempts: i32,
+    callback_url: Option<String>,
+    request_id: Option<String>,
+    run_at: DateTime<Utc>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    duration_ms: Option<i64>,
+    api_key_id: Option<Uuid>,
+    principal: Option<String>,
+    client_addr: Option<String>,
+    payload_purged_at: Option<DateTime<Utc>>,
+}
+
+impl From<JobRow> for JobRecord {
+    fn from(r: JobRow) -> Self {
+        JobRecord {
+            id: r.id.into(),
+            intent: r.intent,
+            mode: r.mode,
+            requested_mode: r.requested_mode,
+            status: r.status,
+            priority: r.priority,
+            inputs: r.inputs,
+            result: r.result,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            callback_url: r.callback_url,
+            request_id: r.request_id,
+            run_at: r.run_at,
+            cancel_requested_at: r.cancel_requested_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: r.duration_ms,
+            api_key_id: r.api_key_id,
+            principal: r.principal,
+            client_addr: r.client_addr,
+            payload_purged_at: r.payload_purged_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_v7_floor_orders_like_creation_time() {
+        let t = DateTime::from_timestamp_millis(1_764_000_000_123).unwrap();
+        let floor = uuid_v7_floor(t);
+        assert_eq!(floor.get_version_num(), 7);
+        let before = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_764_000_000,
+            122_000_000,
+        ));
+        let same_ms = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_764_000_000,
+            123_500_000,
+        ));
+        assert!(before < floor && floor <= same_ms);
+        assert_eq!(
+            uuid_v7_floor(DateTime::<Utc>::UNIX_EPOCH),
+            Uuid::from_bytes([0, 0, 0, 0, 0, 0, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Every SQL statement of the server lives below this module, checked at compile time against
+//! the offline cache in `sqlx-data/`.
+
+mod callbacks;
+mod events;
+mod idempotency;
+mod jobs;
+mod keys;
+mod memory;
+mod reporting;
+
+pub use callbacks::{
+    CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,
+    IngestTarget,
+};
+pub use events::JobEvent;
+pub use idempotency::{KeyClaim, StoredKey};
+pub use jobs::{
+    CancelOutcome, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
+    NewJob,
+};
+pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
+pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};
+
+use sqlx::{PgPool, postgres::PgDatabaseError};
+
+/// The store's one error type: either the database cannot be reached (callers answer 503 or
+/// retry later), or a statement failed for another reason (a bug or a broken invariant).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db
+                .try_downcast_ref::<PgDatabaseError>()
+                .map(|pg| {
+                    let code = pg.code();
+                    // 08: connection exception; 57P0x: shutting down; 53300: too many
+                    // connections; 3D000/28xxx: the database or our login is gone.
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code.starts_with("28")
+                        || code == "53300"
+                        || code == "3D000"
+                })
+                .unwrap_or(false),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Cheap to clone: a handle on the connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Readiness: the database answers and every migration this build knows is applied.
+    pub async fn migrations_applied(&self, expected: i64) -> StoreResult<bool> {
+        let applied =
+            sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM _sqlx_migrations WHERE success"#)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(applied >= expected)
+    }
+}

@@ -1,0 +1,149 @@
+//! `[flows."<intent>"]`: one webhook-backed intent each.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowEngine {
+    N8n,
+    Activepieces,
+    Generic,
+}
+
+/// How the flow delivers its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Completion {
+    /// The webhook's answer is the result.
+    #[default]
+    Sync,
+    /// The webhook acknowledges; the flow calls `/callbacks/ingest` later.
+    Async,
+}
+
+/// Credentials the flow's webhook expects. Values come from environment variables, so they
+/// never sit in config files or logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum FlowAuth {
+    Header {
+        name: String,
+        value_env: String,
+    },
+    Basic {
+        username: String,
+        password_env: String,
+    },
+    Bearer {
+        token_env: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    pub engine: FlowEngine,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// One request's time limit (also the attempt timeout).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub completion: Completion,
+    /// For `async` flows: how long to wait for the callback before the job ends `timed_out`.
+    #[serde(default = "default_deadline_ms")]
+    pub callback_deadline_ms: u64,
+    #[serde(default)]
+    pub auth: Option<FlowAuth>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// JSON Schema of the inputs (shown by `GET /tools` and the OpenAPI document).
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+    /// `write` (default): retried requests with the same inputs are answered from the first
+    /// job for a day; `read`: every request runs.
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i32,
+    /// Consecutive failures that open the circuit breaker for this URL…
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// …for this long, after which one probe may close it again.
+    #[serde(default = "default_breaker_open_ms")]
+    pub breaker_open_ms: u64,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_deadline_ms() -> u64 {
+    3_600_000
+}
+fn default_attempts() -> i32 {
+    3
+}
+fn default_breaker_threshold() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    30_000
+}
+
+impl FlowConfig {
+    /// `Err((field, message))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let url = url::Url::parse(&self.url).map_err(|e| ("url", e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(("url", "must be http or https".into()));
+        }
+        if !matches!(
+            self.method.to_ascii_uppercase().as_str(),
+            "POST" | "PUT" | "PATCH"
+        ) {
+            return Err((
+                "method",
+                "must be POST, PUT or PATCH (the request has a body)".into(),
+            ));
+        }
+        if self.timeout_ms == 0 || self.callback_deadline_ms == 0 {
+            return Err((
+                "timeout_ms",
+                "timeouts and deadlines must be positive".into(),
+            ));
+        }
+        if self.max_attempts < 1 {
+            return Err(("max_attempts", "must be at least 1".into()));
+        }
+        if self.breaker_threshold == 0 {
+            return Err(("breaker_threshold", "must be at least 1".into()));
+        }
+        if let Some(schema) = &self.input_schema {
+            jsonschema::validator_for(schema)
+                .map_err(|e| ("input_schema", format!("is not a valid JSON Schema: {e}")))?;
+        }
+        if let Some(auth) = &self.auth {
+            for var in auth.env_vars() {
+                if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                    return Err(("auth", format!("environment variable {var} is not set")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FlowAuth {
+    pub fn env_vars(&self) -> Vec<&str> {
+        match self {
+            FlowAuth::Header { value_env, .. } => vec![value_env],
+            FlowAuth::Basic { password_env, .. } => vec![password_env],
+            FlowAuth::Bearer { token_env } => vec![token_env],
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `[mcp.servers.<name>]`: how to reach each MCP server and the policy its calls run under.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::routing::glob_match;
+
+/// The protocol versions we offer in `initialize` (the ones tested against real servers).
+pub const OFFERED_PROTOCOLS: [&str; 2] = ["2025-11-25", "2025-06-18"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    pub servers: BTreeMap<String, McpServerConfig>,
+}
+
+/// When the session to a server is opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPolicy {
+    /// At boot; the instance waits (up to the start-up timeout) for its tools before working.
+    #[default]
+    Boot,
+    /// On the first request that names one of its intents (`mcp.<server>.…` or an alias).
+    Lazy,
+}
+
+/// Whether calling a server's tools changes anything (write intents get a derived
+/// idempotency key, so the same inputs within the TTL replay the first answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EffectPolicy {
+    /// `read` for tools annotated `readOnlyHint: true`, `write` for the rest.
+    #[default]
+    Auto,
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// A stdio server: the program to run (in a process group of its own)…
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    /// Added to the child's environment. Values are never logged.
+    pub env: BTreeMap<String, String>,
+    /// Pass this process's whole environment on (it may hold secrets such as DATABASE_URL);
+    /// by default the child gets only PATH, HOME, USER, LANG, LC_ALL, TZ, TMPDIR and `env`.
+    pub inherit_env: bool,
+    pub cwd: Option<PathBuf>,
+    /// … or a Streamable HTTP endpoint.
+    pub url: Option<String>,
+    /// Header name → value, sent with every HTTP request (not for secrets).
+    pub headers: BTreeMap<String, String>,
+    /// Header name → the environment variable holding its value (for credentials: read at
+    /// start, never logged).
+    pub header_env: BTreeMap<String, String>,
+    pub start: StartPolicy,
+    /// The protocol version offered in `initialize`: `2025-11-25` or `2025-06-18`. A server
+    /// may answer with an older version it speaks; the session then follows its answer.
+    pub protocol_version: String,
+    /// Every `tools/call` gets this long (waiting for a free call slot and for the session
+    /// included); the intent's attempt timeout is a second longer.
+    pub call_timeout_ms: u64,
+    /// Spawning (or connecting), the handshake and `tools/list`.
+    pub startup_timeout_ms: u64,
+    /// Calls in flight to this server at once; more wait for a slot.
+    pub max_concurrent_calls: usize,
+    /// Attempts per job (transport failures and timeouts are retried; `isError` is not).
+    pub max_attempts: i32,
+    /// Tool-name globs to publish (empty: all), then globs to leave out.
+    pub allow_tools: Vec<String>,
+    pub deny_tools: Vec<String>,
+    /// Friendly intent name → tool name, published beside `mcp.<server>.<tool>`.
+    pub aliases: BTreeMap<String, String>,
+    pub effect: EffectPolicy,
+    /// A `ping` this often checks an idle session (0: only after a failed or timed-out call).
+    pub ping_interval_ms: u64,
+    /// A ping not answered within this is a hung server: it is restarted.
+    pub ping_timeout_ms: u64,
+    /// Restarts back off from this delay, doubling up to the max; the delay resets once a
+    /// session has stayed up for the max.
+    pub restart_backoff_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// On restart and shutdown the process group gets SIGTERM, then SIGKILL after this.
+    pub kill_grace_ms: u64,
+}
+
+impl Default for McpServerConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            inherit_env: false,
+            cwd: None,
+            url: None,
+            headers: BTreeMap::new(),
+            header_env: BTreeMap::new(),
+            start: StartPolicy::Boot,
+            protocol_version: "2025-11-25".into(),
+            call_timeout_ms: 60_000,
+            startup_timeout_ms: 30_000,
+            max_concurrent_calls: 16,
+            max_attempts: 3,
+            allow_tools: Vec::new(),
+            deny_tools: Vec::new(),
+            aliases: BTreeMap::new(),
+            effect: EffectPolicy::Auto,
+            ping_interval_ms: 30_000,
+            ping_timeout_ms: 5_000,
+            restart_backoff_ms: 500,
+            restart_backoff_max_ms: 30_000,
+            kill_grace_ms: 2_000,
+        }
+    }
+}
+
+impl McpServerConfig {
+    /// A stdio server running `command args…`.
+    pub fn stdio(
+        command: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            command: Some(command.into()),
+            args: args.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A Streamable HTTP server at `url`.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+
+    /// Whether a tool of this name is published.
+    pub fn publishes(&self, tool: &str) -> bool {
+        (self.allow_tools.is_empty() || self.allow_tools.iter().any(|g| glob_match(g, tool)))
+            && !self.deny_tools.iter().any(|g| glob_match(g, tool))
+    }
+
+    fn validate(&self, name: &str) -> Result<(), (String, String)> {
+        let field = |key: &str| format!("mcp.servers.{name}.{key}");
+        let fail = |key: &str, message: &str| Err((field(key), message.to_owned()));
+        match (&self.command, &self.url) {
+            (Some(_), Some(_)) | (None, None) => {
+                return fail(
+                    "command",
+                    "set exactly one of `command` (stdio) or `url` (HTTP)",
+                );
+            }
+            (Some(command), None) => {
+                if command.trim().is_empty() {
+                    return fail("command", "must not be empty");
+                }
+                if !self.headers.is_empty() || !self.header_env.is_empty() {
+                    return fail("headers", "headers apply to `url` servers only");
+                }
+            }
+            (None, Some(url)) => {
+                match url::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => return fail("url", "must be an http:// or https:// URL"),
+                }
+                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                    return fail("args", "args, env and cwd apply to `command` servers only");
+                }
+            }
+        }
+        for header in self.headers.keys().chain(self.header_env.keys()) {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return fail("headers", &format!("`{header}` is not a valid header name"));
+            }
+        }
+        for (header, var) in &self.header_env {
+            match std::env::var(var) {
+                Ok(v) if reqwest::header::HeaderValue::from_str(&v).is_ok() => {}
+                Ok(_) => {
+                    return fail(
+                        "header_env",
+                        &format!("{header}: ${var} is not a valid header value"),
+                    );
+                }
+                Err(_) => return fail("header_env", &format!("{header}: ${var} is not set")),
+            }
+        }
+        if !OFFERED_PROTOCOLS.contains(&self.protocol_version.as_str()) {
+            return fail(
+                "protocol_version",
+                &format!("must be one of {}", OFFERED_PROTOCOLS.join(", ")),
+            );
+        }
+        for (key, value) in [
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("startup_timeout_ms", self.startup_timeout_ms),
+            ("ping_timeout_ms", self.ping_timeout_ms),
+            ("restart_backoff_ms", self.restart_backoff_ms),
+        ] {
+            if value == 0 {
+                return fail(key, "must be positive");
+            }
+        }
+        if self.restart_backoff_max_ms < self.restart_backoff_ms {
+            return fail(
+                "restart_backoff_max_ms",
+                "must be at least restart_backoff_ms",
+            );
+        }
+        if self.max_concurrent_calls == 0 {
+            return fail("max_concurrent_calls", "must be at least 1");
+        }
+        if self.max_attempts < 1 {
+            return fail("max_attempts", "must be at least 1");
+        }
+        for alias in self.aliases.keys() {
+            if alias.is_empty() || alias.len() > 200 || alias.chars().any(char::is_whitespace) {
+                return fail("aliases", &format!("`{alias}` is not a valid intent name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl McpConfig {
+    /// Field path and message of the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, server) in &self.servers {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                return Err((
+                    format!("mcp.servers.{name}"),
+                    "server names are 1 to 64 letters, digits, `_` or `-` (they become part of \
+                     intent names)"
+                        .into(),
+                ));
+            }
+            server.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(config: McpServerConfig) -> String {
+        let mut mcp = McpConfig::default();
+        mcp.servers.insert("s".into(), config);
+        mcp.validate().unwrap_err().0
+    }
+
+    #[test]
+    fn a_server_is_either_stdio_or_http() {
+        let mut both = McpServerConfig::stdio("node", ["x"]);
+        both.url = Some("http://127.0.0.1:1/mcp".into());
+        assert_eq!(problem(both), "mcp.servers.s.command");
+        assert_eq!(problem(McpServerConfig::default()), "mcp.servers.s.command");
+        assert_eq!(
+            problem(McpServerConfig::http("ftp://x")),
+            "mcp.servers.s.url"
+        );
+        let mut http_with_args = McpServerConfig::http("http://127.0.0.1:1/mcp");
+        http_with_args.args = vec!["x".into()];
+        assert_eq!(problem(http_with_args), "mcp.servers.s.args");
+    }
+
+    #[test]
+    fn header_values_come_from_set_variables() {
+        let mut c = McpServerConfig::http("http://127.0.0.1:1/mcp");
+        c.header_env
+            .insert("Authorization".into(), "ORCH_TEST_SURELY_UNSET_VAR".into());
+        assert_eq!(problem(c), "mcp.servers.s.header_env");
+    }
+
+    #[test]
+    fn server_names_fit_in_intent_names() {
+        let mut mcp = McpConfig::default();
+        mcp.servers
+            .insert("a.b".into(), McpServerConfig::stdio("node", ["x"]));
+        assert_eq!(mcp.validate().unwrap_err().0, "mcp.servers.a.b");
+    }
+
+    /// The server block documented in orchestrator.example.toml, uncommented.
+    fn documented_server() -> String {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [mcp.servers."))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        assert!(!block.is_empty(), "the example documents an MCP server");
+        block.join("\n")
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        use figment::{
+            Figment,
+            providers::{Format, Toml},
+        };
+        let config: McpConfig = Figment::from(Toml::string(&documented_server()))
+            .extract_inner("mcp")
+            .expect("the documented server parses");
+        let documented = &config.servers["everything"];
+        let expected =
+            McpServerConfig::stdio("npx", ["-y", "@modelcontextprotocol/server-everything"]);
+        assert_eq!(documented, &expected);
+        config.validate().unwrap();
+        let block = documented_server();
+        let keys = serde_json::to_value(McpServerConfig::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                block.contains(&format!("{key} = ")),
+                "{key} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_and_deny_lists_filter_tools() {
+        let mut c = McpServerConfig::stdio("node", ["x"]);
+        assert!(c.publishes("anything"));
+        c.allow_tools = vec!["get-*".into(), "echo".into()];
+        c.deny_tools = vec!["get-env".into()];
+        assert!(c.publishes("echo"));
+        assert!(c.publishes("get-sum"));
+        assert!(!c.publishes("get-env"));
+        assert!(!c.publishes("toggle-simulated-logging"));
+    }
+}

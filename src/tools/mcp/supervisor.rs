@@ -1,0 +1,175 @@
+//! Keeps one server's session alive: open it (at boot or on first use), publish its tools,
+//! refresh them when the server says they changed, check it when a call failed or timed out
+//! (and every ping interval), and restart it with backoff when it died or hung. On shutdown
+//! the session is closed and its process group stopped.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{config::StartPolicy, server::McpServer, session::Session, tool};
+use crate::dispatch::catalog::Registry;
+
+/// Why a session was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    /// Spawning, connecting, the handshake or the first `tools/list` failed.
+    StartFailed,
+    /// The process exited or the connection closed.
+    Ended,
+    /// A ping went unanswered.
+    Hung,
+    /// The tool list could not be read again.
+    ListFailed,
+}
+
+pub async fn supervise(server: Arc<McpServer>, registry: Arc<Registry>, stop: CancellationToken) {
+    let config = &server.config;
+    let grace = Duration::from_millis(config.kill_grace_ms);
+    let first_delay = Duration::from_millis(config.restart_backoff_ms);
+    let max_delay = Duration::from_millis(config.restart_backoff_max_ms);
+    let mut delay = first_delay;
+    if config.start == StartPolicy::Lazy {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = server.start_wanted() => {}
+        }
+    }
+    loop {
+        let up_since = Instant::now();
+        let end = match open_and_publish(&server, &registry, &stop).await {
+            Ok(session) => serve(&server, &registry, session, &stop, grace).await,
+            Err(e) => {
+                if stop.is_cancelled() {
+                    End::Shutdown
+                } else {
+                    tracing::warn!(server = %server.name, "MCP server did not start: {e}");
+                    End::StartFailed
+                }
+            }
+        };
+        if end == End::Shutdown {
+            break;
+        }
+        if up_since.elapsed() >= max_delay {
+            delay = first_delay;
+        }
+        metrics::counter!("orchestrator_mcp_restarts_total", "server" => server.name.clone())
+            .increment(1);
+        tracing::warn!(server = %server.name, reason = ?end, delay_ms = delay.as_millis() as u64, "restarting MCP server");
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(max_delay);
+    }
+    server.set_live(None);
+    registry.remove_source(&source_name(&server));
+}
+
+/// Opens a session and publishes its tools; the attempt counts as ended either way.
+async fn open_and_publish(
+    server: &Arc<McpServer>,
+    registry: &Registry,
+    stop: &CancellationToken,
+) -> Result<Session, String> {
+    let opened = tokio::select! {
+        _ = stop.cancelled() => Err("shutting down".to_owned()),
+        r = Session::open(&server.name, &server.config) => r,
+    };
+    let result = match opened {
+        Ok(session) => match publish(server, registry, &session).await {
+            Ok(count) => {
+                tracing::info!(server = %server.name, pid = ?session.pid(), tools = count, "MCP server connected: {}", session.describe());
+                server.set_live(Some(session.peer.clone()));
+                Ok(session)
+            }
+            Err(e) => {
+                session
+                    .close(Duration::from_millis(server.config.kill_grace_ms))
+                    .await;
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
+    server.attempt_ended();
+    result
+}
+
+/// Runs the session until it ends, hangs or the instance stops; then closes it.
+async fn serve(
+    server: &Arc<McpServer>,
+    registry: &Registry,
+    session: Session,
+    stop: &CancellationToken,
+    grace: Duration,
+) -> End {
+    let config = &server.config;
+    let ping_timeout = Duration::from_millis(config.ping_timeout_ms);
+    let ping_every =
+        (config.ping_interval_ms > 0).then(|| Duration::from_millis(config.ping_interval_ms));
+    let tools_changed = session.tools_changed.clone();
+    let end = loop {
+        let idle_ping = async {
+            match ping_every {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break End::Shutdown,
+            _ = session.ended() => break End::Ended,
+            _ = tools_changed.notified() => {
+                if let Err(e) = publish(server, registry, &session).await {
+                    tracing::warn!(server = %server.name, "listing tools after list_changed failed: {e}");
+                    break End::ListFailed;
+                }
+            }
+            _ = server.check_wanted() => {
+                if !session.ping(ping_timeout).await {
+                    break End::Hung;
+                }
+            }
+            _ = idle_ping => {
+                if !session.ping(ping_timeout).await {
+                    break End::Hung;
+                }
+            }
+        }
+    };
+    server.set_live(None);
+    session.close(grace).await;
+    end
+}
+
+/// Lists the tools (every page) and replaces this server's intents with them.
+async fn publish(
+    server: &Arc<McpServer>,
+    registry: &Registry,
+    session: &Session,
+) -> Result<usize, String> {
+    let timeout = server.config.startup_timeout();
+    let listing = tokio::time::timeout(timeout, session.peer.list_all_tools());
+    let tools = match session.unless_gone(listing).await {
+        Some(Ok(Ok(tools))) => tools,
+        Some(Ok(Err(e))) => return Err(format!("tools/list: {e}")),
+        Some(Err(_)) => return Err(format!("tools/list did not answer within {timeout:?}")),
+        None => return Err("the server went away while listing its tools".into()),
+    };
+    let intents = tool::intents(server, tools);
+    let count = intents.len();
+    registry
+        .set_source(&source_name(server), intents)
+        .map_err(|e| format!("publishing its tools: {e}"))?;
+    Ok(count)
+}
+
+fn source_name(server: &McpServer) -> String {
+    format!("mcp.{}", server.name)
+}

@@ -1,0 +1,327 @@
+//! `memory.*`: notes stored in Postgres and found again with full-text search.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
+use crate::{
+    ids::MemoryId,
+    model::FieldError,
+    store::{MemoryItem, NewMemoryItem, Store},
+};
+
+const MAX_TEXT_CHARS: usize = 100_000;
+const MAX_TAGS: usize = 32;
+
+pub fn tools(store: &Store) -> Vec<Arc<dyn Tool>> {
+    vec![
+        Arc::new(MemoryWrite::new(store.clone())),
+        Arc::new(MemorySearch::new(store.clone())),
+        Arc::new(MemoryGet::new(store.clone())),
+        Arc::new(MemoryDelete::new(store.clone())),
+    ]
+}
+
+fn spec(name: &str, description: &str, effect: Effect, schema: Value) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        input_schema: schema,
+        effect,
+        timeout: Duration::from_secs(10),
+        max_attempts: 3,
+        priority: 0,
+    }
+}
+
+fn item_id_schema() -> Value {
+    json!({"type": "string", "pattern": "^mem_[0-9a-f]{32}$",
+           "description": "A memory item id as returned by memory.write."})
+}
+
+fn tags_schema(description: &str) -> Value {
+    json!({"type": "array", "maxItems": MAX_TAGS, "description": description,
+           "items": {"type": "string", "minLength": 1, "maxLength": 64}})
+}
+
+/// Tags compare case-insensitively: stored trimmed, lowercased, without duplicates.
+fn normalize_tags(tags: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = t.trim().to_lowercase();
+        if !t.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(inputs: &Value) -> Result<T, ToolError> {
+    // The schema was checked at intake; this only fails if a stored job predates a change.
+    T::deserialize(inputs).map_err(|e| ToolError::permanent("invalid_inputs", e.to_string()))
+}
+
+fn item_json(item: &MemoryItem) -> Value {
+    json!({
+        "item_id": item.id,
+        "text": item.text,
+        "tags": item.tags,
+        "metadata": item.metadata,
+        "created_at": item.created_at,
+    })
+}
+
+fn not_found(id: MemoryId) -> ToolError {
+    ToolError::permanent("not_found", format!("memory item {id} does not exist"))
+}
+
+pub struct MemoryWrite {
+    store: Store,
+    spec: ToolSpec,
+}
+
+#[derive(Deserialize)]
+struct WriteInputs {
+    text: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+impl MemoryWrite {
+    fn new(store: Store) -> Self {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS,
+                         "description": "The note to remember."},
+                "tags": tags_schema("Labels to filter by later (compared case-insensitively)."),
+                "metadata": {"type": "object", "description": "Free-form data kept with the note."}
+            },
+            "required": ["text"],
+            "additionalProperties": false
+        });
+        Self {
+            store,
+            spec: spec(
+                "memory.write",
+                "Store a note (text, tags, metadata) in long-term memory.",
+                Effect::Write,
+                schema,
+            ),
+        }
+    }
+}
+
+impl Tool for MemoryWrite {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn check_inputs(&self, inputs: &Value) -> Result<(), Vec<FieldError>> {
+        match inputs.get("text").and_then(Value::as_str) {
+            Some(t) if t.trim().is_empty() => {
+                Err(vec![FieldError::new("inputs.text", "must not be blank")])
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            let input: WriteInputs = parse(inputs)?;
+            let tags = normalize_tags(&input.tags);
+            let metadata = input.metadata.unwrap_or_else(|| json!({}));
+            let item = self
+                .store
+                .insert_memory(&NewMemoryItem {
+                    id: MemoryId::new(),
+                    text: &input.text,
+                    tags: &tags,
+                    metadata: &metadata,
+                    source_job: Some(ctx.job_id),
+                })
+                .await?;
+            Ok(json!({
+                "item_id": item.id,
+                "status": "stored",
+                "text_length": item.text.chars().count(),
+                "tags": item.tags,
+            })
+            .into())
+        }
+        .boxed()
+    }
+}
+
+pub struct MemorySearch {
+    store: Store,
+    spec: ToolSpec,
+}
+
+#[derive(Deserialize)]
+struct SearchInputs {
+    query: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    10
+}
+
+impl MemorySearch {
+    fn new(store: Store) -> Self {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": 1000,
+                          "description": "Words to find; web-search syntax: \"a phrase\", or, -word."},
+                "tags": tags_schema("Only items carrying every one of these tags."),
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}
+            },
+            "required": ["query"],
+            "additionalProperties": false
+        });
+        Self {
+            store,
+            spec: spec(
+                "memory.search",
+                "Search long-term memory by words (ranked full-text search), optionally by tags.",
+                Effect::Read,
+                schema,
+            ),
+        }
+    }
+}
+
+impl Tool for MemorySearch {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            let input: SearchInputs = parse(inputs)?;
+            let tags = normalize_tags(&input.tags);
+            let hits = self
+                .store
+                .search_memory(&input.query, &tags, input.limit)
+                .await?;
+            let items: Vec<Value> = hits
+                .iter()
+                .map(|h| {
+                    let mut v = item_json(&h.item);
+                    v["score"] = json!(h.score);
+                    v
+                })
+                .collect();
+            Ok(json!({"query": input.query, "count": items.len(), "items": items}).into())
+        }
+        .boxed()
+    }
+}
+
+#[derive(Deserialize)]
+struct ItemInputs {
+    item_id: MemoryId,
+}
+
+fn item_inputs_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"item_id": item_id_schema()},
+        "required": ["item_id"],
+        "additionalProperties": false
+    })
+}
+
+pub struct MemoryGet {
+    store: Store,
+    spec: ToolSpec,
+}
+
+impl MemoryGet {
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            spec: spec(
+                "memory.get",
+                "Read one memory item by id.",
+                Effect::Read,
+                item_inputs_schema(),
+            ),
+        }
+    }
+}
+
+impl Tool for MemoryGet {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            let ItemInputs { item_id } = parse(inputs)?;
+            match self.store.get_memory(item_id).await? {
+                Some(item) => Ok(item_json(&item).into()),
+                None => Err(not_found(item_id)),
+            }
+        }
+        .boxed()
+    }
+}
+
+pub struct MemoryDelete {
+    store: Store,
+    spec: ToolSpec,
+}
+
+impl MemoryDelete {
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            spec: spec(
+                "memory.delete",
+                "Delete one memory item by id.",
+                Effect::Write,
+                item_inputs_schema(),
+            ),
+        }
+    }
+}
+
+impl Tool for MemoryDelete {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            let ItemInputs { item_id } = parse(inputs)?;
+            if self.store.delete_memory(item_id).await? {
+                Ok(json!({"item_id": item_id, "status": "deleted"}).into())
+            } else {
+                Err(not_found(item_id))
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_trimmed_lowercased_and_deduplicated() {
+        let tags = ["Geo ", "geo", " Landmarks", ""].map(String::from);
+        assert_eq!(normalize_tags(&tags), vec!["geo", "landmarks"]);
+    }
+}

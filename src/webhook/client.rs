@@ -1,0 +1,223 @@
+//! The one HTTP client for calling out (callbacks, flows): http(s) only, no proxies, no
+//! redirects, and every address checked after DNS resolution against the URL policy, so a
+//! hostname cannot smuggle a request into a private network.
+
+use std::{
+    error::Error as _,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use reqwest::{
+    Method, StatusCode,
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
+    redirect,
+};
+
+use super::Signer;
+use crate::net::UrlPolicy;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutboundError {
+    /// The URL or the address it resolved to is not allowed.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+/// What came back (the body read up to a limit).
+#[derive(Debug)]
+pub struct OutboundResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub body_truncated: bool,
+    pub elapsed: Duration,
+}
+
+/// A request signed with Standard Webhooks headers.
+pub struct SignedRequest<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub body: Vec<u8>,
+    /// `webhook-id`: the same for every attempt of one message.
+    pub message_id: &'a str,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct SafeClient {
+    http: reqwest::Client,
+    policy: Arc<UrlPolicy>,
+    signer: Signer,
+}
+
+impl SafeClient {
+    pub fn new(policy: Arc<UrlPolicy>, signer: Signer) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+            })
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("static client configuration");
+        Self {
+            http,
+            policy,
+            signer,
+        }
+    }
+
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    pub async fn send(&self, req: SignedRequest<'_>) -> Result<OutboundResponse, OutboundError> {
+        // Literal IPs never reach the resolver: check them here.
+        let url = self
+            .policy
+            .check_literal(req.url)
+            .map_err(OutboundError::Refused)?;
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut builder = self
+            .http
+            .request(req.method, url)
+            .timeout(req.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", req.message_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if !self.signer.is_empty() {
+            builder = builder.header(
+                "webhook-signature",
+                self.signer.sign(req.message_id, timestamp, &req.body),
+            );
+        }
+        for (name, value) in req.headers {
+            builder = builder.header(name, value);
+        }
+        let started = Instant::now();
+        let mut resp = builder
+            .body(req.body)
+            .send()
+            .await
+            .map_err(|e| classify(e, req.timeout))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = req.max_response_bytes.saturating_sub(body.len());
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(classify(e, req.timeout)),
+            }
+        }
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body: Bytes::from(body),
+            body_truncated: truncated,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> OutboundError {
+    let mut source = e.source();
+    while let Some(inner) = source {
+        if let Some(refused) = inner.downcast_ref::<RefusedAddress>() {
+            return OutboundError::Refused(refused.0.clone());
+        }
+        source = inner.source();
+    }
+    if e.is_timeout() {
+        OutboundError::Timeout(timeout)
+    } else if e.is_connect() {
+        OutboundError::Connect(error_chain(&e))
+    } else {
+        OutboundError::Other(error_chain(&e))
+    }
+}
+
+/// The innermost cause is usually the informative one ("connection refused").
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[derive(Debug)]
+struct RefusedAddress(String);
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
+
+/// Resolves with the system resolver, then keeps only addresses the policy allows.
+struct GuardedResolver {
+    policy: Arc<UrlPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusals = Vec::new();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|a| match policy.check_ip(a.ip()) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refusals.push(reason);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let reason = refusals
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| format!("{host} did not resolve"));
+                return Err(Box::new(RefusedAddress(format!(
+                    "{host} resolved to a refused address: {reason}"
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! Runs claimed jobs: one task per attempt, bounded by the instance's slots, with the attempt
+//! timeout, cancellation, and a fenced completion at the end. No transaction is open while a
+//! tool runs.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{backoff::Backoff, completer::Completer};
+use crate::{
+    dispatch::catalog::Registry,
+    ids::JobId,
+    store::{ClaimedJob, Completion, CompletionStatus},
+    tools::{ToolContext, ToolError, ToolOutput, ToolResult},
+};
+
+/// Why a running attempt was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    None = 0,
+    /// The client cancelled the job: it ends `cancelled`.
+    Cancelled = 1,
+    /// Another worker may own the job now: write nothing.
+    LeaseLost = 2,
+    /// Shutdown grace ran out: the job goes back to the queue.
+    Shutdown = 3,
+}
+
+struct Running {
+    attempt: i32,
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+    /// Until when our lease surely holds (measured from when it was last granted or renewed).
+    lease_valid_until: Instant,
+}
+
+pub struct Executor {
+    instance_id: Uuid,
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    lease: Duration,
+    registry: Arc<Registry>,
+    completer: Completer,
+    backoff: Backoff,
+    running: Mutex<HashMap<JobId, Running>>,
+    tracker: TaskTracker,
+    released: Mutex<Vec<Uuid>>,
+    closing: AtomicBool,
+}
+
+impl Executor {
+    pub fn new(
+        instance_id: Uuid,
+        capacity: usize,
+        lease: Duration,
+        registry: Arc<Registry>,
+        completer: Completer,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            instance_id,
+            slots: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            lease,
+            registry,
+            completer,
+            backoff,
+            running: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            released: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn instance_id(&self) -> Uuid {
+        self.instance_id
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A free slot right now, if any (the intake uses one to run a waited-for job at once).
+    /// None once shutdown began: new work then waits in the queue for another instance.
+    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        if self.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Refuses new local attempts from now on.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for at least one free slot, then takes up to `max` of them.
+    pub async fn reserve_up_to(&self, max: usize) -> Option<OwnedSemaphorePermit> {
+        super::reserve_up_to(&self.slots, max).await
+    }
+
+    /// The jobs running here, with their attempt numbers.
+    pub fn running_jobs(&self) -> Vec<(Uuid, i32)> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| (id.uuid(), r.attempt))
+            .collect()
+    }
+
+    /// The heartbeat sent at `sent` renewed these leases.
+    pub fn renewed(&self, jobs: impl IntoIterator<Item = JobId>, sent: Instant) {
+        let mut running = self.lock();
+        for id in jobs {
+            if let Some(r) = running.get_mut(&id) {
+                r.lease_valid_until = sent + self.lease;
+            }
+        }
+    }
+
+    /// Stops attempts whose lease may run out before `horizon` (renewals failed): past its
+    /// lease a job can be rescued and started elsewhere, and must not run here any more.
+    pub fn stop_expiring(&self, horizon: Instant) -> usize {
+        let expiring: Vec<(JobId, i32)> = self
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.lease_valid_until <= horizon)
+            .map(|(id, r)| (*id, r.attempt))
+            .collect();
+        for (id, attempt) in &expiring {
+            tracing::warn!(job_id = %id, "lease could not be renewed; stopping the attempt");
+            self.stop_attempt(*id, Some(*attempt), StopReason::LeaseLost);
+        }
+        expiring.len()
+    }
+
+    /// Tells a local attempt to stop; false when it does not run here.
+    pub fn stop(&self, job: JobId, reason: StopReason) -> bool {
+        self.stop_attempt(job, None, reason)
+    }
+
+    /// Like [`Executor::stop`], but only if the local attempt is `attempt` (when given).
+    pub fn stop_attempt(&self, job: JobId, attempt: Option<i32>, reason: StopReason) -> bool {
+        match self.lock().get(&job) {
+            Some(r) if attempt.is_none_or(|a| a == r.attempt) => {
+                let _ = r.reason.compare_exchange(
+                    StopReason::None as u8,
+                    reason as u8,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                r.token.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn stop_all(&self, reason: StopReason) {
+        let ids: Vec<JobId> = self.lock().keys().copied().collect();
+        for id in ids {
+            self.stop(id, reason);
+        }
+    }
+
+    /// Resolves once every started attempt has ended.
+    pub async fn drained(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Jobs interrupted by shutdown, to hand back to the queue.
+    pub fn take_released(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.released.lock().expect("released lock poisoned"))
+    }
+
+    pub fn spawn(self: &Arc<Self>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+        let token = CancellationToken::new();
+        let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
+        self.lock().insert(
+            job.id,
+            Running {
+                attempt: job.attempt,
+                token: token.clone(),
+                reason: reason.clone(),
+                lease_valid_until: Instant::now() + self.lease,
+            },
+        );
+        if job.cancel_requested {
+            reason.store(StopReason::Cancelled as u8, Ordering::SeqCst);
+            token.cancel();
+        }
+        let span = tracing::info_span!("job", job_id = %job.id, intent = %job.intent, attempt = job.attempt);
+        let this = self.clone();
+        self.tracker.spawn(
+            async move {
+                this.run(job, token, reason).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn run(&self, job: ClaimedJob, token: CancellationToken, reason: Arc<AtomicU8>) {
+        let started = Instant::now();
+        let outcome = self.attempt(&job, &token).await;
+        let stop = match reason.load(Ordering::SeqCst) {
+            1 => StopReason::Cancelled,
+            2 => StopReason::LeaseLost,
+            3 => StopReason::Shutdown,
+            _ => StopReason::None,
+        };
+        let completion = match stop {
+            StopReason::LeaseLost => None,
+            StopReason::Shutdown => {
+                self.released
+                    .lock()
+                    .expect("released lock poisoned")
+                    .push(job.id.uuid());
+                None
+            }
+            StopReason::Cancelled => Some(Completion {
+                job_id: job.id,
+                attempt: job.attempt,
+                status: CompletionStatus::Cancelled,
+                result: None,
+                error_code: Some("cancelled".into()),
+                error_message: Some("cancelled by request".into()),
+                retry_at: None,
+                callback_deadline: None,
+            }),
+            StopReason::None => Some(self.completion_for(&job, outcome)),
+        };
+        metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.clone())
+            .record(started.elapsed().as_secs_f64());
+        if let Some(c) = completion {
+            let status = c.status;
+            if !self.completer.complete(c).await {
+                tracing::warn!("attempt result discarded: the lease was no longer held");
+            } else {
+                tracing::debug!(
+                    ?status,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "attempt ended"
+                );
+            }
+        } else {
+            tracing::info!(?stop, "attempt stopped without a result");
+        }
+        let mut running = self.lock();
+        if running
+            .get(&job.id)
+            .is_some_and(|r| r.attempt == job.attempt)
+        {
+            running.remove(&job.id);
+        }
+    }
+
+    async fn attempt(&self, job: &ClaimedJob, token: &CancellationToken) -> ToolResult {
+        let Some(intent) = self.registry.get(&job.intent, job.mode).await else {
+            // Its engine may be restarting (an MCP server down at boot): worth another attempt.
+            return Err(ToolError::transient(
+                "intent_unavailable",
+                format!(
+                    "intent {} is not served in mode {} right now",
+                    job.intent,
+                    job.mode.as_str()
+                ),
+            ));
+        };
+        let ctx = ToolContext {
+            job_id: job.id,
+            attempt: job.attempt,
+            cancel: token.clone(),
+        };
+        let timeout = Duration::from_millis(job.attempt_timeout_ms.max(1) as u64);
+        let call = intent.tool.call(&ctx, &job.inputs);
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(ToolError::permanent("cancelled", "stopped")),
+            r = tokio::time::timeout(timeout, call) => match r {
+                Ok(r) => r,
+                Err(_) => Err(ToolError::timed_out(format!(
+                    "the attempt did not finish within {} ms", timeout.as_millis()))),
+            },
+        }
+    }
+
+    fn completion_for(&self, job: &ClaimedJob, outcome: ToolResult) -> Completion {
+        let base = Completion {
+            job_id: job.id,
+            attempt: job.attempt,
+            status: CompletionStatus::Succeeded,
+            result: None,
+            error_code: None,
+            error_message: None,
+            retry_at: None,
+            callback_deadline: None,
+        };
+        match outcome {
+            Ok(ToolOutput::Done(mut value)) => {
+                strip_nul(&mut value);
+                Completion {
+                    result: Some(value),
+                    ..base
+                }
+            }
+            Ok(ToolOutput::AwaitCallback { deadline }) => Completion {
+                status: CompletionStatus::AwaitCallback,
+                callback_deadline: Some(chrono::Utc::now() + deadline),
+                ..base
+            },
+            Err(e) => {
+                let status = if e.retryable && job.attempt < job.max_attempts {
+                    CompletionStatus::Retry
+                } else if e.timed_out {
+                    CompletionStatus::TimedOut
+                } else {
+                    CompletionStatus::Failed
+                };
+                let retry_at = (status == CompletionStatus::Retry).then(|| {
+                    let delay = self.backoff.delay(job.attempt, e.retry_after);
+                    chrono::Utc::now() + delay
+                });
+                tracing::info!(code = %e.code, retryable = e.retryable, ?status, "attempt failed: {}", e.message);
+                Completion {
+                    status,
+                    error_code: Some(e.code.into_owned()),
+                    error_message: Some(e.message.replace('\0', "")),
+                    retry_at,
+                    ..base
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+        self.running.lock().expect("running lock poisoned")
+    }
+}
+
+/// Postgres `jsonb` cannot hold U+0000; tools' raw output may.
+fn strip_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => s.retain(|c| c != '\0'),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+                for (k, val) in entries {
+                    map.insert(k.replace('\0', ""), val);
+                }
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_removed_everywhere() {
+        let mut v = json!({"a\u{0}b": ["x\u{0}y", {"k": "\u{0}"}], "n": 1});
+        strip_nul(&mut v);
+        assert_eq!(v, json!({"ab": ["xy", {"k": ""}], "n": 1}));
+    }
+}

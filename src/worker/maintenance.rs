@@ -1,0 +1,153 @@
+//! Periodic upkeep shared by all instances (SKIP LOCKED keeps them out of each other's way):
+//! expired leases go back to the queue or fail, flows that never called back time out, and
+//! expired idempotency keys and remembered webhook-ids are purged.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{announce_finished, waiters::Waiters};
+use crate::store::Store;
+
+const PAGE: i64 = 500;
+/// Bounds one tick's work so a large backlog cannot monopolise a connection.
+const MAX_PAGES: usize = 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct MaintenanceSettings {
+    pub every: Duration,
+    /// How long inbound webhook-ids are remembered for de-duplication.
+    pub remember_ingest_ids: Duration,
+    /// Finished jobs lose their inputs and results after this many days (0: never).
+    pub payload_days: u32,
+}
+
+impl MaintenanceSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            every: Duration::from_millis(config.workers.maintenance_interval_ms),
+            remember_ingest_ids: Duration::from_secs(config.callbacks.tolerance_secs * 2),
+            payload_days: config.retention.payload_days,
+        }
+    }
+}
+
+pub async fn run(store: Store, waiters: Arc<Waiters>, settings: MaintenanceSettings) {
+    let mut tick = tokio::time::interval(settings.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        pass(&store, &waiters, &settings).await;
+    }
+}
+
+/// One round of every upkeep task (also `orchestrator maintain`, for cron-driven setups and
+/// reporting refreshes).
+pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettings) {
+    {
+        let (store, waiters) = (store, waiters);
+        rescue(store, waiters).await;
+        expire_callback_deadlines(store, waiters).await;
+        purge_keys(store).await;
+        if let Err(e) = store
+            .purge_ingest_seen(settings.remember_ingest_ids.as_secs_f64())
+            .await
+        {
+            tracing::warn!(error = %e, "purging remembered webhook-ids failed");
+        }
+        match store.roll_up_finished_jobs().await {
+            Ok(Some(n)) if n > 0 => tracing::info!(jobs = n, "finished jobs rolled up"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rolling up finished jobs failed"),
+        }
+        if settings.payload_days > 0 {
+            purge_payloads(store, settings.payload_days).await;
+        }
+    }
+}
+
+async fn purge_payloads(store: &Store, days: u32) {
+    for _ in 0..MAX_PAGES {
+        match store.purge_payloads(days, PAGE * 2).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(jobs = n, days, "job payloads purged");
+                }
+                if (n as i64) < PAGE * 2 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purging job payloads failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn expire_callback_deadlines(store: &Store, waiters: &Waiters) {
+    for _ in 0..MAX_PAGES {
+        match store.expire_callback_deadlines(PAGE).await {
+            Ok(expired) => {
+                let n = expired.len() as i64;
+                if n > 0 {
+                    tracing::warn!(jobs = n, "flows did not call back before their deadline");
+                }
+                expired
+                    .into_iter()
+                    .for_each(|j| announce_finished(waiters, j));
+                if n < PAGE {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "expiring callback deadlines failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn rescue(store: &Store, waiters: &Waiters) {
+    for _ in 0..MAX_PAGES {
+        match store.rescue_expired(PAGE).await {
+            Ok((count, failed)) => {
+                if count > 0 {
+                    tracing::warn!(
+                        rescued = count,
+                        failed = failed.len(),
+                        "expired leases rescued"
+                    );
+                    metrics::counter!("orchestrator_jobs_rescued_total").increment(count as u64);
+                }
+                failed
+                    .into_iter()
+                    .for_each(|j| announce_finished(waiters, j));
+                if (count as i64) < PAGE {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease rescue failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn purge_keys(store: &Store) {
+    for _ in 0..MAX_PAGES {
+        match store.purge_expired_keys(PAGE * 2).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(purged = n, "expired idempotency keys purged");
+                }
+                if (n as i64) < PAGE * 2 {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency key purge failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! In-process workers: the claim loop, the lease heartbeat, the completion writer, the
+//! LISTEN/NOTIFY listener and maintenance, started and stopped together.
+
+pub mod backoff;
+mod completer;
+pub mod delivery;
+pub mod executor;
+mod listener;
+mod maintenance;
+
+pub use listener::Wakeups;
+pub use maintenance::{MaintenanceSettings, pass as maintenance_pass};
+pub mod waiters;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use delivery::DeliverySettings;
+pub use executor::{Executor, StopReason};
+pub use waiters::{Waiter, Waiters};
+
+use crate::{
+    config::WorkersConfig, dispatch::catalog::Registry, model::FinishedJob, store::Store,
+    webhook::SafeClient,
+};
+use tokio_util::task::TaskTracker;
+
+/// How this instance delivers outbound callbacks.
+pub struct DeliveryWiring {
+    pub client: SafeClient,
+    pub settings: DeliverySettings,
+}
+
+/// Waits for at least one free slot, then takes up to `max` of them at once (a claim of that
+/// many rows follows).
+pub(crate) async fn reserve_up_to(
+    slots: &Arc<tokio::sync::Semaphore>,
+    max: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut permit = slots.clone().acquire_owned().await.ok()?;
+    let extra = slots.available_permits().min(max.saturating_sub(1));
+    if extra > 0
+        && let Ok(more) = slots.clone().try_acquire_many_owned(extra as u32)
+    {
+        permit.merge(more);
+    }
+    Some(permit)
+}
+
+/// Everything a finished job triggers in this process.
+pub(crate) fn announce_finished(waiters: &Waiters, job: FinishedJob) {
+    metrics::counter!("orchestrator_jobs_finished_total",
+        "intent" => job.intent.clone(), "status" => job.status.as_str())
+    .increment(1);
+    waiters.finish(Arc::new(job));
+}
+
+/// The running worker machinery of one instance.
+pub struct Workers {
+    pub executor: Arc<Executor>,
+    pub waiters: Arc<Waiters>,
+    /// Signalled when this process queued work (other instances hear NOTIFY).
+    pub wake: Arc<Notify>,
+    store: Store,
+    stop_claiming: CancellationToken,
+    /// Cancelled when shutdown grace runs out: waits end, remaining attempts are released.
+    pub hard_stop: CancellationToken,
+    lease_secs: f64,
+    tasks: std::sync::Mutex<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    claimer: Option<JoinHandle<()>>,
+    delivering: Option<JoinHandle<()>>,
+    delivery_tracker: TaskTracker,
+    background: Vec<JoinHandle<()>>,
+    completer: Option<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(
+        store: Store,
+        registry: Arc<Registry>,
+        config: &WorkersConfig,
+        deliveries: DeliveryWiring,
+        maintenance: MaintenanceSettings,
+        keys_changed: Arc<Notify>,
+    ) -> Self {
+        let instance_id = Uuid::now_v7();
+        let waiters = Arc::new(Waiters::default());
+        let wake = Arc::new(Notify::new());
+        let (completer, completer_task) = completer::Completer::start(
+            store.clone(),
+            instance_id,
+            config.completion_batch,
+            waiters.clone(),
+        );
+        let executor = Arc::new(Executor::new(
+            instance_id,
+            config.concurrency,
+            Duration::from_millis(config.lease_ms),
+            registry,
+            completer,
+            backoff::Backoff {
+                base: Duration::from_millis(config.retry_base_ms),
+                max: Duration::from_millis(config.retry_max_ms),
+            },
+        ));
+        let stop_claiming = CancellationToken::new();
+        let lease_secs = config.lease_ms as f64 / 1000.0;
+        tracing::info!(%instance_id, concurrency = config.concurrency, "workers starting");
+
+        let claimer = (config.concurrency > 0).then(|| {
+            tokio::spawn(claim_loop(
+                store.clone(),
+                executor.clone(),
+                wake.clone(),
+                stop_claiming.clone(),
+                config.claim_batch as usize,
+                lease_secs,
+                Duration::from_millis(config.poll_interval_ms),
+            ))
+        });
+        let delivery_wake = Arc::new(Notify::new());
+        let delivery_tracker = TaskTracker::new();
+        let delivering = (deliveries.settings.concurrency > 0).then(|| {
+            let deliverer = Arc::new(delivery::Deliverer::new(
+                store.clone(),
+                deliveries.client,
+                instance_id,
+                deliveries.settings,
+            ));
+            tokio::spawn(deliverer.run(
+                delivery_wake.clone(),
+                stop_claiming.clone(),
+                delivery_tracker.clone(),
+            ))
+        });
+        let background = vec![
+            tokio::spawn(heartbeat_loop(
+                store.clone(),
+                executor.clone(),
+                lease_secs,
+                Duration::from_millis(config.heartbeat_interval_ms),
+            )),
+            tokio::spawn(listener::run(
+                store.clone(),
+                executor.clone(),
+                waiters.clone(),
+                Wakeups {
+                    jobs: wake.clone(),
+                    deliveries: delivery_wake,
+                    keys: keys_changed,
+                },
+            )),
+            tokio::spawn(maintenance::run(
+                store.clone(),
+                waiters.clone(),
+                maintenance,
+            )),
+        ];
+        Self {
+            executor,
+            waiters,
+            wake,
+            store,
+            stop_claiming,
+            hard_stop: CancellationToken::new(),
+            lease_secs,
+            tasks: std::sync::Mutex::new(Tasks {
+                claimer,
+                delivering,
+                delivery_tracker,
+                background,
+                completer: Some(completer_task),
+            }),
+        }
+    }
+
+    pub fn instance_id(&self) -> Uuid {
+        self.executor.instance_id()
+    }
+
+    pub fn lease_secs(&self) -> f64 {
+        self.lease_secs
+    }
+
+    /// Stops claiming, lets running attempts finish within `grace`, stops and releases the
+    /// rest back to the queue, then stops the background tasks.
+    pub async fn shutdown(&self, grace: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock poisoned"));
+        self.stop_claiming.cancel();
+        if let Some(claimer) = tasks.claimer {
+            let _ = claimer.await;
+        }
+        if let Some(delivering) = tasks.delivering {
+            let _ = delivering.await;
+        }
+        self.executor.close();
+        tasks.delivery_tracker.close();
+        let (drained, _) = tokio::join!(
+            tokio::time::timeout(grace, self.executor.drained()),
+            // A delivery cut short is sent again once its lease runs out (receivers
+            // de-duplicate by webhook-id).
+            tokio::time::timeout(grace, tasks.delivery_tracker.wait()),
+        );
+        if drained.is_err() {
+            tracing::warn!(
+                running = self.executor.running_jobs().len(),
+                "shutdown grace over; stopping running jobs"
+            );
+            self.hard_stop.cancel();
+            self.executor.stop_all(StopReason::Shutdown);
+            self.executor.drained().await;
+        }
+        self.hard_stop.cancel();
+        let released = self.executor.take_released();
+        if !released.is_empty() {
+            match self
+                .store
+                .release_jobs(self.executor.instance_id(), &released)
+                .await
+            {
+                Ok(n) => tracing::info!(released = n, "jobs handed back to the queue"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not release jobs; their leases will expire")
+                }
+            }
+        }
+        for task in &tasks.background {
+            task.abort();
+        }
+        if let Some(completer) = tasks.completer {
+            completer.abort();
+        }
+        tracing::info!("workers stopped");
+    }
+}
+
+async fn claim_loop(
+    store: Store,
+    executor: Arc<Executor>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    batch: usize,
+    lease_secs: f64,
+    poll: Duration,
+) {
+    let owner = executor.instance_id();
+    let mut error_delay = Duration::from_millis(100);
+    loop {
+        let permits = tokio::select! {
+            p = executor.reserve_up_to(batch) => p,
+            _ = stop.cancelled() => None,
+        };
+        let Some(mut permits) = permits else { break };
+        let wanted = permits.num_permits();
+        match store.claim_jobs(owner, wanted as i64, lease_secs).await {
+            Ok(jobs) => {
+                error_delay = Duration::from_millis(100);
+                let claimed = jobs.len();
+                if claimed > 0 {
+                    metrics::counter!("orchestrator_jobs_claimed_total").increment(claimed as u64);
+                }
+                for job in jobs {
+                    let one = permits.split(1).expect("a permit per claimed job");
+                    executor.spawn(job, one);
+                }
+                drop(permits);
+                // SKIP LOCKED may hand out fewer rows than exist: only an empty claim means
+                // the queue is (for now) empty.
+                if claimed > 0 {
+                    continue;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                tracing::warn!(error = %e, "claim failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff::jitter(error_delay, 0.2)) => {}
+                    _ = stop.cancelled() => break,
+                }
+                error_delay = (error_delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("claim loop stopped");
+}
+
+/// One statement per interval renews every lease this instance holds. Jobs it no longer holds
+/// are stopped (another worker may run them now); jobs asked to cancel are stopped too.
+async fn heartbeat_loop(store: Store, executor: Arc<Executor>, lease_secs: f64, every: Duration) {
+    let owner = executor.instance_id();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A heartbeat stuck on an unreachable database must not delay the check below.
+        if tokio::time::timeout(every, renew(&store, &executor, owner, lease_secs))
+            .await
+            .is_err()
+        {
+            tracing::warn!("lease heartbeat timed out");
+        }
+        // Whatever could not be renewed must stop before its lease runs out.
+        executor.stop_expiring(Instant::now() + every);
+    }
+}
+
+async fn renew(store: &Store, executor: &Executor, owner: Uuid, lease_secs: f64) {
+    let running = executor.running_jobs();
+    if running.is_empty() {
+        return;
+    }
+    let ids: Vec<Uuid> = running.iter().map(|(id, _)| *id).collect();
+    let sent = Instant::now();
+    match store.heartbeat(owner, &ids, lease_secs).await {
+        Ok(held) => {
+            executor.renewed(held.iter().map(|h| h.id), sent);
+            let mut lost: std::collections::HashMap<Uuid, i32> = running.into_iter().collect();
+            for h in held {
+                lost.remove(&h.id.uuid());
+                if h.cancel_requested {
+                    executor.stop(h.id, StopReason::Cancelled);
+                }
+            }
+            for (id, attempt) in lost {
+                if executor.stop_attempt(id.into(), Some(attempt), StopReason::LeaseLost) {
+                    tracing::warn!(job_id = %crate::ids::JobId::from(id), "lease lost; attempt stopped");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+    }
+}

@@ -1,0 +1,140 @@
+//! `GET /tools`, `GET /openapi.json` (and its committed copy), health and metrics.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_with};
+
+#[tokio::test]
+async fn tools_lists_every_intent_with_its_schema() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/tools").await;
+    assert_eq!(status, StatusCode::OK);
+    let tools = body["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for expected in [
+        "memory.delete",
+        "memory.get",
+        "memory.search",
+        "memory.write",
+        "system.echo",
+        "system.sleep",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let write = tools.iter().find(|t| t["name"] == "memory.write").unwrap();
+    assert_eq!(write["mode"], "agent");
+    assert_eq!(write["effect"], "write");
+    assert_eq!(write["input_schema"]["required"][0], "text");
+    let search = tools.iter().find(|t| t["name"] == "memory.search").unwrap();
+    assert_eq!(search["effect"], "read");
+}
+
+#[tokio::test]
+async fn openapi_is_importable_as_a_chatgpt_action() {
+    let app = spawn_with(|c| c.server.public_url = "https://orch.example.com".into()).await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc["servers"][0]["url"], "https://orch.example.com");
+    let op = &doc["paths"]["/orchestrate"]["post"];
+    assert_eq!(op["operationId"], "orchestrate");
+    let req = &doc["components"]["schemas"]["OrchestrateRequest"];
+    let intents: Vec<&str> = req["properties"]["intent"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(intents.contains(&"memory.write") && intents.contains(&"memory.search"));
+    assert_eq!(
+        doc["components"]["schemas"]["inputs.memory.write"]["required"][0],
+        "text"
+    );
+    assert!(
+        req["properties"]["inputs"]["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["$ref"] == "#/components/schemas/inputs.memory.write")
+    );
+    // Every operation can be called by an action.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op["operationId"].is_string(), "{method} {path}");
+        }
+    }
+    assert!(
+        req["properties"]["async"].is_object(),
+        "the body field is named async"
+    );
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_current() {
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json is committed"),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("openapi")
+        .env_remove("ORCHESTRATOR_CONFIG")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/unused")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        generated == committed,
+        "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["checks"]["migrations"], "ok");
+
+    app.orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
+        .await;
+    let text = app.get_text("/metrics").await;
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("path=\"/orchestrate\""));
+    assert!(text.contains("orchestrator_jobs_finished_total"));
+}
+
+#[tokio::test]
+async fn readiness_fails_and_intake_answers_503_when_the_database_is_gone() {
+    let app = spawn_app().await;
+    let name: String = sqlx::query_scalar!(r#"SELECT current_database() AS "n!""#)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let admin_url = app.db.url.replace(&format!("/{name}"), "/postgres");
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["database"], "unreachable");
+    let (status, body) = app
+        .orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "unavailable");
+    let (status, _) = app.get_json("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "the process itself is fine");
+}

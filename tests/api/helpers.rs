@@ -1,0 +1,446 @@
+//! The shared harness: a real PostgreSQL (a fresh database per test, copied from a migrated
+//! template), real server instances on loopback, and helpers that wait on conditions.
+
+use std::{
+    future::Future,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use orchestrator::{
+    app::{Application, BuildOptions},
+    config::Config,
+    db::{self, MIGRATOR},
+    embedded_pg::EmbeddedPostgres,
+    tools::Tool,
+};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use sqlx::{
+    Connection, Executor, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Where test databases live: TEST_DATABASE_URL / DATABASE_URL when a server answers there,
+/// else a private cluster under `target/` that stays up for later runs.
+async fn server_url() -> &'static str {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        let configured = std::env::var("TEST_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let opts = PgConnectOptions::from_str(&configured).expect("a valid database URL");
+        if db::server_answers(&opts).await {
+            return with_database(&configured, "postgres");
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-pgdata");
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, true))
+            .await
+            .unwrap()
+            .expect("a private PostgreSQL cluster for the tests");
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+        pg.detach();
+        url
+    })
+    .await
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let mut u = url::Url::parse(url).expect("a valid database URL");
+    u.set_path(&format!("/{name}"));
+    u.set_query(None);
+    u.to_string()
+}
+
+/// A migrated template, made once per migration set; tests copy it (much faster than
+/// migrating every database).
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let admin_url = server_url().await;
+            let fingerprint: String = MIGRATOR
+                .iter()
+                .map(|m| format!("{}{}", m.version, hex::encode(&m.checksum)))
+                .collect();
+            let digest = {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(fingerprint.as_bytes()))
+            };
+            let name = format!("orch_test_tpl_{}", &digest[..16]);
+            let mut admin = PgConnection::connect(admin_url)
+                .await
+                .expect("admin connection");
+            // Several test processes may race to build it.
+            admin
+                .execute("SELECT pg_advisory_lock(727274)")
+                .await
+                .unwrap();
+            sweep_old_databases(&mut admin).await;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if !exists {
+                let building = format!("{name}_building");
+                admin
+                    .execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+                    .await
+                    .unwrap();
+                admin
+                    .execute(format!("CREATE DATABASE {building}").as_str())
+                    .await
+                    .unwrap();
+                let pool = PgPool::connect(&with_database(admin_url, &building))
+                    .await
+                    .unwrap();
+                MIGRATOR.run(&pool).await.expect("migrations apply");
+                pool.close().await;
+                admin
+                    .execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(727274)")
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+/// Test databases are named with their creation time; drop those left by runs long gone.
+async fn sweep_old_databases(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^orch_test_[0-9]+_'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for name in names {
+        let born: i64 = name
+            .trim_start_matches("orch_test_")
+            .split('_')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(now);
+        if now - born > 1800 {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
+}
+
+/// A fresh, migrated database of its own.
+#[derive(Clone)]
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let admin_url = server_url().await;
+        let name = format!(
+            "orch_test_{}_{}",
+            chrono::Utc::now().timestamp(),
+            Uuid::new_v4().simple()
+        );
+        let mut admin = PgConnection::connect(admin_url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = with_database(admin_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
+        Self { url, pool }
+    }
+}
+
+pub const SIGNING_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub const INGEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Fast-moving settings for tests: short leases and intervals, loopback callbacks allowed.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut c = Config::default();
+    c.database.url = db.url.clone();
+    c.database.max_connections = 8;
+    // Generous: test machines may be busy; an acquire timeout would read as a 503.
+    c.database.acquire_timeout_ms = 20_000;
+    c.database.embedded = false;
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shutdown_grace_ms = 3_000;
+    c.workers.concurrency = 8;
+    c.workers.poll_interval_ms = 200;
+    c.workers.maintenance_interval_ms = 200;
+    c.workers.lease_ms = 2_000;
+    c.workers.heartbeat_interval_ms = 500;
+    c.workers.retry_base_ms = 50;
+    c.workers.retry_max_ms = 400;
+    c.callbacks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    c.callbacks.signing_secret = orchestrator::config::Secret(SIGNING_SECRET.into());
+    c.callbacks.ingest_secret = orchestrator::config::Secret(INGEST_SECRET.into());
+    c.callbacks.retry_schedule_ms = vec![100, 100, 100];
+    c.callbacks.timeout_ms = 2_000;
+    c
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub instance_id: Uuid,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Each instance runs on a runtime of its own, so that killing it takes every task down.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+pub struct Spawn {
+    pub db: Option<TestDb>,
+    pub configure: Box<dyn FnOnce(&mut Config) + Send>,
+    pub tools: Vec<Arc<dyn Tool>>,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Self {
+            db: None,
+            configure: Box::new(|_| {}),
+            tools: Vec::new(),
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn(Spawn::default()).await
+}
+
+pub async fn spawn_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
+    spawn(Spawn {
+        configure: Box::new(configure),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Logs of the apps under test, when RUST_LOG asks for them (captured per test).
+fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+pub async fn spawn(s: Spawn) -> TestApp {
+    init_test_logging();
+    let db = match s.db {
+        Some(db) => db,
+        None => TestDb::new().await,
+    };
+    let mut config = test_config(&db);
+    (s.configure)(&mut config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tools = s.tools;
+    let app = runtime
+        .spawn(async move {
+            Application::build(
+                config,
+                BuildOptions {
+                    migrate: false,
+                    extra_tools: tools,
+                },
+            )
+            .await
+        })
+        .await
+        .unwrap()
+        .expect("app builds");
+    let base = format!("http://{}", app.local_addr());
+    let instance_id = app.state().orchestrator.workers().instance_id();
+    let shutdown = app.shutdown_token();
+    let handle = runtime.spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        db,
+        instance_id,
+        shutdown,
+        handle: Some(handle),
+        runtime: Some(runtime),
+    }
+}
+
+impl TestApp {
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    pub async fn orchestrate(&self, body: Value) -> Response {
+        self.client
+            .post(format!("{}/orchestrate", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn orchestrate_json(&self, body: Value) -> (StatusCode, Value) {
+        let resp = self.orchestrate(body).await;
+        let status = resp.status();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn job(&self, job_id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/jobs/{job_id}")).await;
+        assert_eq!(status, StatusCode::OK, "GET /jobs/{job_id}: {body}");
+        body
+    }
+
+    /// Polls the job (test-side only) until its status is `want`.
+    pub async fn wait_for_status(&self, job_id: &str, want: &str) -> Value {
+        self.wait_for_status_within(job_id, want, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`TestApp::wait_for_status`] with a deadline of its own (for jobs that wait on
+    /// external processes starting).
+    pub async fn wait_for_status_within(
+        &self,
+        job_id: &str,
+        want: &str,
+        deadline: Duration,
+    ) -> Value {
+        let last = std::sync::Mutex::new(Value::Null);
+        let found = eventually(deadline, || async {
+            let job = self.job(job_id).await;
+            let reached = job["status"] == want;
+            *last.lock().unwrap() = job;
+            reached
+        })
+        .await;
+        let last = last.into_inner().unwrap();
+        assert!(
+            found,
+            "job {job_id} never reached {want}; last seen: {last}"
+        );
+        last
+    }
+
+    /// Graceful stop; returns what `run_until_stopped` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let result = match self.handle.take() {
+            Some(h) => h.await.expect("server task"),
+            None => Ok(()),
+        };
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        result
+    }
+
+    /// Simulates a crash: every task of the instance vanishes without any shutdown work.
+    pub fn kill(&mut self) {
+        self.handle.take();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Re-checks `cond` until it holds or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub fn job_id(body: &Value) -> String {
+    body["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job_id in {body}"))
+        .to_owned()
+}

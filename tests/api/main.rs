@@ -1,0 +1,23 @@
+//! Integration tests: one binary, real PostgreSQL, real servers on loopback.
+
+mod audit;
+mod auth;
+mod callbacks;
+mod discovery;
+mod embedded;
+mod flows;
+mod helpers;
+mod hostile;
+mod idempotency;
+mod jobs_api;
+mod lifecycle;
+mod mcp;
+mod mcp_peers;
+mod mock_http;
+mod orchestrate;
+mod proxy;
+mod queue;
+mod reporting;
+mod ssh;
+mod sshd;
+mod test_tools;

@@ -1,0 +1,257 @@
+//! The queue at the storage level: racing claimers, the claim plan, fencing and rescue.
+
+use std::collections::HashSet;
+
+use orchestrator::{
+    ids::JobId,
+    model::{JobStatus, Mode, Principal},
+    store::{Completion, CompletionStatus, NewJob, Store},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
+    let inputs = json!({});
+    let anonymous = Principal::anonymous();
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = JobId::new();
+        store
+            .insert_job(
+                &NewJob {
+                    id,
+                    intent: "system.echo",
+                    mode: Mode::Agent,
+                    requested_mode: Mode::Auto,
+                    priority: 0,
+                    max_attempts: 2,
+                    attempt_timeout_ms: 1000,
+                    inputs: &inputs,
+                    callback_url: None,
+                    request_id: None,
+                    start_now: None,
+                    lease_secs: 30.0,
+                    principal: &anonymous,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn racing_claimers_never_claim_a_job_twice() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let ids = enqueue(&store, 600).await;
+
+    let claimer = |owner: Uuid| {
+        let store = store.clone();
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_jobs(owner, 7, 30.0).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|j| j.id));
+            }
+        }
+    };
+    let (a, b, c, d) = tokio::join!(
+        tokio::spawn(claimer(Uuid::now_v7())),
+        tokio::spawn(claimer(Uuid::now_v7())),
+        tokio::spawn(claimer(Uuid::now_v7())),
+        tokio::spawn(claimer(Uuid::now_v7())),
+    );
+    let all: Vec<JobId> = [a, b, c, d].into_iter().flat_map(|r| r.unwrap()).collect();
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a job was handed out twice");
+    assert_eq!(unique, ids.into_iter().collect::<HashSet<_>>());
+    let claims =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM job_events WHERE kind = 'claimed'"#)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(claims, 600);
+}
+
+#[tokio::test]
+async fn the_claim_query_uses_the_partial_index() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    enqueue(&store, 300).await;
+    // Most rows are finished, as in a real table; only queued rows are in the partial index.
+    sqlx::query!(
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, attempt_timeout_ms,
+                           inputs, finished_at)
+         SELECT gen_random_uuid(), 'system.echo', 'agent', 'auto', 'succeeded', 1, 1000, '{}', now()
+         FROM generate_series(1, 20000)"
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query!("ANALYZE jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The same selection the claim statement locks.
+    let plan: Value = sqlx::query_scalar!(
+        r#"EXPLAIN (FORMAT JSON)
+           SELECT id FROM jobs
+           WHERE status = 'queued' AND run_at <= now()
+           ORDER BY priority, run_at, id
+           LIMIT 64
+           FOR UPDATE SKIP LOCKED"#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .expect("a plan");
+    let text = plan.to_string();
+    assert!(text.contains("jobs_claim_idx"), "plan: {text}");
+    assert!(!text.contains("\"Sort\""), "no sort needed: {text}");
+}
+
+fn done(id: JobId, attempt: i32) -> Completion {
+    Completion {
+        job_id: id,
+        attempt,
+        status: CompletionStatus::Succeeded,
+        result: Some(json!({"by": attempt})),
+        error_code: None,
+        error_message: None,
+        retry_at: None,
+        callback_deadline: None,
+    }
+}
+
+#[tokio::test]
+async fn completion_is_fenced_on_the_lease_holder_and_attempt() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let [id] = enqueue(&store, 1).await[..] else {
+        unreachable!()
+    };
+    let first = Uuid::now_v7();
+    let second = Uuid::now_v7();
+
+    let claimed = store.claim_jobs(first, 1, 0.05).await.unwrap();
+    assert_eq!(claimed[0].attempt, 1);
+    // The first worker stalls past its lease; maintenance hands the job to another worker.
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    let (rescued, failed) = store.rescue_expired(10).await.unwrap();
+    assert_eq!((rescued, failed.len()), (1, 0));
+    let reclaimed = store.claim_jobs(second, 1, 30.0).await.unwrap();
+    assert_eq!(reclaimed[0].attempt, 2);
+
+    // The late finish of attempt 1 changes nothing.
+    let late = store.complete_jobs(first, &[done(id, 1)]).await.unwrap();
+    assert!(late.applied.is_empty());
+    // Nor does a forged finish by the new holder for the old attempt.
+    let wrong_attempt = store.complete_jobs(second, &[done(id, 1)]).await.unwrap();
+    assert!(wrong_attempt.applied.is_empty());
+
+    let ok = store.complete_jobs(second, &[done(id, 2)]).await.unwrap();
+    assert_eq!(ok.applied, vec![id]);
+    assert_eq!(ok.finished[0].status, JobStatus::Succeeded);
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(job.result, Some(json!({"by": 2})));
+    assert_eq!(job.attempts, 2);
+
+    // Completing twice is a no-op too.
+    let again = store.complete_jobs(second, &[done(id, 2)]).await.unwrap();
+    assert!(again.applied.is_empty());
+}
+
+#[tokio::test]
+async fn rescue_fails_jobs_whose_attempts_are_spent() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let [id] = enqueue(&store, 1).await[..] else {
+        unreachable!()
+    };
+    for attempt in 1..=2 {
+        let c = store.claim_jobs(Uuid::now_v7(), 1, 0.01).await.unwrap();
+        assert_eq!(c[0].attempt, attempt);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        store.rescue_expired(10).await.unwrap();
+    }
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error_code.as_deref(), Some("lease_expired"));
+    assert!(job.finished_at.is_some());
+    let kinds: Vec<String> = store
+        .job_events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "claimed", "rescued", "claimed", "rescued"]
+    );
+}
+
+#[tokio::test]
+async fn completions_in_one_batch_are_applied_together() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let ids = enqueue(&store, 50).await;
+    let owner = Uuid::now_v7();
+    let claimed = store.claim_jobs(owner, 50, 30.0).await.unwrap();
+    assert_eq!(claimed.len(), 50);
+    let batch: Vec<Completion> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, j)| Completion {
+            status: if i % 2 == 0 {
+                CompletionStatus::Succeeded
+            } else {
+                CompletionStatus::Retry
+            },
+            retry_at: (i % 2 == 1).then(|| chrono::Utc::now() + chrono::Duration::seconds(60)),
+            error_code: (i % 2 == 1).then(|| "flaky".to_owned()),
+            error_message: (i % 2 == 1).then(|| "try later".to_owned()),
+            result: (i % 2 == 0).then(|| json!(i)),
+            ..done(j.id, j.attempt)
+        })
+        .collect();
+    let out = store.complete_jobs(owner, &batch).await.unwrap();
+    assert_eq!(out.applied.len(), 50);
+    assert_eq!(out.finished.len(), 25);
+    let counts = sqlx::query!(
+        r#"SELECT status AS "status: JobStatus", count(*) AS "n!" FROM jobs
+           WHERE id = ANY($1) GROUP BY status ORDER BY status"#,
+        &ids.iter().map(|i| i.uuid()).collect::<Vec<_>>()
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let counts: Vec<(JobStatus, i64)> = counts.into_iter().map(|r| (r.status, r.n)).collect();
+    assert_eq!(
+        counts,
+        vec![(JobStatus::Queued, 25), (JobStatus::Succeeded, 25)]
+    );
+    // Retries wait for their time: nothing is claimable now.
+    assert!(store.claim_jobs(owner, 50, 30.0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_completion_batch_larger_than_one_notification_is_applied() {
+    // NOTIFY payloads stop at 8000 bytes; 450 finished jobs need several notifications.
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    enqueue(&store, 450).await;
+    let owner = Uuid::now_v7();
+    let claimed = store.claim_jobs(owner, 450, 30.0).await.unwrap();
+    let batch: Vec<Completion> = claimed.iter().map(|j| done(j.id, j.attempt)).collect();
+    let out = store.complete_jobs(owner, &batch).await.unwrap();
+    assert_eq!(out.finished.len(), 450);
+}

@@ -1,0 +1,362 @@
+//! The reporting views on a seeded data set, the rollup they read, and payload retention.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use orchestrator::store::Store;
+
+use crate::helpers::{TestDb, eventually, spawn};
+
+/// Yesterday, 00:00 UTC: every seeded job finished that day.
+fn seeded_day() -> (NaiveDate, DateTime<Utc>) {
+    let day = (Utc::now() - chrono::Duration::days(1)).date_naive();
+    (day, day.and_hms_opt(0, 0, 0).unwrap().and_utc())
+}
+
+/// memory.write: 100 jobs lasting 10, 20, … 1000 ms; 90 succeeded, 8 failed, 2 timed out; the
+/// first 10 took two attempts. gmail.triage: 20 jobs lasting 1, 2, … 20 s, all succeeded. Each
+/// with the final event the server records when a job ends (the rollups read those).
+async fn seed_finished_jobs(db: &TestDb, midnight: DateTime<Utc>) {
+    sqlx::query!(
+        r#"
+        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                          attempt_timeout_ms, inputs, attempts, created_at, started_at,
+                          finished_at, duration_ms)
+        SELECT gen_random_uuid(), 'memory.write', 'agent'::job_mode, 'auto'::job_mode,
+               CASE WHEN i <= 90 THEN 'succeeded' WHEN i <= 98 THEN 'failed'
+                    ELSE 'timed_out' END::job_status,
+               3, 10000, '{}'::jsonb, CASE WHEN i <= 10 THEN 2 ELSE 1 END,
+               f - make_interval(secs => i * 10 / 1000.0), f - make_interval(secs => i * 10 / 1000.0),
+               f, i * 10
+        FROM generate_series(1, 100) i,
+             LATERAL (SELECT $1::timestamptz + make_interval(hours => 10, secs => i) AS f) t
+        UNION ALL
+        SELECT gen_random_uuid(), 'gmail.triage', 'flow', 'auto', 'succeeded', 3, 30000, '{}', 1,
+               f - make_interval(secs => i), f - make_interval(secs => i), f, i * 1000
+        FROM generate_series(1, 20) i,
+             LATERAL (SELECT $1::timestamptz + make_interval(hours => 14, secs => i) AS f) t
+        "#,
+        midnight
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query!(
+        r#"
+        INSERT INTO audit_events (at, kind, job_id, intent, mode, from_status, to_status, attempt,
+                                  duration_ms, actor_kind)
+        SELECT finished_at, status::text, id, intent, mode, 'running', status, attempts,
+               duration_ms, 'instance'
+        FROM jobs ORDER BY finished_at
+        "#
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+fn close_to(actual: i64, exact: i64) -> bool {
+    // The histogram's buckets are 10 % wide: its percentiles are within ±5 % of the truth.
+    ((actual - exact).abs() as f64) <= 0.05 * exact as f64 + 1.0
+}
+
+#[tokio::test]
+async fn job_reports_count_rates_and_percentiles_from_the_rollup() {
+    let db = TestDb::new().await;
+    let (day, midnight) = seeded_day();
+    seed_finished_jobs(&db, midnight).await;
+    let store = Store::new(db.pool.clone());
+    assert_eq!(store.roll_up_finished_jobs().await.unwrap(), Some(120));
+    assert_eq!(
+        store.roll_up_finished_jobs().await.unwrap(),
+        Some(0),
+        "nothing counted twice"
+    );
+
+    let daily = sqlx::query!(
+        r#"SELECT intent AS "intent!", mode::text AS "mode!", status::text AS "status!", jobs AS "jobs!"
+           FROM report_jobs_daily WHERE day = $1 ORDER BY intent, status"#,
+        day
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let daily: Vec<(String, String, String, i64)> = daily
+        .into_iter()
+        .map(|r| (r.intent, r.mode, r.status, r.jobs))
+        .collect();
+    let row = |i: &str, m: &str, s: &str, n: i64| (i.to_owned(), m.to_owned(), s.to_owned(), n);
+    assert_eq!(
+        daily,
+        [
+            row("gmail.triage", "flow", "succeeded", 20),
+            row("memory.write", "agent", "succeeded", 90),
+            row("memory.write", "agent", "failed", 8),
+            row("memory.write", "agent", "timed_out", 2),
+        ]
+    );
+
+    let rates = sqlx::query!(
+        r#"SELECT jobs AS "jobs!", failed AS "failed!", failure_rate::float8 AS "failure_rate!",
+                  retried_jobs AS "retried!", retry_rate::float8 AS "retry_rate!",
+                  attempts_per_job::float8 AS "attempts_per_job!"
+           FROM report_failure_rates_daily WHERE day = $1 AND intent = 'memory.write'"#,
+        day
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rates.jobs, rates.failed, rates.retried), (100, 10, 10));
+    assert_eq!(rates.failure_rate, 0.1);
+    assert_eq!(rates.retry_rate, 0.1);
+    assert_eq!(rates.attempts_per_job, 1.1);
+
+    let percentiles = sqlx::query!(
+        r#"SELECT intent AS "intent!", jobs AS "jobs!", p50_ms AS "p50!", p95_ms AS "p95!",
+                  p99_ms AS "p99!"
+           FROM report_duration_percentiles($1::timestamptz, $1::timestamptz + interval '1 day')"#,
+        midnight
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(percentiles.len(), 2);
+    let (gmail, memory) = (&percentiles[0], &percentiles[1]);
+    assert_eq!((gmail.intent.as_str(), gmail.jobs), ("gmail.triage", 20));
+    assert!(
+        close_to(gmail.p50, 10_000) && close_to(gmail.p95, 19_000) && close_to(gmail.p99, 20_000),
+        "gmail: {} {} {}",
+        gmail.p50,
+        gmail.p95,
+        gmail.p99
+    );
+    assert_eq!((memory.intent.as_str(), memory.jobs), ("memory.write", 100));
+    assert!(
+        close_to(memory.p50, 500) && close_to(memory.p95, 950) && close_to(memory.p99, 990),
+        "memory: {} {} {}",
+        memory.p50,
+        memory.p95,
+        memory.p99
+    );
+
+    let by_day = sqlx::query!(
+        r#"SELECT p50_ms AS "p50!", jobs AS "jobs!" FROM report_durations_daily
+           WHERE day = $1 AND intent = 'memory.write'"#,
+        day
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((by_day.p50, by_day.jobs), (memory.p50, 100));
+    let outside = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM report_duration_percentiles($1::timestamptz - interval '1 day', $1::timestamptz)"#,
+        midnight
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outside, 0, "the period bounds the report");
+}
+
+#[tokio::test]
+async fn callback_ssh_and_backlog_reports() {
+    let db = TestDb::new().await;
+    let (day, midnight) = seeded_day();
+    sqlx::query!(
+        r#"
+        INSERT INTO audit_events (at, kind, outcome, target, target_host, duration_ms, attempt)
+        SELECT $1::timestamptz + make_interval(hours => 9, secs => i), 'callback.out',
+               CASE WHEN i <= 6 THEN 'delivered' WHEN i = 7 THEN 'retry' ELSE 'exhausted' END,
+               'https://a.example/hook', 'a.example', i * 100, 1
+        FROM generate_series(1, 8) i
+        UNION ALL
+        SELECT $1::timestamptz + make_interval(hours => 9, secs => 100 + i), 'callback.out', 'delivered',
+               'https://b.example/hook', 'b.example', i * 100 - 50, 1
+        FROM generate_series(1, 2) i
+        "#,
+        midnight
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let hosts = sqlx::query!(
+        r#"SELECT host AS "host!", attempts AS "attempts!", delivered AS "delivered!",
+                  given_up AS "given_up!", success_rate::float8 AS "rate!", p50_ms AS "p50!"
+           FROM report_callback_delivery_daily WHERE day = $1 ORDER BY host"#,
+        day
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(
+        (
+            hosts[0].host.as_str(),
+            hosts[0].attempts,
+            hosts[0].delivered,
+            hosts[0].given_up
+        ),
+        ("a.example", 8, 6, 1)
+    );
+    assert_eq!(hosts[0].rate, 0.75);
+    assert_eq!(hosts[0].p50, 450.0);
+    assert_eq!(
+        (hosts[1].host.as_str(), hosts[1].rate, hosts[1].p50),
+        ("b.example", 1.0, 100.0)
+    );
+
+    sqlx::query!(
+        r#"
+        WITH ran AS (SELECT gen_random_uuid() AS job)
+        INSERT INTO audit_events (at, kind, outcome, actor_kind, actor_name, target, job_id,
+                                  attempt, detail)
+        SELECT $1::timestamptz + interval '11 hours', 'ssh.run', 'run', 'api_key', 'alice',
+               'web-1', job, 1,
+               '{"host":"web-1","command":"uptime","argv":["uptime"],"decision":"run"}'::jsonb
+        FROM ran
+        UNION ALL
+        SELECT $1::timestamptz + interval '11 hours 1 second', 'ssh.exit', 'ran', 'api_key',
+               'alice', 'web-1', job, 1,
+               '{"host":"web-1","command":"uptime","decision":"ran","exit_code":0}'::jsonb
+        FROM ran
+        UNION ALL
+        SELECT $1::timestamptz + interval '12 hours', 'ssh.dry_run', 'dry_run', 'api_key', 'bob',
+               'db-1', gen_random_uuid(), 1,
+               '{"host":"db-1","command":"rm -rf /","argv":["rm","-rf","/"],"decision":"dry_run","reasons":["recursive rm of /"]}'::jsonb
+        "#,
+        midnight
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let ssh = sqlx::query!(
+        r#"SELECT principal, host, command, decision, reason, exit_code
+           FROM report_ssh_commands WHERE at >= $1 ORDER BY at"#,
+        midnight
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ssh.len(), 2);
+    assert_eq!(
+        (
+            ssh[0].principal.as_deref(),
+            ssh[0].host.as_deref(),
+            ssh[0].command.as_deref()
+        ),
+        (Some("alice"), Some("web-1"), Some("uptime"))
+    );
+    assert_eq!(
+        (ssh[0].decision.as_deref(), ssh[0].exit_code),
+        (Some("run"), Some(0))
+    );
+    assert_eq!(
+        (ssh[1].principal.as_deref(), ssh[1].decision.as_deref()),
+        (Some("bob"), Some("dry_run"))
+    );
+    assert_eq!(ssh[1].reason.as_deref(), Some("recursive rm of /"));
+
+    sqlx::query!(
+        r#"
+        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                          attempt_timeout_ms, inputs, created_at, run_at, lease_owner,
+                          lease_expires_at, callback_deadline_at, attempts)
+        VALUES (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
+                now() - interval '20 minutes', now() - interval '10 minutes', NULL, NULL, NULL, 0),
+               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
+                now(), now(), NULL, NULL, NULL, 0),
+               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
+                now() - interval '1 hour', now(), gen_random_uuid(), now() - interval '1 minute', NULL, 1),
+               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
+                now(), now(), gen_random_uuid(), now() + interval '1 minute', NULL, 1),
+               (gen_random_uuid(), 'gmail.triage', 'flow', 'auto', 'awaiting_callback', 3, 1000,
+                '{}', now() - interval '2 hours', now(), NULL, NULL, now() - interval '1 hour', 1)
+        "#
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let backlog = sqlx::query!(
+        r#"SELECT status::text AS "status!", intent AS "intent!", jobs AS "jobs!", stuck AS "stuck!",
+                  extract(epoch FROM oldest_age)::float8 AS "oldest_age_secs!"
+           FROM report_backlog ORDER BY status, intent"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let summary: Vec<(String, i64, i64)> = backlog
+        .iter()
+        .map(|r| (r.status.clone(), r.jobs, r.stuck))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("queued".to_owned(), 2, 1),
+            ("running".to_owned(), 2, 1),
+            ("awaiting_callback".to_owned(), 1, 1),
+        ]
+    );
+    assert!(
+        backlog[0].oldest_age_secs >= 590.0,
+        "the oldest queued job waits since its run_at"
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_old_payloads_and_keeps_reporting_columns() {
+    let db = TestDb::new().await;
+    sqlx::query!(
+        r#"
+        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                          attempt_timeout_ms, inputs, result, attempts, created_at, finished_at,
+                          duration_ms)
+        VALUES ('00000000-0000-7000-8000-000000000001', 'memory.write', 'agent', 'auto',
+                'succeeded', 3, 1000, '{"text":"old secret"}', '{"item_id":"x"}', 1,
+                now() - interval '3 days', now() - interval '3 days', 42),
+               ('00000000-0000-7000-8000-000000000002', 'memory.write', 'agent', 'auto',
+                'succeeded', 3, 1000, '{"text":"recent"}', '{"item_id":"y"}', 1,
+                now() - interval '1 hour', now() - interval '1 hour', 7)
+        "#
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let _app = spawn(crate::helpers::Spawn {
+        db: Some(db.clone()),
+        configure: Box::new(|c| c.retention.payload_days = 2),
+        ..Default::default()
+    })
+    .await;
+    let purged = eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar!(
+            r#"SELECT payload_purged_at IS NOT NULL AS "p!" FROM jobs
+               WHERE id = '00000000-0000-7000-8000-000000000001'"#
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(purged);
+    let rows = sqlx::query!(
+        r#"SELECT inputs, result, status::text AS "status!", duration_ms, intent FROM jobs ORDER BY id"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows[0].inputs, serde_json::json!({}));
+    assert_eq!(rows[0].result, None);
+    assert_eq!(
+        (
+            rows[0].status.as_str(),
+            rows[0].duration_ms,
+            rows[0].intent.as_str()
+        ),
+        ("succeeded", Some(42), "memory.write")
+    );
+    assert_eq!(
+        rows[1].inputs,
+        serde_json::json!({"text": "recent"}),
+        "recent payloads stay"
+    );
+}

@@ -1,0 +1,181 @@
+//! Tools that exist only in tests: they fail on cue and record every run.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI32, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use orchestrator::{
+    ids::JobId,
+    tools::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec},
+};
+use serde_json::{Value, json};
+
+fn spec(name: &str, max_attempts: i32, timeout: Duration) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: format!("test tool {name}"),
+        input_schema: json!({"type": "object"}),
+        effect: Effect::Read,
+        timeout,
+        max_attempts,
+        priority: 0,
+    }
+}
+
+/// Fails the first `failures` calls (transiently or not), then succeeds.
+pub struct Flaky {
+    spec: ToolSpec,
+    failures_left: AtomicI32,
+    retryable: bool,
+    pub calls: AtomicI32,
+}
+
+impl Flaky {
+    pub fn new(name: &str, failures: i32, retryable: bool, max_attempts: i32) -> Arc<Self> {
+        Arc::new(Self {
+            spec: spec(name, max_attempts, Duration::from_secs(5)),
+            failures_left: AtomicI32::new(failures),
+            retryable,
+            calls: AtomicI32::new(0),
+        })
+    }
+}
+
+impl Tool for Flaky {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, ctx: &'a ToolContext, _inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.failures_left.fetch_sub(1, Ordering::SeqCst) > 0 {
+                let msg = format!("planned failure on attempt {}", ctx.attempt);
+                return Err(if self.retryable {
+                    ToolError::transient("flaky", msg)
+                } else {
+                    ToolError::permanent("broken", msg)
+                });
+            }
+            Ok(json!({"attempt": ctx.attempt}).into())
+        }
+        .boxed()
+    }
+}
+
+/// Records which jobs ran (and how often), optionally sleeping `ms` from the inputs.
+#[derive(Default)]
+pub struct Recorder {
+    pub runs: Mutex<HashMap<JobId, u32>>,
+    /// When a run was told to stop.
+    pub cancelled: Mutex<HashMap<JobId, std::time::Instant>>,
+}
+
+impl Recorder {
+    pub fn runs_of(&self, id: JobId) -> u32 {
+        self.runs.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.runs.lock().unwrap().len()
+    }
+
+    pub fn max_runs(&self) -> u32 {
+        self.runs
+            .lock()
+            .unwrap()
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+pub struct Recording {
+    spec: ToolSpec,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Recording {
+    pub fn new(recorder: Arc<Recorder>) -> Arc<Self> {
+        Arc::new(Self {
+            spec: spec("test.record", 3, Duration::from_secs(30)),
+            recorder,
+        })
+    }
+}
+
+impl Tool for Recording {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            *self.recorder.runs.lock().unwrap().entry(ctx.job_id).or_default() += 1;
+            // Records the stop however it comes: cancellation seen, or the run dropped.
+            let mut guard = StopGuard {
+                recorder: &self.recorder,
+                job: ctx.job_id,
+                finished: false,
+            };
+            let ms = inputs.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            if ms > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = ctx.cancel.cancelled() => return Err(ToolError::permanent("cancelled", "stopped")),
+                }
+            }
+            guard.finished = true;
+            Ok(json!({"job_id": ctx.job_id, "attempt": ctx.attempt}).into())
+        }
+        .boxed()
+    }
+}
+
+struct StopGuard<'a> {
+    recorder: &'a Recorder,
+    job: JobId,
+    finished: bool,
+}
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.recorder
+                .cancelled
+                .lock()
+                .unwrap()
+                .insert(self.job, std::time::Instant::now());
+        }
+    }
+}
+
+/// Ignores cancellation and never finishes on its own (a hung tool).
+pub struct Hang {
+    spec: ToolSpec,
+}
+
+impl Hang {
+    pub fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            spec: spec("test.hang", 1, timeout),
+        })
+    }
+}
+
+impl Tool for Hang {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, _inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        futures::future::pending().boxed()
+    }
+}
