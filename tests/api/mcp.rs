@@ -309,11 +309,15 @@ async fn assert_cancelled(log: &Path, id: &Value) {
     );
 }
 
-/// server-everything with `tee` recording, in one file and in order, what it receives and
-/// what it answers.
+/// server-everything recording, in one file and in order, what it receives and what it
+/// answers. Each line reaches the log before it is passed on (`tee` writes its stdout first),
+/// so the log's order is causal: an answer is logged before the client can react to it.
 fn recorded_everything(log: &Path, marker: &str) -> McpServerConfig {
-    let tee = format!("tee -a '{}'", log.display());
-    everything_via_shell(marker, &format!("{tee} |"), &format!("| {tee}"))
+    let record = format!(
+        "while IFS= read -r line; do printf '%s\\n' \"$line\" >> '{}'; printf '%s\\n' \"$line\"; done",
+        log.display()
+    );
+    everything_via_shell(marker, &format!("{record} |"), &format!("| {record}"))
 }
 
 #[tokio::test]
