@@ -268,7 +268,7 @@ async fn inputs_that_break_the_tools_schema_are_422_naming_the_fields() {
     assert_eq!(jobs["jobs"], json!([]), "nothing was filed");
 }
 
-/// The JSON-RPC messages a server received and sent, as recorded around it by `recorded_everything`.
+/// The JSON-RPC messages a server received and sent, as `recorded_everything` logged them.
 fn received(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
