@@ -53,12 +53,17 @@ impl From<sqlx::Error> for StoreError {
                 .map(|pg| {
                     let code = pg.code();
                     // 08: connection exception; 57P0x: shutting down; 53300: too many
-                    // connections; 3D000/28xxx: the database or our login is gone.
+                    // connections; 3D000/28xxx: the database or our login is gone; 25006:
+                    // connected to a read-only standby (mid-failover); 55000 is also the
+                    // code of a database closed to connections (ALLOW_CONNECTIONS false).
                     code.starts_with("08")
                         || code.starts_with("57P")
                         || code.starts_with("28")
                         || code == "53300"
                         || code == "3D000"
+                        || code == "25006"
+                        || (code == "55000"
+                            && pg.message().contains("not currently accepting connections"))
                 })
                 .unwrap_or(false),
             _ => false,

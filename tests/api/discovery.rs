@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_with};
+use crate::helpers::{TestApp, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn tools_lists_every_intent_with_its_schema() {
@@ -122,19 +122,35 @@ async fn readiness_fails_and_intake_answers_503_when_the_database_is_gone() {
         .unwrap();
     let admin_url = app.db.url.replace(&format!("/{name}"), "/postgres");
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+    // Closed, then renamed away rather than dropped: DROP DATABASE waits for a checkpoint,
+    // which takes minutes on a busy machine while other tests fill the buffers.
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
         .execute(&admin)
         .await
         .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_unavailable(&app, "closed to connections").await;
 
+    sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {name}_gone"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_unavailable(&app, "gone").await;
+}
+
+async fn assert_unavailable(app: &TestApp, why: &str) {
     let (status, body) = app.get_json("/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["checks"]["database"], "unreachable");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{why}: {body}");
+    assert_eq!(body["checks"]["database"], "unreachable", "{why}");
     let (status, body) = app
         .orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["code"], "unavailable");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{why}: {body}");
+    assert_eq!(body["code"], "unavailable", "{why}");
     let (status, _) = app.get_json("/healthz").await;
-    assert_eq!(status, StatusCode::OK, "the process itself is fine");
+    assert_eq!(status, StatusCode::OK, "{why}: the process itself is fine");
 }
