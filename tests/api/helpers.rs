@@ -80,7 +80,6 @@ async fn template() -> &'static str {
                 .execute("SELECT pg_advisory_lock(727274)")
                 .await
                 .unwrap();
-            sweep_old_databases(&mut admin).await;
             let exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                     .bind(&name)
@@ -116,13 +115,41 @@ async fn template() -> &'static str {
         .await
 }
 
-/// Test databases are named with their creation time; drop those left by runs long gone.
+/// Test databases are named with their creation time; drops those left by runs long gone.
+/// In the background: each DROP DATABASE waits for a checkpoint (about 0.1 s on an idle
+/// machine, seconds under load), and a day of runs leaves over a thousand of them, which
+/// would hold up every test. One sweeper at a time across test processes; whatever is left
+/// when the process exits is swept by a later run.
+fn start_sweeping_old_databases(admin_url: &'static str) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let Ok(mut admin) = PgConnection::connect(admin_url).await else {
+                    return;
+                };
+                let sweeping: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727275)")
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap_or(false);
+                if sweeping {
+                    sweep_old_databases(&mut admin).await;
+                }
+            });
+        });
+    });
+}
+
 async fn sweep_old_databases(admin: &mut PgConnection) {
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^orch_test_[0-9]+_'")
             .fetch_all(&mut *admin)
             .await
-            .unwrap();
+            .unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
     for name in names {
         let born: i64 = name
@@ -150,6 +177,7 @@ impl TestDb {
     pub async fn new() -> Self {
         let template = template().await;
         let admin_url = server_url().await;
+        start_sweeping_old_databases(admin_url);
         let name = format!(
             "orch_test_{}_{}",
             chrono::Utc::now().timestamp(),
