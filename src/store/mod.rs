@@ -54,16 +54,16 @@ impl From<sqlx::Error> for StoreError {
                     let code = pg.code();
                     // 08: connection exception; 57P0x: shutting down; 53300: too many
                     // connections; 3D000/28xxx: the database or our login is gone; 25006:
-                    // connected to a read-only standby (mid-failover); 55000 is also the
-                    // code of a database closed to connections (ALLOW_CONNECTIONS false).
+                    // connected to a read-only standby (mid-failover); 55000 from the
+                    // server's connection-time database check is a database closed to
+                    // connections (the routine name, unlike the message, is not translated).
                     code.starts_with("08")
                         || code.starts_with("57P")
                         || code.starts_with("28")
                         || code == "53300"
                         || code == "3D000"
                         || code == "25006"
-                        || (code == "55000"
-                            && pg.message().contains("not currently accepting connections"))
+                        || (code == "55000" && pg.routine() == Some("CheckMyDatabase"))
                 })
                 .unwrap_or(false),
             _ => false,
