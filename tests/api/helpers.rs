@@ -110,6 +110,7 @@ async fn template() -> &'static str {
                 .execute("SELECT pg_advisory_unlock(727274)")
                 .await
                 .unwrap();
+            start_sweeping_old_databases(admin_url);
             name
         })
         .await
@@ -121,25 +122,23 @@ async fn template() -> &'static str {
 /// would hold up every test. One sweeper at a time across test processes; whatever is left
 /// when the process exits is swept by a later run.
 fn start_sweeping_old_databases(admin_url: &'static str) {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let Ok(mut admin) = PgConnection::connect(admin_url).await else {
-                    return;
-                };
-                let sweeping: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727275)")
-                    .fetch_one(&mut admin)
-                    .await
-                    .unwrap_or(false);
-                if sweeping {
-                    sweep_old_databases(&mut admin).await;
-                }
-            });
+    // A thread with its own runtime: each test's runtime ends with the test.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Ok(mut admin) = PgConnection::connect(admin_url).await else {
+                return;
+            };
+            let sweeping: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727275)")
+                .fetch_one(&mut admin)
+                .await
+                .unwrap_or(false);
+            if sweeping {
+                sweep_old_databases(&mut admin).await;
+            }
         });
     });
 }
@@ -177,7 +176,6 @@ impl TestDb {
     pub async fn new() -> Self {
         let template = template().await;
         let admin_url = server_url().await;
-        start_sweeping_old_databases(admin_url);
         let name = format!(
             "orch_test_{}_{}",
             chrono::Utc::now().timestamp(),
