@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Authenticator,
+    auth::{AuthState, Authenticator},
     config::Config,
     db,
     dispatch::{
@@ -17,7 +17,7 @@ use crate::{
         ingest::CallbackIngest,
         local_catalog,
     },
-    embedded_pg::EmbeddedPostgres,
+    embedded_pg::{ClusterUser, EmbeddedPostgres},
     http::{self, AppState},
     model::Mode,
     net::UrlPolicy,
@@ -28,7 +28,7 @@ use crate::{
         flow::{self, Breakers, FlowDeps},
         mcp::McpManager,
     },
-    webhook::{SafeClient, SecretKey, Signer, Verifier},
+    webhook::{SafeClient, SecretKey, SigningSecrets, Verifier},
     worker::{DeliverySettings, DeliveryWiring, MaintenanceSettings, Workers},
 };
 
@@ -59,7 +59,9 @@ impl Default for BuildOptions {
 
 impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
-        let database = db::connect(&config.database, options.migrate).await?;
+        let database =
+            db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
+        tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
         let mut catalog = local_catalog(&config, &store).map_err(anyhow::Error::msg)?;
         for tool in options.extra_tools {
@@ -71,17 +73,8 @@ impl Application {
 
         let callbacks = &config.callbacks;
         let url_policy = Arc::new(UrlPolicy::new(callbacks.allow_networks.clone()));
-        let keys = |secrets: Vec<&crate::config::Secret>| {
-            secrets
-                .into_iter()
-                .map(|s| SecretKey::parse(&s.0))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)
-        };
-        let client = SafeClient::new(
-            url_policy.clone(),
-            Signer::new(keys(callbacks.signing_keys().collect())?),
-        );
+        let signing = Arc::new(SigningSecrets::resolve(callbacks, &store).await?);
+        let client = SafeClient::new(url_policy.clone(), signing.signer()?);
         let breakers = Arc::new(Breakers::default());
         let flows = flow::tools(
             &config.flows,
@@ -128,7 +121,11 @@ impl Application {
             MaintenanceSettings::from_config(&config),
             keys_changed.clone(),
         );
-        let authenticator = Arc::new(Authenticator::new(store.clone(), config.auth.required));
+        let authenticator = Arc::new(Authenticator::new(
+            store.clone(),
+            config.auth.effective_mode(),
+        ));
+        log_auth_state(&authenticator, config.server.listen).await?;
         {
             let authenticator = authenticator.clone();
             tokio::spawn(async move {
@@ -141,7 +138,11 @@ impl Application {
         let ingest = Arc::new(CallbackIngest::new(
             store.clone(),
             Verifier::new(
-                keys(callbacks.ingest_keys().collect())?,
+                callbacks
+                    .ingest_keys()
+                    .map(|s| SecretKey::parse(s.expose()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(anyhow::Error::msg)?,
                 callbacks.tolerance_secs,
             ),
             workers.waiters.clone(),
@@ -165,6 +166,7 @@ impl Application {
             ingest,
             breakers,
             authenticator,
+            signing,
         };
         Ok(Self {
             listener,
@@ -239,4 +241,24 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Says at start whether the API needs keys; an open API reachable from other machines is
+/// worth a warning on every start.
+async fn log_auth_state(authenticator: &Authenticator, listen: SocketAddr) -> anyhow::Result<()> {
+    match authenticator.state().await? {
+        AuthState::Required => tracing::info!("auth: keys required (auth.mode = \"required\")"),
+        AuthState::Closed => tracing::info!("auth: keys required"),
+        AuthState::Open => {
+            tracing::warn!("auth: open (no API key has been created)");
+            if !listen.ip().is_loopback() {
+                tracing::warn!(
+                    %listen,
+                    "auth: the API is open to every client that can reach {listen}: create a key \
+                     (`orchestrator keys create`) or set auth.mode = \"required\""
+                );
+            }
+        }
+    }
+    Ok(())
 }

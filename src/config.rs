@@ -7,6 +7,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,24 +75,29 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    pub url: String,
+    /// `postgres://…`; `DATABASE_URL` wins. Unset: the private cluster (if `embedded`).
+    pub url: Option<String>,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
-    /// Start a private PostgreSQL cluster when nothing answers at `url` and the server binaries
-    /// are installed.
+    /// How long start-up keeps retrying a database that does not answer before giving up.
+    pub connect_timeout_ms: u64,
+    /// With no URL configured at all, run a private cluster (PostgreSQL's server binaries
+    /// must be installed). Never used when a URL is configured.
     pub embedded: bool,
-    /// Where the private cluster keeps its data.
-    pub embedded_data_dir: PathBuf,
+    /// The private cluster's data directory (absolute). Default: `/var/lib/orchestrator/pgdata`
+    /// for root, else `$XDG_DATA_HOME/orchestrator/pgdata` (`~/.local/share/…`).
+    pub embedded_data_dir: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "postgres://postgres@localhost:5432/orchestrator".into(),
+            url: None,
             max_connections: 32,
             acquire_timeout_ms: 3_000,
+            connect_timeout_ms: 30_000,
             embedded: true,
-            embedded_data_dir: PathBuf::from(".orchestrator/pgdata"),
+            embedded_data_dir: None,
         }
     }
 }
@@ -146,23 +152,47 @@ impl Default for IdempotencyConfig {
     }
 }
 
+/// Whether requests need an API key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Open only while no API key has ever been created in the database; the first key closes
+    /// the API for good (revoking or expiring keys does not reopen it).
+    #[default]
+    Auto,
+    /// Keys are required from the start.
+    Required,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Require an API key even before any key exists. Without it, the server is open until
-    /// the first key is created (the development default).
+    pub mode: AuthMode,
+    /// The older spelling of `mode = "required"` (still honoured).
     pub required: bool,
-    /// Paths served without a key (`/callbacks/ingest` has its own verification).
+    /// Paths served without a key (`/callbacks/ingest` has its own verification). A key sent
+    /// to them is still checked, and `/readyz` and `/openapi.json` show more to a key.
     pub public_paths: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
+            mode: AuthMode::Auto,
             required: false,
             public_paths: ["/healthz", "/readyz", "/openapi.json", "/metrics"]
                 .map(String::from)
                 .to_vec(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn effective_mode(&self) -> AuthMode {
+        if self.required {
+            AuthMode::Required
+        } else {
+            self.mode
         }
     }
 }
@@ -175,21 +205,63 @@ pub struct RetentionConfig {
     pub payload_days: u32,
 }
 
-/// A secret from configuration: never printed by `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret from configuration: `Debug` never shows it, it is never serialised, and its memory
+/// is zeroed when dropped (`secrecy`). Read it with [`Secret::expose`] where it is used.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Self(SecretString::from(""))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(SecretString::from(s))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(SecretString::from(s))
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+        f.write_str(if self.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Only the empty default is ever serialised (the layered loading starts from the defaults);
+/// a set secret refuses, so no code path can write one out.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_empty() {
+            serializer.serialize_str("")
+        } else {
+            Err(serde::ser::Error::custom("secrets are never serialised"))
+        }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallbacksConfig {
-    /// Signs outbound callbacks and flow requests (`whsec_` + base64). Empty: unsigned.
+    /// Signs outbound callbacks and flow requests (`whsec_` + base64). Empty: a secret is
+    /// generated on first start and kept in the database (`orchestrator callbacks secret`).
     pub signing_secret: Secret,
     /// More signing secrets during a rotation: each signature is sent.
     pub signing_secrets: Vec<Secret>,
@@ -234,13 +306,13 @@ impl CallbacksConfig {
     pub fn signing_keys(&self) -> impl Iterator<Item = &Secret> {
         std::iter::once(&self.signing_secret)
             .chain(&self.signing_secrets)
-            .filter(|s| !s.0.is_empty())
+            .filter(|s| !s.is_empty())
     }
 
     pub fn ingest_keys(&self) -> impl Iterator<Item = &Secret> {
         std::iter::once(&self.ingest_secret)
             .chain(&self.ingest_secrets)
-            .filter(|s| !s.0.is_empty())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -313,7 +385,11 @@ impl Config {
         if let Ok(url) = std::env::var("DATABASE_URL")
             && !url.is_empty()
         {
-            config.database.url = url;
+            config.database.url = Some(url);
+        }
+        // `url = ""` (or an empty ORCH__DATABASE__URL) means not configured.
+        if config.database.url.as_deref() == Some("") {
+            config.database.url = None;
         }
         config.validate()?;
         Ok(config)
@@ -330,6 +406,20 @@ impl Config {
         }
         if s.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(url) = &self.database.url {
+            crate::db::check_url(url).map_err(|e| invalid("database.url", format!("{e:#}")))?;
+        }
+        if let Some(dir) = &self.database.embedded_data_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid(
+                "database.embedded_data_dir",
+                format!(
+                    "must be an absolute path (so every command reaches the same cluster), not {}",
+                    dir.display()
+                ),
+            ));
         }
         let w = &self.workers;
         if w.claim_batch < 1 {
@@ -363,7 +453,7 @@ impl Config {
                     .map(|s| ("callbacks.ingest_secret", s)),
             )
         {
-            crate::webhook::SecretKey::parse(&secret.0).map_err(|e| invalid(field, e))?;
+            crate::webhook::SecretKey::parse(secret.expose()).map_err(|e| invalid(field, e))?;
         }
         if self.callbacks.timeout_ms == 0 {
             return Err(invalid("callbacks.timeout_ms", "must be positive"));

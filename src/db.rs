@@ -1,24 +1,38 @@
-//! Reaching the database: the configured server, or a private cluster when nothing answers and
-//! PostgreSQL is installed; the database is created when missing and migrations are applied.
+//! Reaching the database: the configured URL, or — only when no URL is configured at all — the
+//! private cluster. A configured URL that does not answer is an error naming it (after the
+//! connect retries), never a fallback to a second database. The database is created when
+//! missing and migrations are applied.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use sqlx::{
     ConnectOptions, PgPool, Postgres,
     migrate::{MigrateDatabase, Migrator},
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions},
 };
 
-use crate::{config::DatabaseConfig, embedded_pg::EmbeddedPostgres};
+use crate::{
+    config::DatabaseConfig,
+    embedded_pg::{ClusterUser, EmbeddedPostgres, default_data_dir},
+};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// A connected pool, and the private cluster behind it if we had to start one (it stops when
-/// dropped).
+/// The database name used in the private cluster.
+const EMBEDDED_DATABASE: &str = "orchestrator";
+
+/// A connected pool, and the private cluster behind it if we use one (stopped when dropped,
+/// if we started or adopted it).
 pub struct Database {
     pub pool: PgPool,
     pub embedded: Option<EmbeddedPostgres>,
+    /// Which database this is, for people: the URL (password hidden), and for the private
+    /// cluster where it lives.
+    pub description: String,
 }
 
 /// The URL with any password hidden, for logs and messages.
@@ -51,38 +65,21 @@ pub async fn server_answers(opts: &PgConnectOptions) -> bool {
         .unwrap_or(false)
 }
 
-fn is_local(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "::1") || host.starts_with('/')
-}
-
-/// The URL to use: the configured one when a server answers there, else a private cluster's.
-pub async fn resolve_url(
-    config: &DatabaseConfig,
-) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
-    let opts = PgConnectOptions::from_str(&config.url)
-        .with_context(|| format!("database.url {} is not a valid URL", redact(&config.url)))?;
-    if server_answers(&opts).await {
-        return Ok((config.url.clone(), None));
-    }
-    if !config.embedded || !is_local(opts.get_host()) {
-        anyhow::bail!(
-            "no PostgreSQL answers at {}. Start one (`docker compose up -d postgres`, or your \
-             distribution's package, e.g. `apt-get install postgresql`) or set DATABASE_URL",
-            redact(&config.url)
+/// Checks a configured URL before anything connects: a PostgreSQL URL that parses.
+pub fn check_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    if !matches!(scheme, "postgres" | "postgresql") {
+        bail!(
+            "database URL {}: the scheme `{scheme}` is not PostgreSQL's (postgres://user@host:port/database)",
+            redact(url)
         );
     }
-    let dir = config.embedded_data_dir.clone();
-    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, false)).await??;
-    let mut url = url::Url::parse(&config.url)?;
-    url.set_host(Some("127.0.0.1"))?;
-    url.set_port(Some(pg.port()))
-        .map_err(|_| anyhow::anyhow!("cannot set port"))?;
-    url.set_query(None);
-    Ok((url.to_string(), Some(pg)))
+    PgConnectOptions::from_str(url)
+        .with_context(|| format!("database URL {} is not valid", redact(url)))
 }
 
 /// Creates the URL's database if it does not exist yet.
-pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
     if !Postgres::database_exists(url).await? {
         match Postgres::create_database(url).await {
             Ok(()) => tracing::info!(url = %redact(url), "database created"),
@@ -90,36 +87,113 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
             Err(e) if Postgres::database_exists(url).await.unwrap_or(false) => {
                 tracing::debug!(error = %e, "database appeared concurrently");
             }
-            Err(e) => return Err(e).context("creating the database"),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-pub async fn connect(config: &DatabaseConfig, migrate: bool) -> anyhow::Result<Database> {
-    let (url, embedded) = resolve_url(config).await?;
-    ensure_database(&url).await?;
-    let opts = PgConnectOptions::from_str(&url)?
+/// Errors that may pass if we wait: nothing listening yet, the server starting or shutting
+/// down, too many connections. A wrong password or role is not one of them.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<PgDatabaseError>()
+            .map(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            })
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Connects (creating the database if needed), retrying transient failures until
+/// `database.connect_timeout_ms` has passed.
+async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let opts = check_url(url)?
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
         .application_name("orchestrator");
-    let pool = PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .min_connections(2.min(config.max_connections))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-        .connect_with(opts)
-        .await
-        .with_context(|| format!("connecting to {}", redact(&url)))?;
+    let give_up = Instant::now() + Duration::from_millis(config.connect_timeout_ms);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            ensure_database(url).await?;
+            PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .min_connections(2.min(config.max_connections))
+                .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+                .connect_with(opts.clone())
+                .await
+        };
+        match attempt.await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if is_transient(&e) && Instant::now() + pause < give_up => {
+                tracing::warn!(url = %redact(url), error = %e, "the database does not answer yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("connecting to {}", redact(url)));
+            }
+        }
+    }
+}
+
+/// The configured database, or the private cluster when none is configured (and
+/// `database.embedded` allows it).
+pub async fn connect(
+    config: &DatabaseConfig,
+    migrate: bool,
+    user: ClusterUser,
+) -> anyhow::Result<Database> {
+    let (url, embedded, description) = match &config.url {
+        Some(url) => (url.clone(), None, redact(url)),
+        None if config.embedded => {
+            let dir = match &config.embedded_data_dir {
+                Some(dir) => dir.clone(),
+                None => default_data_dir()?,
+            };
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::open(&dir, user))
+                .await??;
+            let url = format!(
+                "postgres://postgres@127.0.0.1:{}/{EMBEDDED_DATABASE}",
+                pg.port()
+            );
+            let description = format!("the private cluster in {} ({url})", pg.data_dir().display());
+            (url, Some(pg), description)
+        }
+        None => bail!(
+            "no database is configured: set DATABASE_URL (or database.url), or allow the private \
+             cluster with database.embedded = true"
+        ),
+    };
+    let pool = connect_with_retries(&url, config).await?;
     if migrate {
         MIGRATOR.run(&pool).await.context("applying migrations")?;
         tracing::info!(applied = MIGRATOR.iter().count(), "migrations up to date");
     }
-    Ok(Database { pool, embedded })
+    Ok(Database {
+        pool,
+        embedded,
+        description,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_postgres_urls_are_accepted() {
+        assert!(check_url("postgres://u@h/db").is_ok());
+        assert!(check_url("postgresql://u@h:5433/db").is_ok());
+        let e = check_url("mysql://u:pw@h/db").unwrap_err().to_string();
+        assert!(e.contains("`mysql`") && !e.contains("pw"), "{e}");
+    }
 
     #[test]
     fn passwords_are_redacted() {

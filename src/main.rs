@@ -7,9 +7,11 @@ use orchestrator::{
     config::Config,
     db,
     dispatch::local_catalog,
+    embedded_pg::ClusterUser,
     http::openapi,
     store::Store,
     telemetry,
+    webhook::{SecretSource, SigningSecrets},
     worker::{MaintenanceSettings, Waiters, maintenance_pass},
 };
 
@@ -47,6 +49,18 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Outbound callbacks.
+    Callbacks {
+        #[command(subcommand)]
+        command: CallbacksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbacksCommand {
+    /// Print the secret that signs callbacks and flow requests (the configured one, else the
+    /// one generated and stored in the database, generating it now if there is none yet).
+    Secret,
 }
 
 #[derive(Subcommand)]
@@ -113,13 +127,13 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init_logging(&config.log);
-            let database = db::connect(&config.database, true).await?;
+            let database = open_database(&config).await?;
             database.pool.close().await;
             Ok(())
         }
         Command::Maintain => {
             telemetry::init_logging(&config.log);
-            let database = db::connect(&config.database, true).await?;
+            let database = open_database(&config).await?;
             let store = Store::new(database.pool.clone());
             let settings = MaintenanceSettings::from_config(&config);
             maintenance_pass(&store, &Waiters::default(), &settings).await;
@@ -127,21 +141,50 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => {
-            let database = db::connect(&config.database, true).await?;
+            let database = open_database(&config).await?;
             let store = Store::new(database.pool.clone());
             let result = keys(&store, command).await;
             database.pool.close().await;
             result
         }
+        Command::Callbacks {
+            command: CallbacksCommand::Secret,
+        } => {
+            let database = open_database(&config).await?;
+            let store = Store::new(database.pool.clone());
+            let result = SigningSecrets::resolve(&config.callbacks, &store).await;
+            database.pool.close().await;
+            let secrets = result?;
+            eprintln!(
+                "signing secret ({}):",
+                match secrets.source() {
+                    SecretSource::Configured => "configured",
+                    SecretSource::Generated => "generated, stored in the database",
+                }
+            );
+            for secret in secrets.secrets() {
+                println!("{}", secret.expose());
+            }
+            Ok(())
+        }
         Command::Openapi => {
             // No database needed: the pool connects lazily and is never used.
-            let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy(&config.database.url)?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://unused.invalid/orchestrator")?;
             let catalog = local_catalog(&config, &Store::new(pool)).map_err(anyhow::Error::msg)?;
             let doc = openapi::document(&catalog, &config.server.public_url);
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }
     }
+}
+
+/// The database for a one-shot command (migrated), saying which one it is: a command that
+/// silently used another database than the server's would be worse than one that fails.
+async fn open_database(config: &Config) -> anyhow::Result<db::Database> {
+    let database = db::connect(&config.database, true, ClusterUser::Command).await?;
+    eprintln!("database: {}", database.description);
+    Ok(database)
 }
 
 async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {

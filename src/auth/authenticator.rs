@@ -4,12 +4,16 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use super::{Scopes, hash_key, key_prefix};
 use crate::{
+    config::AuthMode,
     model::Principal,
     store::{ApiKeyRecord, Store, StoreError},
 };
@@ -20,7 +24,8 @@ const CACHE_MAX: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub principal: Principal,
-    /// None in open mode (no keys exist and none is required): everything is allowed.
+    /// None in open mode (no key was ever created and none is required): everything is
+    /// allowed.
     pub scopes: Option<Scopes>,
 }
 
@@ -43,42 +48,67 @@ struct Cached {
     at: Instant,
 }
 
+/// Whether the API needs keys, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthState {
+    /// `auth.mode = "required"`.
+    Required,
+    /// The first API key was created: keys are required for good.
+    Closed,
+    /// `auth.mode = "auto"` and no key was ever created.
+    Open,
+}
+
 pub struct Authenticator {
     store: Store,
-    required: bool,
+    mode: AuthMode,
     by_hash: Mutex<HashMap<Vec<u8>, Cached>>,
-    keys_exist: Mutex<Option<(bool, Instant)>>,
+    /// Set once the database says a key was ever created; never cleared (closing is for good).
+    closed: AtomicBool,
+    /// When the API was last seen open (rechecked after the cache TTL or a key change).
+    open_checked: Mutex<Option<Instant>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, required: bool) -> Self {
+    pub fn new(store: Store, mode: AuthMode) -> Self {
         Self {
             store,
-            required,
+            mode,
             by_hash: Mutex::new(HashMap::new()),
-            keys_exist: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            open_checked: Mutex::new(None),
         }
     }
 
     /// Drops everything cached (a key was created or revoked somewhere).
     pub fn invalidate(&self) {
         self.by_hash.lock().expect("auth cache poisoned").clear();
-        *self.keys_exist.lock().expect("auth cache poisoned") = None;
+        *self.open_checked.lock().expect("auth cache poisoned") = None;
     }
 
-    /// Whether requests must carry a key: configured so, or once any key exists.
-    pub async fn enforced(&self) -> Result<bool, StoreError> {
-        if self.required {
-            return Ok(true);
+    pub async fn state(&self) -> Result<AuthState, StoreError> {
+        if self.mode == AuthMode::Required {
+            return Ok(AuthState::Required);
         }
-        if let Some((exist, at)) = *self.keys_exist.lock().expect("auth cache poisoned")
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(AuthState::Closed);
+        }
+        if let Some(at) = *self.open_checked.lock().expect("auth cache poisoned")
             && at.elapsed() < CACHE_TTL
         {
-            return Ok(exist);
+            return Ok(AuthState::Open);
         }
-        let exist = self.store.active_api_keys_exist().await?;
-        *self.keys_exist.lock().expect("auth cache poisoned") = Some((exist, Instant::now()));
-        Ok(exist)
+        if self.store.keys_required_since().await?.is_some() {
+            self.closed.store(true, Ordering::Release);
+            return Ok(AuthState::Closed);
+        }
+        *self.open_checked.lock().expect("auth cache poisoned") = Some(Instant::now());
+        Ok(AuthState::Open)
+    }
+
+    /// Whether requests must carry a key.
+    pub async fn enforced(&self) -> Result<bool, StoreError> {
+        Ok(self.state().await? != AuthState::Open)
     }
 
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Authenticated, AuthError> {

@@ -6,6 +6,6 @@ mod authenticator;
 mod keys;
 mod scopes;
 
-pub use authenticator::{AuthError, Authenticated, Authenticator};
+pub use authenticator::{AuthError, AuthState, Authenticated, Authenticator};
 pub use keys::{GeneratedKey, generate_key, hash_key, key_prefix};
 pub use scopes::{ADMIN_SCOPES, Scopes};

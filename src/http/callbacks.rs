@@ -26,7 +26,7 @@ use crate::{
     ids::JobId,
     model::JobStatus,
     store::{CallbackAudit, DeliveryRecord, DeliveryStatus},
-    webhook::WebhookHeaders,
+    webhook::{SecretSource, WebhookHeaders},
 };
 
 pub fn router() -> Router<AppState> {
@@ -34,6 +34,60 @@ pub fn router() -> Router<AppState> {
         .route("/callbacks/ingest", post(ingest))
         .route("/jobs/{job_id}/callbacks", get(job_callbacks))
         .route("/jobs/{job_id}/callbacks/retry", post(retry_delivery))
+        .route("/callbacks/secret", get(signing_secret))
+}
+
+/// The secrets outbound callbacks and flow requests are signed with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningSecretView {
+    /// The primary secret (`whsec_…`): receivers verify `webhook-signature` with it.
+    pub secret: String,
+    /// Every secret that signs, the primary first (several during a rotation).
+    pub secrets: Vec<String>,
+    pub source: SecretSource,
+    /// When the generated secret was made (absent for configured secrets).
+    pub generated_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/callbacks/secret", operation_id = "getSigningSecret", tag = "callbacks",
+    summary = "The secret that signs callbacks and flow requests (scope keys:admin; audited)",
+    responses((status = 200, body = SigningSecretView),
+              (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 403, body = super::problem::Problem, content_type = "application/problem+json")))]
+pub async fn signing_secret(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    auth.require("keys:admin")?;
+    let signing = &state.signing;
+    let source = signing.source();
+    state
+        .store
+        .audit_secret_read(
+            &auth.principal,
+            match source {
+                SecretSource::Configured => "configured",
+                SecretSource::Generated => "generated",
+            },
+        )
+        .await?;
+    let secrets: Vec<String> = signing
+        .secrets()
+        .iter()
+        .map(|s| s.expose().to_owned())
+        .collect();
+    let view = SigningSecretView {
+        secret: secrets[0].clone(),
+        secrets,
+        source,
+        generated_at: signing.generated_at(),
+    };
+    // A secret must not linger in caches on the way.
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(view),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

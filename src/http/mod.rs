@@ -34,6 +34,7 @@ use crate::{
     net::UrlPolicy,
     store::Store,
     tools::flow::Breakers,
+    webhook::SigningSecrets,
 };
 use problem::ApiError;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     /// Flow circuit breakers, shown by `/readyz`.
     pub breakers: Arc<Breakers>,
     pub authenticator: Arc<Authenticator>,
+    /// The secrets outbound callbacks and flow requests are signed with.
+    pub signing: Arc<SigningSecrets>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -151,20 +151,6 @@ impl Store {
         .await?)
     }
 
-    /// Whether any usable key exists (then every protected endpoint needs one).
-    pub async fn active_api_keys_exist(&self) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar!(
-            r#"
-            SELECT EXISTS (
-                SELECT 1 FROM api_keys
-                WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-            ) AS "exists!"
-            "#
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Records use, at most once a minute per key (a write per request would be waste).
     pub async fn touch_api_key(&self, id: Uuid) -> StoreResult<()> {
         sqlx::query!(

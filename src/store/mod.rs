@@ -8,6 +8,7 @@ mod jobs;
 mod keys;
 mod memory;
 mod reporting;
+mod settings;
 
 pub use callbacks::{
     CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,
@@ -21,6 +22,7 @@ pub use jobs::{
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};
+pub use settings::StoredSecret;
 
 use sqlx::{PgPool, postgres::PgDatabaseError};
 

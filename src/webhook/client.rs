@@ -99,13 +99,11 @@ impl SafeClient {
             .timeout(req.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", req.message_id)
-            .header("webhook-timestamp", timestamp.to_string());
-        if !self.signer.is_empty() {
-            builder = builder.header(
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
                 "webhook-signature",
                 self.signer.sign(req.message_id, timestamp, &req.body),
             );
-        }
         for (name, value) in req.headers {
             builder = builder.header(name, value);
         }

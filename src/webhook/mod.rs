@@ -3,8 +3,10 @@
 
 mod answer;
 mod client;
+mod secrets;
 mod signing;
 
 pub use answer::{body_text, excerpt, retry_after, truncate_bytes};
 pub use client::{OutboundError, OutboundResponse, SafeClient, SignedRequest};
-pub use signing::{SecretKey, Signer, Verifier, VerifyError, WebhookHeaders};
+pub use secrets::{SecretSource, SecretsError, SigningSecrets};
+pub use signing::{NoSigningKey, SecretKey, Signer, Verifier, VerifyError, WebhookHeaders};

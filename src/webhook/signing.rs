@@ -3,13 +3,15 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{KeyInit, Mac};
+use rand::RngCore;
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
-/// The decoded key of a `whsec_…` secret.
+/// The decoded key of a `whsec_…` secret (zeroed when dropped).
 #[derive(Clone)]
-pub struct SecretKey(Vec<u8>);
+pub struct SecretKey(Zeroizing<Vec<u8>>);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -22,13 +24,22 @@ impl SecretKey {
         let encoded = secret
             .strip_prefix("whsec_")
             .ok_or("must start with whsec_ followed by base64")?;
-        let key = STANDARD
-            .decode(encoded)
-            .map_err(|_| "the part after whsec_ is not valid base64")?;
+        let key = Zeroizing::new(
+            STANDARD
+                .decode(encoded)
+                .map_err(|_| "the part after whsec_ is not valid base64")?,
+        );
         if key.len() < 16 {
             return Err("the key must be at least 16 bytes (24 base64 characters)".into());
         }
         Ok(Self(key))
+    }
+
+    /// A fresh secret: `whsec_` + base64 of 32 random bytes.
+    pub fn generate() -> Zeroizing<String> {
+        let mut raw = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(raw.as_mut());
+        Zeroizing::new(format!("whsec_{}", STANDARD.encode(raw.as_ref())))
     }
 
     fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
@@ -42,19 +53,23 @@ impl SecretKey {
     }
 }
 
-/// Signs with every configured key (during a rotation receivers may know either).
-#[derive(Clone, Debug, Default)]
+/// Signs with every configured key (during a rotation receivers may know either). There is
+/// always at least one: nothing goes out unsigned.
+#[derive(Clone, Debug)]
 pub struct Signer {
     keys: Vec<SecretKey>,
 }
 
-impl Signer {
-    pub fn new(keys: Vec<SecretKey>) -> Self {
-        Self { keys }
-    }
+#[derive(Debug, thiserror::Error)]
+#[error("no signing secret: callbacks and flow requests are never sent unsigned")]
+pub struct NoSigningKey;
 
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+impl Signer {
+    pub fn new(keys: Vec<SecretKey>) -> Result<Self, NoSigningKey> {
+        if keys.is_empty() {
+            return Err(NoSigningKey);
+        }
+        Ok(Self { keys })
     }
 
     /// The `webhook-signature` value: space-separated `v1,<base64>` entries.
@@ -151,7 +166,7 @@ mod tests {
 
     #[test]
     fn matches_the_specification_vector() {
-        let signer = Signer::new(vec![SecretKey::parse(SECRET).unwrap()]);
+        let signer = Signer::new(vec![SecretKey::parse(SECRET).unwrap()]).unwrap();
         assert_eq!(
             signer.sign(ID, TS, BODY),
             "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
@@ -162,7 +177,9 @@ mod tests {
     fn rotation_signs_with_every_key_and_verifies_with_any() {
         let old = SecretKey::parse(SECRET).unwrap();
         let new = SecretKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let both = Signer::new(vec![old.clone(), new.clone()]).sign(ID, TS, BODY);
+        let both = Signer::new(vec![old.clone(), new.clone()])
+            .unwrap()
+            .sign(ID, TS, BODY);
         assert_eq!(both.split(' ').count(), 2);
         for key in [old, new] {
             let verifier = Verifier::new(vec![key], 300);
@@ -205,6 +222,19 @@ mod tests {
             Verifier::new(vec![], 300).verify(h("1649367553", good), BODY, TS),
             Err(VerifyError::NotConfigured)
         );
+    }
+
+    #[test]
+    fn there_is_no_signer_without_a_key() {
+        assert!(Signer::new(vec![]).is_err());
+    }
+
+    #[test]
+    fn generated_secrets_are_valid_and_distinct() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        assert!(a.starts_with("whsec_") && a.len() == 6 + 44);
+        assert_ne!(*a, *b);
+        SecretKey::parse(&a).unwrap();
     }
 
     #[test]

@@ -95,7 +95,7 @@ async fn every_rotation_secret_signs() {
     const NEXT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let receiver = MockServer::start().await;
     let app = spawn_with(|c| {
-        c.callbacks.signing_secrets = vec![orchestrator::config::Secret(NEXT.into())]
+        c.callbacks.signing_secrets = vec![NEXT.into()]
     })
     .await;
     echo_with_callback(&app, &receiver.url(HOOK)).await;

@@ -203,7 +203,7 @@ pub const INGEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Fast-moving settings for tests: short leases and intervals, loopback callbacks allowed.
 pub fn test_config(db: &TestDb) -> Config {
     let mut c = Config::default();
-    c.database.url = db.url.clone();
+    c.database.url = Some(db.url.clone());
     c.database.max_connections = 8;
     // Generous: test machines may be busy; an acquire timeout would read as a 503.
     c.database.acquire_timeout_ms = 20_000;
@@ -218,8 +218,8 @@ pub fn test_config(db: &TestDb) -> Config {
     c.workers.retry_base_ms = 50;
     c.workers.retry_max_ms = 400;
     c.callbacks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    c.callbacks.signing_secret = orchestrator::config::Secret(SIGNING_SECRET.into());
-    c.callbacks.ingest_secret = orchestrator::config::Secret(INGEST_SECRET.into());
+    c.callbacks.signing_secret = SIGNING_SECRET.into();
+    c.callbacks.ingest_secret = INGEST_SECRET.into();
     c.callbacks.retry_schedule_ms = vec![100, 100, 100];
     c.callbacks.timeout_ms = 2_000;
     c
