@@ -253,18 +253,13 @@ async fn private_addresses_are_refused_at_intake_unless_allowed() {
     }
 }
 
-/// A name (not an IP literal, not `localhost`) that resolves only to loopback here.
+/// A name (not an IP literal, not `localhost` or `localhost.`, both refused at intake) that
+/// resolves only to loopback here.
 fn loopback_name() -> Option<String> {
     use std::net::ToSocketAddrs;
-    let mut candidates: Vec<String> = [
-        "localhost.",
-        "vm",
-        "runsc",
-        "localhost.localdomain",
-        "ip6-localhost",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut candidates: Vec<String> = ["vm", "runsc", "localhost.localdomain", "ip6-localhost"]
+        .map(String::from)
+        .to_vec();
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         candidates.insert(0, h.trim().to_owned());
     }
