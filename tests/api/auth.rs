@@ -474,3 +474,88 @@ async fn the_cli_creates_lists_and_revokes_keys() {
         "revoked from another process, seen through NOTIFY"
     );
 }
+
+#[tokio::test]
+async fn revoking_or_expiring_every_key_never_reopens_the_api() {
+    let app = spawn_app().await;
+    let store = Store::new(app.pool().clone());
+    let search = json!({"intent": "memory.search", "inputs": {"query": "plans"}});
+    let (status, _) = call(&app, None, "POST", "/orchestrate", Some(search.clone())).await;
+    assert_eq!(status, StatusCode::OK, "open before any key was created");
+
+    new_key(&app, "only", &["memory.*"]).await;
+    revoke_key(&store, "only", &OPERATOR).await.unwrap();
+    let (status, problem) = call(&app, None, "POST", "/orchestrate", Some(search.clone())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the only key revoked: still closed: {problem}"
+    );
+
+    // Durable and shared: a fresh instance on the same database is closed too.
+    let second = crate::helpers::spawn(crate::helpers::Spawn {
+        db: Some(app.db.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = call(&second, None, "POST", "/orchestrate", Some(search.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Nobody takes it back through SQL either.
+    let refused = sqlx::query("DELETE FROM server_settings WHERE name = 'auth.keys_required'")
+        .execute(app.pool())
+        .await;
+    assert!(refused.is_err(), "the setting is permanent");
+
+    // A key that expired at once closes a fresh database all the same.
+    let other = spawn_app().await;
+    create_key(
+        &Store::new(other.pool().clone()),
+        "brief",
+        &["memory.*".to_owned()],
+        Some(Utc::now() - ChronoDuration::seconds(1)),
+        &OPERATOR,
+    )
+    .await
+    .unwrap();
+    let (status, _) = call(&other, None, "POST", "/orchestrate", Some(search)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "expired keys do not reopen");
+}
+
+#[tokio::test]
+async fn auth_mode_required_locks_everything_before_any_key_exists() {
+    let app = spawn_with(|c| c.auth.mode = orchestrator::config::AuthMode::Required).await;
+    let (status, problem) = call(&app, None, "POST", "/orchestrate", Some(echo(1))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+}
+
+#[tokio::test]
+async fn a_key_creation_that_created_nothing_does_not_close_the_api() {
+    let app = spawn_app().await;
+    // Creating a key closes the API: a refused creation (the name is taken) must not be what
+    // does it, so check the trigger fires per created row.
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) \
+         VALUES (gen_random_uuid(), 'x', 'p', 'h', '{}') ON CONFLICT DO NOTHING",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let closed_by_insert: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM server_settings)")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert!(closed_by_insert);
+
+    let fresh = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) \
+         SELECT gen_random_uuid(), 'x', 'p', 'h', '{}' WHERE false",
+    )
+    .execute(fresh.pool())
+    .await
+    .unwrap();
+    let (status, _) = call(&fresh, None, "POST", "/orchestrate", Some(echo(1))).await;
+    assert_eq!(status, StatusCode::OK, "no key was created: still open");
+}

@@ -330,3 +330,129 @@ async fn a_restart_between_finishing_and_delivering_still_delivers_once() {
     .unwrap();
     assert_eq!(audits, 1);
 }
+
+#[tokio::test]
+async fn without_a_configured_secret_a_generated_one_signs_and_every_instance_shares_it() {
+    let receiver = MockServer::start().await;
+    let unconfigured = |c: &mut orchestrator::config::Config| {
+        c.callbacks.signing_secret = Default::default();
+    };
+    let app = spawn_with(unconfigured).await;
+    let id = echo_with_callback(&app, &receiver.url(HOOK)).await;
+    let got = receiver.wait_for(HOOK, 1).await;
+    assert!(
+        !got[0].header("webhook-signature").is_empty(),
+        "never sent unsigned"
+    );
+
+    let store = orchestrator::store::Store::new(app.pool().clone());
+    let admin = orchestrator::auth::admin::create_key(
+        &store,
+        "ops",
+        &["keys:admin".to_owned()],
+        None,
+        &orchestrator::auth::admin::KeyAdmin {
+            actor_kind: "operator",
+            actor_id: None,
+            actor_name: "test",
+            request_id: None,
+        },
+    )
+    .await
+    .unwrap()
+    .secret;
+    let read_secret = |app: &TestApp| {
+        let request = app
+            .client
+            .get(format!("{}/callbacks/secret", app.base))
+            .bearer_auth(&admin);
+        async move {
+            let resp = request.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()["cache-control"], "no-store");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let shown = read_secret(&app).await;
+    assert_eq!(shown["source"], "generated");
+    let secret = shown["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert!(
+        signature_is_valid(&secret, &got[0]),
+        "the generated secret signed the callback of {id}"
+    );
+
+    let second = spawn(Spawn {
+        db: Some(app.db.clone()),
+        configure: Box::new(unconfigured),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(read_secret(&second).await["secret"], secret.as_str());
+
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM audit_events WHERE kind LIKE 'callbacks.secret%' ORDER BY id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        kinds,
+        [
+            "callbacks.secret_generated",
+            "callbacks.secret_read",
+            "callbacks.secret_read"
+        ]
+    );
+    let details: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(detail::text, '') FROM audit_events WHERE kind LIKE 'callbacks.secret%'",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert!(details.iter().all(|d| !d.contains(&secret[6..])));
+}
+
+#[tokio::test]
+async fn the_signing_secret_needs_keys_admin_and_configured_secrets_win() {
+    let app = spawn_with(|_| {}).await;
+    let store = orchestrator::store::Store::new(app.pool().clone());
+    let by = orchestrator::auth::admin::KeyAdmin {
+        actor_kind: "operator",
+        actor_id: None,
+        actor_name: "test",
+        request_id: None,
+    };
+    let reader = orchestrator::auth::admin::create_key(
+        &store,
+        "reader",
+        &["jobs:read:all".to_owned()],
+        None,
+        &by,
+    )
+    .await
+    .unwrap()
+    .secret;
+    let admin =
+        orchestrator::auth::admin::create_key(&store, "ops", &["keys:admin".to_owned()], None, &by)
+            .await
+            .unwrap()
+            .secret;
+    let get = |key: String| {
+        app.client
+            .get(format!("{}/callbacks/secret", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(get(reader).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let shown: Value = get(admin).await.unwrap().json().await.unwrap();
+    assert_eq!(shown["source"], "configured");
+    assert_eq!(shown["secret"], SIGNING_SECRET);
+    let generated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM server_settings WHERE name = 'callbacks.signing_secret'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(generated, 0, "nothing generated when one is configured");
+}
