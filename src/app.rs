@@ -59,8 +59,7 @@ impl Default for BuildOptions {
 
 impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
-        let database =
-            db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
+        let database = db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
         tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
         let mut catalog = local_catalog(&config, &store).map_err(anyhow::Error::msg)?;

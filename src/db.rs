@@ -157,8 +157,8 @@ pub async fn connect(
                 Some(dir) => dir.clone(),
                 None => default_data_dir()?,
             };
-            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::open(&dir, user))
-                .await??;
+            let pg =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::open(&dir, user)).await??;
             let url = format!(
                 "postgres://postgres@127.0.0.1:{}/{EMBEDDED_DATABASE}",
                 pg.port()

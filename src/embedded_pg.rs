@@ -117,7 +117,11 @@ impl EmbeddedPostgres {
                             "the private cluster in {} is held by {} (lock {}); try again when \
                              it is done",
                             data_dir.display(),
-                            if holder.is_empty() { "another process" } else { holder },
+                            if holder.is_empty() {
+                                "another process"
+                            } else {
+                                holder
+                            },
                             lock_path.display()
                         );
                     }

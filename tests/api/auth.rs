@@ -519,7 +519,11 @@ async fn revoking_or_expiring_every_key_never_reopens_the_api() {
     .await
     .unwrap();
     let (status, _) = call(&other, None, "POST", "/orchestrate", Some(search)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "expired keys do not reopen");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "expired keys do not reopen"
+    );
 }
 
 #[tokio::test]

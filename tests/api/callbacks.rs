@@ -94,10 +94,7 @@ async fn failed_jobs_are_called_back_with_their_error() {
 async fn every_rotation_secret_signs() {
     const NEXT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let receiver = MockServer::start().await;
-    let app = spawn_with(|c| {
-        c.callbacks.signing_secrets = vec![NEXT.into()]
-    })
-    .await;
+    let app = spawn_with(|c| c.callbacks.signing_secrets = vec![NEXT.into()]).await;
     echo_with_callback(&app, &receiver.url(HOOK)).await;
     let got = receiver.wait_for(HOOK, 1).await;
     assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
