@@ -172,7 +172,8 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .connect_lazy("postgres://unused.invalid/orchestrator")?;
             let catalog = local_catalog(&config, &Store::new(pool)).map_err(anyhow::Error::msg)?;
-            let doc = openapi::document(&catalog, &config.server.public_url);
+            // The operator's own view: every intent this configuration has.
+            let doc = openapi::document(&catalog, &config.server.public_url, |_| true);
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }

@@ -1,10 +1,12 @@
 //! Scopes: intent globs (`memory.*`, `ssh.exec.peek`, `*`) and administrative scopes.
 
-pub const ADMIN_SCOPES: [&str; 4] = [
+pub const ADMIN_SCOPES: [&str; 5] = [
     "jobs:read:all",
     "jobs:cancel",
     "callbacks:retry",
     "keys:admin",
+    // Operational detail: /readyz checks, flow URLs and breakers, the instance.
+    "ops:read",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

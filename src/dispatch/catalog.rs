@@ -396,6 +396,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_attempts: 1,
             priority: 0,
+            public: false,
         };
         Arc::new(Intent::new(mode, Arc::new(Named(spec)), None).unwrap())
     }

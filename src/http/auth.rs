@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, Request, State},
+    extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request, State},
     http::{HeaderMap, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -39,7 +39,12 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if SELF_VERIFIED.contains(&path.as_str()) || state.config.auth.public_paths.contains(&path) {
+    if SELF_VERIFIED.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
+    // Public paths answer without a key, and show more to a valid one (a key that is sent is
+    // always checked: a typo must not quietly get the anonymous answer).
+    if state.config.auth.public_paths.contains(&path) && presented_key(req.headers()).is_none() {
         return next.run(req).await;
     }
     let client_addr = req
@@ -99,6 +104,18 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
+/// Public paths take `Option<Authenticated>`: None when no key was sent.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Authenticated {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Authenticated>().cloned())
+    }
+}
+
 /// Handlers take the principal as an argument; it is always there behind the middleware.
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
@@ -120,6 +137,8 @@ pub trait Permissions {
     fn require(&self, scope: &str) -> Result<(), ApiError>;
     fn require_intent(&self, intent: &str) -> Result<(), ApiError>;
     fn sees_all_jobs(&self) -> bool;
+    /// A real key (not open-mode access) holding one of `scopes`.
+    fn key_holds_any(&self, scopes: &[&str]) -> bool;
     /// Whether a job created by `owner` (an API key id) is visible.
     fn sees(&self, owner: Option<Uuid>) -> bool;
 }
@@ -145,6 +164,12 @@ impl Permissions for Authenticated {
 
     fn sees_all_jobs(&self) -> bool {
         self.scopes.as_ref().is_none_or(|s| s.has("jobs:read:all"))
+    }
+
+    fn key_holds_any(&self, scopes: &[&str]) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|s| scopes.iter().any(|scope| s.has(scope)))
     }
 
     fn sees(&self, owner: Option<Uuid>) -> bool {

@@ -6,9 +6,10 @@ use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{AppState, callbacks, health, jobs, keys, orchestrate, problem, tools};
+use super::{AppState, auth::Permissions, callbacks, health, jobs, keys, orchestrate, problem, tools};
 use crate::{
-    dispatch::catalog::Catalog,
+    auth::Authenticated,
+    dispatch::catalog::{Catalog, Intent},
     model::{FieldError, JobError, JobStatus, Mode},
 };
 
@@ -80,15 +81,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(openapi_json))
 }
 
-async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
-    Json(document(
-        &state.registry.snapshot(),
-        &state.config.server.public_url,
-    ))
+/// Without a key: the API and the intents every server has, nothing of this deployment (no
+/// host names, URLs or server names). With a key: every intent that key may run.
+async fn openapi_json(
+    State(state): State<AppState>,
+    auth: Option<Authenticated>,
+) -> Json<Value> {
+    let catalog = state.registry.snapshot();
+    let shown = |intent: &Intent| match &auth {
+        None => intent.tool.spec().public,
+        Some(auth) => auth.require_intent(intent.name()).is_ok(),
+    };
+    Json(document(&catalog, &state.config.server.public_url, shown))
 }
 
-/// The full document for this catalog and public URL.
-pub fn document(catalog: &Catalog, public_url: &str) -> Value {
+/// The document for the intents of `catalog` that `shown` admits, and this public URL.
+pub fn document(
+    catalog: &Catalog,
+    public_url: &str,
+    shown: impl Fn(&Intent) -> bool,
+) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("OpenAPI serializes");
     doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
     doc["servers"] = json!([{"url": public_url.trim_end_matches('/')}]);
@@ -111,7 +123,7 @@ pub fn document(catalog: &Catalog, public_url: &str) -> Value {
     let mut names: Vec<&str> = Vec::new();
     let mut refs = Vec::new();
     let mut listing = String::new();
-    for intent in catalog.iter() {
+    for intent in catalog.iter().filter(|i| shown(i)) {
         let spec = intent.tool.spec();
         if names.contains(&spec.name.as_str()) {
             continue;

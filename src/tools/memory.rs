@@ -34,6 +34,7 @@ fn spec(name: &str, description: &str, effect: Effect, schema: Value) -> ToolSpe
         timeout: Duration::from_secs(10),
         max_attempts: 3,
         priority: 0,
+        public: true,
     }
 }
 

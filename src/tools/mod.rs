@@ -35,6 +35,10 @@ pub struct ToolSpec {
     pub timeout: Duration,
     pub max_attempts: i32,
     pub priority: i16,
+    /// Shown to callers without a key (`/openapi.json`): true only for intents every server
+    /// has, whose name and schema reveal nothing of this deployment's configuration (no host
+    /// names, URLs or server names).
+    pub public: bool,
 }
 
 /// What one attempt of a job gives a tool.

@@ -28,6 +28,7 @@ impl Echo {
                 timeout: Duration::from_secs(5),
                 max_attempts: 1,
                 priority: 0,
+                public: true,
             },
         }
     }
@@ -63,6 +64,7 @@ impl Sleep {
                 timeout: Duration::from_millis(MAX_SLEEP_MS + 60_000),
                 max_attempts: 1,
                 priority: 0,
+                public: true,
             },
         }
     }

@@ -145,7 +145,7 @@ async fn readiness_fails_and_intake_answers_503_when_the_database_is_gone() {
 async fn assert_unavailable(app: &TestApp, why: &str) {
     let (status, body) = app.get_json("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{why}: {body}");
-    assert_eq!(body["checks"]["database"], "unreachable", "{why}");
+    assert_eq!(body["checks"]["database"], "failed", "{why}");
     let (status, body) = app
         .orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
         .await;
@@ -153,4 +153,61 @@ async fn assert_unavailable(app: &TestApp, why: &str) {
     assert_eq!(body["code"], "unavailable", "{why}");
     let (status, _) = app.get_json("/healthz").await;
     assert_eq!(status, StatusCode::OK, "{why}: the process itself is fine");
+}
+
+#[tokio::test]
+async fn public_endpoints_reveal_no_configuration_without_a_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let user_key = keys.path().join("id_ed25519");
+    let host_key = crate::sshd::keygen(&keys.path().join("host"), "");
+    crate::sshd::keygen(&user_key, "");
+    const FLOW_URL: &str = "http://127.0.0.1:9/webhook/ap-secret-token-9f2c";
+    let app = spawn_with(move |c| {
+        let mut host = orchestrator::tools::ssh::HostConfig::new("127.0.0.1", 22, "ops");
+        host.key_file = Some(user_key);
+        host.host_key = Some(host_key);
+        c.ssh.hosts.insert("db-primary-internal".into(), host);
+        c.flows.insert(
+            "gmail.triage".into(),
+            serde_json::from_value(serde_json::json!({"engine": "generic", "url": FLOW_URL}))
+                .unwrap(),
+        );
+    })
+    .await;
+    let revealing = ["db-primary-internal", "ap-secret-token", "gmail.triage", "ssh.exec"];
+
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = doc.to_string();
+    for secret in revealing {
+        assert!(!text.contains(secret), "{secret} in the public document");
+    }
+    assert!(text.contains("inputs.memory.write"), "built-in intents stay");
+    let (status, ready) = app.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok"}})
+    );
+
+    let everything = app.key("everything", &["*"]).await;
+    let (_, doc) = app.get_json_as(&everything, "/openapi.json").await;
+    let text = doc.to_string();
+    for shown in ["db-primary-internal", "gmail.triage", "ssh.exec"] {
+        assert!(text.contains(shown), "a key sees what it may run: {shown}");
+    }
+    let memory_only = app.key("memory", &["memory.*"]).await;
+    let (_, doc) = app.get_json_as(&memory_only, "/openapi.json").await;
+    assert!(!doc.to_string().contains("gmail.triage"));
+    let (_, ready) = app.get_json_as(&everything, "/readyz").await;
+    assert!(ready.get("flows").is_none(), "intent scopes are not ops:read");
+
+    let ops = app.key("ops", &["ops:read"]).await;
+    let (_, ready) = app.get_json_as(&ops, "/readyz").await;
+    assert_eq!(ready["flows"][0]["url"], FLOW_URL, "{ready}");
+    assert!(ready["instance_id"].is_string());
+    let (status, _) = app
+        .get_json_as("orch_notarealkeynotarealkeynotarealkeynotarea", "/readyz")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a key that is sent is checked");
 }

@@ -196,7 +196,8 @@ async fn an_n8n_respond_to_webhook_answer_is_the_result_and_inputs_are_validated
     assert_eq!(listed["mode"], "flow");
     assert_eq!(listed["description"], "Triage the inbox");
     assert_eq!(listed["input_schema"]["required"][0], "since");
-    let (_, doc) = app.get_json("/openapi.json").await;
+    let key = app.key("reader", &["gmail.*"]).await;
+    let (_, doc) = app.get_json_as(&key, "/openapi.json").await;
     assert_eq!(
         doc["components"]["schemas"]["inputs.gmail.triage"]["required"][0],
         "since"
@@ -583,7 +584,8 @@ async fn the_circuit_breaker_fails_fast_after_repeated_failures() {
         2,
         "the third never reached the flow"
     );
-    let (_, ready) = app.get_json("/readyz").await;
+    let ops = app.key("ops", &["ops:read"]).await;
+    let (_, ready) = app.get_json_as(&ops, "/readyz").await;
     assert_eq!(ready["flows"][0]["state"], "open");
     assert_eq!(ready["degraded"], true);
 }

@@ -377,6 +377,38 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// A new API key with these scopes (which closes an open API for good).
+    pub async fn key(&self, name: &str, scopes: &[&str]) -> String {
+        orchestrator::auth::admin::create_key(
+            &orchestrator::store::Store::new(self.pool().clone()),
+            name,
+            &scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            None,
+            &orchestrator::auth::admin::KeyAdmin {
+                actor_kind: "operator",
+                actor_id: None,
+                actor_name: "test",
+                request_id: None,
+            },
+        )
+        .await
+        .expect("key created")
+        .secret
+    }
+
+    /// GET with `Authorization: Bearer <key>`.
+    pub async fn get_json_as(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn job(&self, job_id: &str) -> Value {
         let (status, body) = self.get_json(&format!("/jobs/{job_id}")).await;
         assert_eq!(status, StatusCode::OK, "GET /jobs/{job_id}: {body}");

@@ -139,7 +139,8 @@ async fn tools_are_listed_with_their_own_description_and_schema() {
     assert_eq!(time["input_schema"]["required"], json!(["timezone"]));
     assert!(tool(&tools, "memory.write").is_some(), "local tools stay");
 
-    let (_, doc) = app.get_json("/openapi.json").await;
+    let key = app.key("reader", &["*"]).await;
+    let (_, doc) = app.get_json_as(&key, "/openapi.json").await;
     let schema = &doc["components"]["schemas"]["inputs.mcp.everything.get-sum"];
     assert_eq!(schema["description"], "Returns the sum of two numbers");
     assert_eq!(schema["properties"]["a"]["type"], "number");

@@ -25,6 +25,7 @@ fn spec(name: &str, max_attempts: i32, timeout: Duration) -> ToolSpec {
         timeout,
         max_attempts,
         priority: 0,
+        public: false,
     }
 }
 

@@ -92,6 +92,7 @@ impl FlowTool {
             timeout: Duration::from_millis(config.timeout_ms) + Duration::from_secs(5),
             max_attempts: config.max_attempts,
             priority: 0,
+            public: false,
         };
         Ok(Self {
             spec,

@@ -105,5 +105,6 @@ fn spec(server: &McpServer, name: String, t: &rmcp::model::Tool) -> ToolSpec {
         timeout: config.call_timeout() + ATTEMPT_MARGIN,
         max_attempts: config.max_attempts,
         priority: 0,
+        public: false,
     }
 }

@@ -74,6 +74,7 @@ pub fn tools(
             timeout,
             max_attempts: 3,
             priority: 0,
+            public: false,
         };
         (spec, budget)
     };
