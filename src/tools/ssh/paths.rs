@@ -4,7 +4,8 @@
 //! `peek.allow_paths`, nothing outside those directories.
 //!
 //! For each built-in program it knows which words name files (operands, `grep -f FILE`,
-//! `date -r FILE`, `journalctl --file=…`, `find` start points and `-newer FILE`, …). Paths are
+//! `date -r FILE`, `journalctl --file=…`, `find` start points and `-newer FILE`, …), and refuses
+//! `ps e`, which prints what `/proc/PID/environ` holds. Paths are
 //! normalised lexically (`.`, `..`, repeated slashes) before they are matched; symlinks on the
 //! host cannot be seen from here, so this is a guard, and the real boundary is a remote user
 //! that cannot read secrets in the first place (see the README).
@@ -742,8 +743,9 @@ fn uses(program: &str, args: &[String]) -> Result<Uses, Refusal> {
         "date" => values_only(&DATE, &["-f", "--file", "-r", "--reference"]),
         "ss" => values_only(&SS, &["-F", "--filter", "-D", "--diag"]),
         "journalctl" => journalctl(args),
-        // Their operands are users, units, fields, process selections: no files.
-        "free" | "uptime" | "uname" | "hostname" | "whoami" | "id" | "ps" | "systemctl" => {
+        "ps" => ps(args),
+        // Their operands are users, units, fields: no files.
+        "free" | "uptime" | "uname" | "hostname" | "whoami" | "id" | "systemctl" => {
             Ok(Uses::default())
         }
         _ => Ok(unknown(args)),
@@ -839,6 +841,61 @@ fn find(args: &[String]) -> Result<Uses, Refusal> {
         paths,
         recursive_grep: None,
     })
+}
+
+/// `ps` names no files, but its BSD-style `e` (`ps e`, `ps auxe`, `ps eww 1`) prints every
+/// process's environment, which is what `/proc/PID/environ` holds. Only a word without a dash
+/// counts (`ps -e` is every process); the values of options (`-u postgres`, `o pid,etime`)
+/// are skipped. Read as procps-ng does (Linux): FreeBSD's `ps -e` also shows environments.
+fn ps(args: &[String]) -> Result<Uses, Refusal> {
+    const UNIX_VALUES: &str = "CGgOopqstUu";
+    const BSD_VALUES: &str = "OoptqUk";
+    const LONG_VALUES: &[&str] = &[
+        "cols",
+        "columns",
+        "format",
+        "group",
+        "Group",
+        "lines",
+        "pid",
+        "ppid",
+        "quick-pid",
+        "rows",
+        "sid",
+        "sort",
+        "tty",
+        "user",
+        "User",
+        "width",
+    ];
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let takes_next = if let Some(long) = word.strip_prefix("--") {
+            LONG_VALUES.contains(&long)
+        } else if let Some(cluster) = word.strip_prefix('-') {
+            cluster
+                .char_indices()
+                .find(|(_, c)| UNIX_VALUES.contains(*c))
+                .is_some_and(|(i, _)| i + 1 == cluster.len())
+        } else {
+            // Every letter is looked at, even after a value option (`oe` is refused though
+            // procps may read `e` as the value of `o`): a wider refusal, never a narrower one.
+            if word.contains('e') {
+                return refuse(
+                    PATH_NOT_ALLOWED,
+                    format!(
+                        "`ps`: `e` in `{word}` shows each process's environment (its \
+                         /proc/PID/environ), which may hold secrets"
+                    ),
+                );
+            }
+            word.chars().last().is_some_and(|c| BSD_VALUES.contains(c))
+        };
+        if takes_next {
+            words.next();
+        }
+    }
+    Ok(Uses::default())
 }
 
 /// journalctl reads journal files from `-D`/`--directory`, `-i`/`--file`, `--root` and
@@ -1278,6 +1335,33 @@ mod tests {
             ("tool --config=/root/.ssh/config", false),
             ("tool -c/etc/shadow", false),
             ("tool --config=/etc/tool.conf", true),
+        ] {
+            assert_eq!(verdict(&p, command).is_ok(), allowed, "{command}");
+        }
+    }
+
+    #[test]
+    fn ps_may_not_show_environments() {
+        let p = default_policy();
+        for (command, allowed) in [
+            ("ps aux", true),
+            ("ps -ef", true),
+            ("ps -e -o pid,user,etime", true),
+            ("ps -eo pid,args", true),
+            ("ps -u postgres", true),
+            ("ps --user postgres -f", true),
+            ("ps -C nginx", true),
+            ("ps o pid,user,etime", true),
+            ("ps axo pid,user", true),
+            ("ps --sort=-etime aux", true),
+            ("ps -p 1 -o environ", true), // procps has no such column
+            ("ps e", false),
+            ("ps aux e", false),
+            ("ps auxe", false),
+            ("ps axeww", false),
+            ("ps -p 1 e", false),
+            ("ps eww 1", false),
+            ("ps -u root e", false),
         ] {
             assert_eq!(verdict(&p, command).is_ok(), allowed, "{command}");
         }
