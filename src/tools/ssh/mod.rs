@@ -102,7 +102,9 @@ pub fn tools(
         PEEK,
         "Run a read-only diagnostic command on a configured host over SSH: one allowlisted \
          program (ls, cat, tail, grep, df, ps, journalctl, systemctl status, …) with checked \
-         arguments; no shell syntax.",
+         arguments; no shell syntax. Paths that may hold secrets (.ssh, /etc/shadow, private \
+         keys, .env, /proc/*/environ, …) are refused, and a host may allow only some \
+         directories.",
         Effect::Read,
         inputs_schema(&hosts, false),
     );
