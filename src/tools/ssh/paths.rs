@@ -1069,11 +1069,24 @@ mod tests {
             "cat /etc/wireguard/wg0.conf",
             "cat /var/backups/shadow.bak",
             "df /root/.ssh",
+            // Quoted, `~` is no tilde expansion but a directory named `~` in the home.
+            "cat '~/.ssh/id_rsa'",
         ] {
             assert_eq!(
                 verdict(&p, command),
                 Err(PATH_NOT_ALLOWED),
                 "{command} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn tilde_expansion_never_gets_here() {
+        // The shell parse refuses it first (`shell_syntax_not_allowed`).
+        for command in ["ls ~/.ssh", "cat ~root/.ssh/id_rsa"] {
+            assert!(
+                crate::tools::ssh::shell::plain_argv(command).is_err(),
+                "{command}"
             );
         }
     }
