@@ -4,11 +4,11 @@
 //! `peek.allow_paths`, nothing outside those directories.
 //!
 //! For each built-in program it knows which words name files (operands, `grep -f FILE`,
-//! `date -r FILE`, `journalctl --file=…`, `find` start points and `-newer FILE`, …), and refuses
-//! `ps e`, which prints what `/proc/PID/environ` holds. Paths are
-//! normalised lexically (`.`, `..`, repeated slashes) before they are matched; symlinks on the
-//! host cannot be seen from here, so this is a guard, and the real boundary is a remote user
-//! that cannot read secrets in the first place (see the README).
+//! `date -r FILE`, `journalctl --file=…`, `find` start points and `-newer FILE`, …), and it
+//! refuses `ps e`, which prints what `/proc/PID/environ` holds. Paths are normalised lexically
+//! (`.`, `..`, repeated slashes) before they are matched; symlinks on the host cannot be seen
+//! from here, so this is a guard, and the real boundary is a remote user that cannot read
+//! secrets in the first place (see the README).
 
 use std::fmt;
 
@@ -104,6 +104,28 @@ struct Pattern {
     /// From the host's `deny_paths` rather than the built-in list.
     host: bool,
     reach: Reach,
+}
+
+impl Pattern {
+    fn source(&self) -> &'static str {
+        if self.host {
+            "denied on this host"
+        } else {
+            "on peek's secret-path denylist"
+        }
+    }
+
+    /// Why a path it matches is refused.
+    fn why(&self) -> String {
+        if self.host {
+            format!("is denied on this host (deny_paths: `{}`)", self.text)
+        } else {
+            format!(
+                "may hold secrets: it matches `{}` on peek's secret-path denylist",
+                self.text
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -239,8 +261,10 @@ impl Policy {
                  here: use an absolute path"
             )),
             Normal::Relative(rel) => {
+                // Read as if the home were `/`: `**/…` patterns match wherever the home is,
+                // absolute ones when it is `/` (nothing relative reaches further).
                 if let Some(p) = self.denied(&format!("/{rel}")) {
-                    return refused(format!("{} {}", shown(&rel), self.why_denied(p)));
+                    return refused(format!("{} {}", shown(&rel), p.why()));
                 }
                 if self.allow.is_some() {
                     return refused(format!(
@@ -253,7 +277,7 @@ impl Policy {
             }
             Normal::Absolute(abs) => {
                 if let Some(p) = self.denied(&abs) {
-                    return refused(format!("{} {}", shown(&abs), self.why_denied(p)));
+                    return refused(format!("{} {}", shown(&abs), p.why()));
                 }
                 if let Some(allow) = &self.allow
                     && !allow.iter().any(|a| within(&abs, a))
@@ -284,17 +308,6 @@ impl Policy {
         })
     }
 
-    fn why_denied(&self, p: &Pattern) -> String {
-        if p.host {
-            format!("is denied on this host (deny_paths: `{}`)", p.text)
-        } else {
-            format!(
-                "may hold secrets: it matches `{}` on peek's secret-path denylist",
-                p.text
-            )
-        }
-    }
-
     /// `grep -r` reads every file below its start: refused from a directory an absolute
     /// pattern lies below (`/etc` holds `/etc/shadow`), and run with the `**/…` patterns
     /// passed on as `--exclude`/`--exclude-dir` (grep skips files and directories by name).
@@ -323,11 +336,7 @@ impl Policy {
                         "`{program}`: a recursive search of {start} could read `{}` ({}): \
                          search a directory below it",
                         p.text,
-                        if p.host {
-                            "denied on this host"
-                        } else {
-                            "on peek's secret-path denylist"
-                        }
+                        p.source()
                     ),
                 );
             }
