@@ -251,6 +251,167 @@ async fn the_allowlist_is_checked_again_when_the_job_runs() {
     assert_never_logged_in(&sshd);
 }
 
+/// The SSH rows of the audit trail for a job, as `(kind, outcome, code, reason)`.
+async fn ssh_audit_rows(app: &TestApp, id: &str) -> Vec<(String, Option<String>, String, String)> {
+    sqlx::query_as(
+        "SELECT kind, outcome, coalesce(detail->>'code', ''), coalesce(detail->>'reason', '')
+         FROM audit_events WHERE job_id = $1 AND kind LIKE 'ssh.%' ORDER BY id",
+    )
+    .bind(uuid::Uuid::parse_str(&id[4..]).unwrap())
+    .fetch_all(app.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn peek_refuses_secret_paths_and_runs_nothing() {
+    let sshd = Sshd::start().await;
+    let app = app_for(sshd.host()).await;
+    // A real key file the login user could read.
+    let ssh_dir = sshd.path(".ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    std::fs::copy(
+        sshd.path("authorized_keys"),
+        ssh_dir.join("authorized_keys"),
+    )
+    .unwrap();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let d = sshd.dir.path().display();
+    for (command, reason) in [
+        (format!("cat {home}/.ssh/authorized_keys"), "`**/.ssh`"),
+        (format!("cat {d}/.ssh/authorized_keys"), "`**/.ssh`"),
+        (
+            format!("head -n 1 {d}/x/../.ssh//authorized_keys"),
+            "`**/.ssh`",
+        ),
+        (format!("ls -la {d}/.ssh"), "`**/.ssh`"),
+        (format!("find {d}/.ssh"), "`**/.ssh`"),
+        ("cat .ssh/authorized_keys".to_string(), "`**/.ssh`"),
+        ("cat /etc/shadow".to_string(), "`/etc/shadow*`"),
+        ("grep -e root /etc/shadow".to_string(), "`/etc/shadow*`"),
+        ("cat /proc/1/environ".to_string(), "`/proc/**/environ`"),
+        ("cat /proc/1/root/etc/shadow".to_string(), "`/proc/**/root`"),
+        ("grep -r ssh-ed25519 /etc".to_string(), "recursive search"),
+    ] {
+        let message = peek_refused(&app, &command, "path_not_allowed").await;
+        assert!(
+            message.contains(reason),
+            "{command:?}: {message:?} should name {reason}"
+        );
+    }
+    assert_never_logged_in(&sshd);
+}
+
+#[tokio::test]
+async fn a_path_refused_when_the_job_runs_is_audited_and_nothing_is_sent() {
+    let sshd = Sshd::start().await;
+    let db = TestDb::new().await;
+    let note = sshd.path("note.txt");
+    std::fs::write(&note, "private\n").unwrap();
+    // This instance takes the request (no deny_paths) but runs nothing…
+    let host = sshd.host();
+    let intake = spawn(Spawn {
+        db: Some(db.clone()),
+        configure: Box::new(move |c| {
+            c.workers.concurrency = 0;
+            c.ssh.hosts.insert("test".into(), host);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let command = format!("cat {}", note.display());
+    let (status, body) = intake
+        .orchestrate_json(json!({"intent": "ssh.exec.peek", "async": true,
+                                 "inputs": {"host": "test", "command": command}}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = job_id(&body);
+    // …this one runs it, with the file denied on the host.
+    let mut host = sshd.host();
+    host.peek.deny_paths = vec![note.display().to_string()];
+    let worker = spawn(Spawn {
+        db: Some(db),
+        configure: Box::new(move |c| {
+            c.ssh.hosts.insert("test".into(), host);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let job = worker.wait_for_status(&id, "failed").await;
+    assert_eq!(job["error"]["code"], "path_not_allowed", "{job}");
+    assert_eq!(job["attempts"], 1, "a refusal is not retried");
+    let rows = ssh_audit_rows(&worker, &id).await;
+    assert_eq!(rows.len(), 1, "only the refusal, no ssh.run: {rows:?}");
+    let (kind, outcome, code, reason) = &rows[0];
+    assert_eq!(kind, "ssh.refused");
+    assert_eq!(outcome.as_deref(), Some("refused"));
+    assert_eq!(code, "path_not_allowed");
+    assert!(
+        reason.contains(&note.display().to_string()) && reason.contains("denied on this host"),
+        "{reason}"
+    );
+    assert_never_logged_in(&sshd);
+}
+
+#[tokio::test]
+async fn a_host_with_allow_paths_runs_commands_inside_them_only() {
+    let sshd = Sshd::start().await;
+    let inside = sshd.path("logs");
+    std::fs::create_dir_all(inside.join("app/.ssh")).unwrap();
+    std::fs::write(inside.join("app/app.log"), "ok\nneedle one\n").unwrap();
+    std::fs::write(inside.join("app/.env"), "needle=secret\n").unwrap();
+    std::fs::write(inside.join("app/.ssh/id_test"), "needle key\n").unwrap();
+    let mut host = sshd.host();
+    host.peek.allow_paths = Some(vec![inside.display().to_string()]);
+    let app = app_for(host).await;
+    let d = inside.display();
+
+    let (status, body) = peek(&app, &format!("cat {d}/app/app.log")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["stdout"], "ok\nneedle one\n", "{body}");
+
+    // A recursive grep really runs, and skips the secrets below its start.
+    let (status, body) = peek(&app, &format!("grep -rn needle {d}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = &body["result"];
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(
+        r["stdout"],
+        format!("{d}/app/app.log:2:needle one\n"),
+        "{r}"
+    );
+    assert!(
+        r["command"]
+            .as_str()
+            .unwrap()
+            .contains("'--exclude-dir=.ssh'"),
+        "{r}"
+    );
+
+    for (command, reason) in [
+        (
+            "cat /etc/hostname".to_string(),
+            "outside this host's allow_paths",
+        ),
+        (
+            format!("cat {d}/../sshd_config"),
+            "outside this host's allow_paths",
+        ),
+        ("ls".to_string(), "home directory"),
+        ("cat app/app.log".to_string(), "relative"),
+        (format!("cat {d}/app/.env"), "`**/.env`"),
+    ] {
+        let message = peek_refused(&app, &command, "path_not_allowed").await;
+        assert!(
+            message.contains(reason),
+            "{command:?}: {message:?} should say {reason}"
+        );
+    }
+    // Commands that name no path still run.
+    let (status, body) = peek(&app, "uptime").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn exec_runs_a_command_and_a_non_zero_exit_is_still_a_result() {
     let sshd = Sshd::start().await;

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use russh::keys::ssh_key::PublicKey;
 use serde::{Deserialize, Serialize};
 
-use super::allowlist::PeekConfig;
+use super::{allowlist::PeekConfig, paths};
 
 /// The intents a host may serve.
 pub const INTENTS: [&str; 2] = ["ssh.exec", "ssh.exec.peek"];
@@ -75,6 +75,20 @@ pub struct HostConfig {
     /// The most a request may ask for with `timeout_ms`.
     #[serde(default = "default_max_command_timeout_ms")]
     pub max_command_timeout_ms: u64,
+    /// `[ssh.hosts."<name>".peek]`: the paths `ssh.exec.peek` may name on this host.
+    #[serde(default)]
+    pub peek: HostPeekConfig,
+}
+
+/// `[ssh.hosts."<name>".peek]`: on top of the built-in secret-path denylist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostPeekConfig {
+    /// When set, peek commands may only name paths in these directories (absolute paths;
+    /// an empty list allows no path at all).
+    pub allow_paths: Option<Vec<String>>,
+    /// More patterns to refuse (the syntax of `secret_paths.txt`).
+    pub deny_paths: Vec<String>,
 }
 
 fn default_port() -> u16 {
@@ -111,6 +125,7 @@ impl HostConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             command_timeout_ms: default_command_timeout_ms(),
             max_command_timeout_ms: default_max_command_timeout_ms(),
+            peek: HostPeekConfig::default(),
         }
     }
 
@@ -203,6 +218,16 @@ impl SshConfig {
                     "must be positive and at most max_command_timeout_ms",
                 );
             }
+            for p in h.peek.allow_paths.iter().flatten() {
+                if let Some(problem) = paths::prefix_problem(p) {
+                    bad("peek.allow_paths", &problem);
+                }
+            }
+            for p in &h.peek.deny_paths {
+                if let Some(problem) = paths::pattern_problem(p) {
+                    bad("peek.deny_paths", &problem);
+                }
+            }
         }
         out
     }
@@ -267,6 +292,20 @@ mod tests {
                 "ssh.hosts.\"web-1\".host_key",
             ]
         );
+        let h = HostConfig {
+            peek: HostPeekConfig {
+                allow_paths: Some(vec!["/var/log".into(), "srv/app".into()]),
+                deny_paths: vec!["/srv/app/config/**".into(), "*.sqlite".into()],
+            },
+            ..host()
+        };
+        assert_eq!(
+            problems_of(h),
+            [
+                "ssh.hosts.\"web-1\".peek.allow_paths",
+                "ssh.hosts.\"web-1\".peek.deny_paths",
+            ]
+        );
     }
 
     #[test]
@@ -302,6 +341,11 @@ mod tests {
         );
         assert_eq!(host.connect_timeout_ms, default_connect_timeout_ms());
         assert!(file.ssh.peek.programs.contains_key("lsblk"));
+        assert_eq!(
+            host.peek.allow_paths.as_deref(),
+            Some(&["/var/log".to_owned(), "/srv/app".to_owned()][..])
+        );
+        assert_eq!(host.peek.deny_paths, ["/srv/app/config/**"]);
     }
 
     #[test]

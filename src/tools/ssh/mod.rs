@@ -1,7 +1,8 @@
 //! `ssh.exec` and `ssh.exec.peek`: commands on configured hosts over SSH (russh).
 //!
 //! - `ssh.exec.peek` runs read-only diagnostics: one program from the allowlist, its arguments
-//!   checked, sent as quoted words so the remote shell runs exactly what was checked.
+//!   checked, the paths it names kept away from secrets (and, per host, inside `allow_paths`),
+//!   sent as quoted words so the remote shell runs exactly what was checked.
 //! - `ssh.exec` runs any command, but one the classifier flags as destructive only runs with
 //!   `confirm_dangerous: true`; otherwise the job is a dry run that says why.
 //!
@@ -14,13 +15,14 @@ mod classifier;
 mod client;
 pub mod config;
 mod exec;
+mod paths;
 mod pool;
 pub mod shell;
 
 pub use classifier::dangers;
-pub use config::{HostConfig, SshConfig};
+pub use config::{HostConfig, HostPeekConfig, SshConfig};
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
@@ -43,7 +45,7 @@ const MAX_TIMEOUT_MS: u64 = 24 * 3_600_000;
 /// loaded, so a broken inventory stops the server at start rather than a job later.
 pub fn tools(
     config: &SshConfig,
-    overrides: &std::collections::BTreeMap<String, IntentOverride>,
+    overrides: &BTreeMap<String, IntentOverride>,
     store: &Store,
 ) -> Result<Vec<Arc<dyn Tool>>, String> {
     if config.hosts.is_empty() {
@@ -54,9 +56,19 @@ pub fn tools(
         .iter()
         .map(|(name, host)| Target::load(name, host))
         .collect::<Result<Vec<_>, _>>()?;
+    let path_policies = config
+        .hosts
+        .iter()
+        .map(|(name, host)| {
+            paths::Policy::new(&host.peek)
+                .map(|p| (name.clone(), p))
+                .map_err(|e| format!("ssh.hosts.\"{name}\".peek.deny_paths: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared {
         pools: Pools::new(targets, Duration::from_millis(config.idle_timeout_ms)),
         allowlist: Allowlist::new(&config.peek),
+        paths: path_policies,
         store: store.clone(),
         max_output_bytes: config.max_output_bytes,
     });
@@ -91,7 +103,9 @@ pub fn tools(
         PEEK,
         "Run a read-only diagnostic command on a configured host over SSH: one allowlisted \
          program (ls, cat, tail, grep, df, ps, journalctl, systemctl status, …) with checked \
-         arguments; no shell syntax.",
+         arguments; no shell syntax. Paths that may hold secrets (.ssh, /etc/shadow, private \
+         keys, .env, /proc/*/environ, …) are refused, and a host may allow only some \
+         directories.",
         Effect::Read,
         inputs_schema(&hosts, false),
     );
@@ -155,10 +169,12 @@ fn inputs_schema(hosts: &str, exec: bool) -> Value {
     })
 }
 
-/// What both tools share: the host pools, the peek allowlist, the store for the history.
+/// What both tools share: the host pools, the peek allowlist and path policies (by host), the
+/// store for the history.
 struct Shared {
     pools: Pools,
     allowlist: Allowlist,
+    paths: BTreeMap<String, paths::Policy>,
     store: Store,
     max_output_bytes: usize,
 }
@@ -272,6 +288,24 @@ impl SshTool {
             code: Some("command_not_allowed"),
             message: e.to_string(),
         })?;
+        // A recursive grep comes back with exclusions added: what runs is what was checked.
+        // Every configured host has a policy; were one missing, nothing would pass.
+        let refused = |code, message| Refusal {
+            field: "inputs.command",
+            code: Some(code),
+            message,
+        };
+        let argv = match self.shared.paths.get(&input.host) {
+            Some(policy) => policy
+                .check(&argv)
+                .map_err(|e| refused(e.code, e.message))?,
+            None => {
+                return Err(refused(
+                    paths::PATH_NOT_ALLOWED,
+                    format!("no path policy for host `{}`", input.host),
+                ));
+            }
+        };
         Ok((
             pool,
             Plan {
