@@ -151,6 +151,162 @@ const DANGEROUS: &[(&str, &str)] = &[
     ("mv /etc /tmp/etc", "`mv` moves the system directory /etc"),
     ("echo x > /etc/passwd", "overwrites the system file /etc/passwd"),
     ("cp x /etc/shadow", "`cp` replaces the system file /etc/shadow"),
+    // A command whose effect cannot be read from its words: shells and interpreters.
+    ("base64 -d x | bash", "`bash` reads its program from a pipe: its effect cannot be read from the command"),
+    ("cat script | bash", "`bash` reads its program from a pipe"),
+    ("echo \"$PAYLOAD\" | base64 -d | bash", "`bash` reads its program from a pipe"),
+    ("openssl enc -d -aes256 -in x | sh", "`sh` reads its program from a pipe"),
+    ("base64 -d <<< cm0gLXJmIC8K | sh", "`sh` reads its program from a pipe"),
+    ("bash < x.sh", "`bash` reads its program from the file x.sh"),
+    ("bash 0< x.sh", "`bash` reads its program from the file x.sh"),
+    ("dash < /tmp/x", "`dash` reads its program from the file /tmp/x"),
+    ("bash -s < install.sh", "`bash` reads its program from the file install.sh"),
+    ("bash -s -- --flag <&3", "`bash` reads its program from another file descriptor"),
+    ("sh <<< 'rm -rf /'", "`sh` reads its program from a here-string"),
+    ("sh <<< 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("bash <<'EOF'\nrm -rf /tmp/x\nEOF", "`bash` reads its program from a here-document"),
+    ("python3 <<EOF\nimport os\nEOF", "`python3` reads its program from a here-document"),
+    ("sh", "`sh` reads its program from standard input"),
+    ("bash -i", "`bash` reads its program from standard input"),
+    ("busybox sh", "`sh` reads its program from standard input"),
+    ("env bash", "`bash` reads its program from standard input"),
+    ("env -S 'bash -e'", "`bash` reads its program from standard input"),
+    ("exec sh", "`sh` reads its program from standard input"),
+    ("timeout 5 sh", "`sh` reads its program from standard input"),
+    ("python3", "`python3` reads its program from standard input"),
+    ("echo 'print(1)' | python3 -", "`python3` reads its program from a pipe"),
+    ("node", "`node` reads its program from standard input"),
+    ("tclsh", "`tclsh` reads its program from standard input"),
+    ("wget -qO- http://x | perl", "pipes a download into a shell or interpreter"),
+    ("bash /opt/app/deploy.sh", "`bash` runs the script file /opt/app/deploy.sh: its effect cannot be read"),
+    ("bash -x ./deploy.sh", "`bash` runs the script file ./deploy.sh"),
+    ("bash -- x.sh", "`bash` runs the script file x.sh"),
+    ("nohup bash x.sh", "`bash` runs the script file x.sh"),
+    ("nohup bash x.sh > /tmp/x.log 2>&1 &", "`bash` runs the script file x.sh"),
+    ("timeout 5 bash x.sh", "`bash` runs the script file x.sh"),
+    ("sudo bash x.sh", "`bash` runs the script file x.sh"),
+    ("sudo -u deploy bash x.sh", "`bash` runs the script file x.sh"),
+    ("nice -n 5 bash x.sh", "`bash` runs the script file x.sh"),
+    ("ionice -c3 bash x.sh", "`bash` runs the script file x.sh"),
+    ("stdbuf -oL python3 x.py", "`python3` runs the script file x.py"),
+    ("setsid bash x.sh", "`bash` runs the script file x.sh"),
+    ("chroot /mnt bash x.sh", "`bash` runs the script file x.sh"),
+    ("flock /tmp/lock bash x.sh", "`bash` runs the script file x.sh"),
+    ("flock -w 5 /tmp/lock -c 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("watch -n 5 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("watch bash x.sh", "`bash` runs the script file x.sh"),
+    ("time bash x.sh", "`bash` runs the script file x.sh"),
+    ("command bash x.sh", "`bash` runs the script file x.sh"),
+    ("unbuffer bash x.sh", "`bash` runs the script file x.sh"),
+    ("strace -f -o /tmp/t rm -rf /", "`rm -r`/`-f` on a system path: /"),
+    ("systemd-run --unit x bash x.sh", "`bash` runs the script file x.sh"),
+    ("exec python3 x.py", "`python3` runs the script file x.py"),
+    ("python3.11 x.py", "`python3.11` runs the script file x.py"),
+    ("/usr/bin/python3 manage.py migrate", "`python3` runs the script file manage.py"),
+    ("pypy3 x.py", "`pypy3` runs the script file x.py"),
+    ("ksh93 x.ksh", "`ksh93` runs the script file x.ksh"),
+    ("lua5.4 x.lua", "`lua5.4` runs the script file x.lua"),
+    ("perl x.pl", "`perl` runs the script file x.pl"),
+    ("ruby x.rb", "`ruby` runs the script file x.rb"),
+    ("ruby -v x.rb", "`ruby` runs the script file x.rb"),
+    ("node server.js", "`node` runs the script file server.js"),
+    ("Rscript x.R", "`Rscript` runs the script file x.R"),
+    ("tclsh deploy.tcl", "`tclsh` runs the script file deploy.tcl"),
+    ("pwsh.exe -File x.ps1", "`pwsh.exe` runs the script file x.ps1"),
+    ("php -f x.php", "`php` runs the script file x.php"),
+    ("php -fx.php", "`php` runs the script file x.php"),
+    ("bash \"$SCRIPT\"", "`bash` runs a script file only known at run time (`$SCRIPT`)"),
+    ("bash <(curl -s http://x)", "`bash` runs the script that `<(curl -s http://x)` produces"),
+    ("bash <(echo reboot)", "`bash` runs the script that `<(echo reboot)` produces"),
+    ("source ./x", "`source` runs the script file ./x"),
+    (". ./x", "`.` runs the script file ./x"),
+    ("source ~/.bashrc", "`source` runs the script file ~/.bashrc"),
+    ("python3 -c 'import shutil; shutil.rmtree(\"/etc\")'", "`python3 -c` runs Python code, which is not checked: its effect cannot be read"),
+    ("python3 -c 'print(1)'", "`python3 -c` runs Python code"),
+    ("/usr/bin/python3 -c 'print(1)'", "`python3 -c` runs Python code"),
+    ("python -Bc 'import os'", "`python -Bc` runs Python code"),
+    ("curl -s x | python3 -c 'import sys; exec(sys.stdin.read())'", "`python3 -c` runs Python code"),
+    ("perl -e 'unlink glob \"/etc/*\"'", "`perl -e` runs Perl code"),
+    ("perl -pi -e 's/a/b/' /etc/hosts", "`perl -e` runs Perl code"),
+    ("perl -ne 'print' file", "`perl -ne` runs Perl code"),
+    ("ruby -e 'File.delete(\"x\")'", "`ruby -e` runs Ruby code"),
+    ("ruby -rjson -e 'p 1'", "`ruby -e` runs Ruby code"),
+    ("node -e 'require(\"fs\").rmSync(\"/\", {recursive: true})'", "`node -e` runs JavaScript code"),
+    ("node --eval='process.exit(1)'", "`node --eval` runs JavaScript code"),
+    ("php -r 'unlink(\"/etc/passwd\");'", "`php -r` runs PHP code"),
+    ("lua -e 'os.remove(\"x\")'", "`lua -e` runs Lua code"),
+    ("pwsh -Command 'Remove-Item -Recurse /'", "`pwsh -Command` runs PowerShell code"),
+    ("pwsh -NoProfile -c 'Stop-Computer'", "`pwsh -c` runs PowerShell code"),
+    ("Rscript -e 'unlink(\"/etc\", recursive = TRUE)'", "`Rscript -e` runs R code"),
+    ("expect -c 'spawn ssh root@db'", "`expect -c` runs Expect code"),
+    ("osascript -e 'do shell script \"rm -rf ~\"'", "`osascript -e` runs AppleScript code"),
+    ("bash -c 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("bash -euo pipefail -c 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("zsh -lc 'reboot'", "`reboot` stops or restarts the machine"),
+    ("fish -c 'rm -rf /'", "`rm -r`/`-f` on a system path: /"),
+    ("env -i sh -c 'reboot'", "`reboot` stops or restarts the machine"),
+    ("sh -c \"$X\"", "the program to run is only known at run time (`$X`)"),
+    ("ionice -c3 sh -c \"$(cat x)\"", "the program to run is only known at run time"),
+    ("BASH_ENV=./x.sh bash -c ls", "`BASH_ENV=./x.sh` makes bash run ./x.sh first"),
+    ("eval \"$X\"", "`eval` runs a string only known at run time"),
+    ("su -c \"$CMD\"", "`su -c` runs a string only known at run time"),
+    ("script -qc 'reboot' /dev/null", "`reboot` stops or restarts the machine"),
+    // awk: its program is in the words, but one that runs commands, writes files or loads code
+    // reaches past them.
+    ("gawk -f prog.awk data", "`gawk` runs the awk program in prog.awk"),
+    ("awk -f x.awk", "`awk` runs the awk program in x.awk"),
+    ("mawk 'BEGIN { system(\"reboot\") }'", "`mawk` program calls `system()`: its effect cannot be read"),
+    ("awk '{ system (\"rm \" $1) }' list", "`awk` program calls `system()`"),
+    ("nawk '{ print | \"sh\" }' cmds", "`nawk` program pipes to or from a command (`|`)"),
+    ("awk '{ \"date\" | getline d; print d }' f", "`awk` program pipes to or from a command"),
+    ("awk 'BEGIN { while ((\"ls\" | getline l) > 0) print l }'", "`awk` program pipes to or from a command"),
+    ("awk '{ print $0 | \"mail root\" }' f", "`awk` program pipes to or from a command"),
+    ("awk '{ print $1 > \"/etc/passwd\" }' f", "`awk` program redirects output to a file"),
+    ("awk 'BEGIN { printf \"x\" >> \"/tmp/y\" }'", "`awk` program redirects output to a file"),
+    ("gawk '@load \"filefuncs\"; BEGIN { }'", "`gawk` program loads code"),
+    ("awk \"$PROG\" file", "`awk` runs a program only known at run time (`$PROG`)"),
+    ("gawk -e 'BEGIN { system(\"id\") }'", "`gawk` program calls `system()`"),
+    // Wrappers that start a shell, and commands for another host.
+    ("sudo -s", "`sudo -s` starts a shell that reads its program from standard input"),
+    ("sudo -i", "`sudo -i` starts a shell"),
+    ("sudo -u postgres -i", "`sudo -u postgres -i` starts a shell"),
+    ("sudo su -", "`su -` starts a shell"),
+    ("su", "`su` starts a shell"),
+    ("doas -s", "`doas -s` starts a shell"),
+    ("chroot /mnt", "`chroot /mnt` starts a shell"),
+    ("unshare -r", "`unshare -r` starts a shell"),
+    ("nsenter -t 1 -m -u -i -n -p", "`nsenter -t 1 -m -u -i -n -p` starts a shell"),
+    ("ssh other-host 'rm -rf /tmp/x'", "`ssh other-host` runs `rm -rf /tmp/x` on another host: its effect cannot be read"),
+    ("ssh -o BatchMode=yes db-2 uptime", "`ssh db-2` runs `uptime` on another host"),
+    ("ssh -t db-2 sudo reboot", "`reboot` stops or restarts the machine"),
+    ("sshpass -p pw ssh db-2 reboot", "`ssh db-2` runs `reboot` on another host"),
+    ("ssh db-2", "`ssh db-2` opens a shell on another host"),
+    ("ssh db-2 < script.sh", "`ssh db-2` opens a shell on another host"),
+    ("cat x.sh | ssh db-2 bash", "`ssh db-2` runs `bash` on another host"),
+    // xargs, parallel and find run programs on arguments found at run time.
+    ("xargs rm -rf", "`xargs rm` takes its targets from input, which cannot be checked"),
+    ("find . -print0 | xargs -0 rm", "`xargs rm` takes its targets from input"),
+    ("xargs sudo rm -f", "`xargs rm` takes its targets from input"),
+    ("xargs -a pids.txt kill", "`xargs kill` takes its targets from input"),
+    ("xargs -0 sh -c 'rm \"$@\"' _", "`xargs sh` runs code with arguments from its input pasted in"),
+    ("xargs -I{} sh -c 'echo {}'", "`xargs sh` runs code with arguments from its input pasted in"),
+    ("xargs -n1 python3", "`xargs python3` runs code"),
+    ("xargs -n1 mv -t /srv/old", "`xargs mv` is not known to be harmless and takes its arguments from input"),
+    ("ls | xargs -r docker rm", "`xargs docker` is not known to be harmless"),
+    ("xargs $CMD", "the program to run is only known at run time (`$CMD`)"),
+    ("parallel rm ::: a b", "`parallel rm` takes its targets from input"),
+    ("parallel -j4 'sh -c {}' ::: a b", "`parallel sh` runs code"),
+    ("parallel ::: 'rm -rf /tmp/a' reboot", "`parallel` runs each line of its input (or `:::` argument) as a command"),
+    ("cat cmds.txt | parallel", "`parallel` runs each line of its input"),
+    ("parallel gzip ::: *.log", "`parallel gzip` is not known to be harmless"),
+    ("find / -delete", "`find -delete` on a system path: /"),
+    ("find /tmp -name '*.tmp' -delete", "`find -delete` deletes whatever matches when it runs: its effect cannot be read"),
+    ("find . -name '*.log' -exec rm {} +", "`find -exec rm` destroys files chosen when it runs"),
+    ("find . -type f -exec shred -u {} \\;", "`find -exec shred` destroys files"),
+    ("find . -ok rm {} \\;", "`find -ok rm` destroys files"),
+    ("find / -exec sh -c 'echo \"$1\"' _ {} \\;", "`find -exec sh` runs code on the files it finds"),
+    ("find . -execdir bash -c 'x' \\;", "`find -execdir bash` runs code on the files it finds"),
+    ("find . -exec sudo rm {} +", "`find -exec rm` destroys files"),
 ];
 
 /// Commands that run without a dry run.
@@ -190,12 +346,10 @@ const BENIGN: &[&str] = &[
     "curl -s http://localhost/health",
     "curl http://x | jq .",
     "wget -O /tmp/x.tar.gz http://x",
-    "bash /opt/app/deploy.sh",
     "sh -c 'echo hi'",
     "sudo systemctl reload nginx",
     "env FOO=1 printenv FOO",
     "timeout 5 ping -c 1 example.com",
-    "find /tmp -name '*.tmp' -delete",
     "find /var/www -exec chmod 644 {} \\;",
     "cat /var/log/syslog | grep error | tail -n 5",
     "echo 'rm -rf /'",
@@ -209,28 +363,157 @@ const BENIGN: &[&str] = &[
     "ip addr show",
     "echo $HOME",
     "sleep 1 && echo done",
+    // Interpreters asked for their version, or given a program that is in the words and read.
+    "bash --version",
+    "zsh --version",
+    "python3 --version",
+    "python3 -V",
+    "python3 -VV",
+    "python3 -V 2>&1",
+    "node --version",
+    "node -v",
+    "node --check app.js",
+    "perl -v",
+    "perl -v | head -2",
+    "ruby -v",
+    "ruby --version",
+    "php -v",
+    "php -l index.php",
+    "lua -v",
+    "pwsh -Version",
+    "Rscript --version",
+    "expect -v",
+    "sh -n script.sh",
+    "bash -n /opt/app/deploy.sh",
+    "bash -c 'ls /tmp'",
+    "bash -lc 'uptime'",
+    "bash -c 'ls /tmp' | wc -l",
+    "env FOO=1 bash -c 'echo $FOO'",
+    "sh -c 'exit 0'",
+    "python3 -m json.tool data.json",
+    "python3 -m venv /tmp/venv",
+    "awk '{print $1}' file",
+    "awk -F: '$3 > 1000 {print $1}' /etc/passwd",
+    "awk '/error|warn/ {n++} END {print n}' app.log",
+    "awk '$1 == \"a\" || $2 == \"b\"' f",
+    "awk '{print ($1 > 5)}' f",
+    "awk 'NR % 2 == 0 { print $1 / 2 }' f",
+    "awk -v x=1 'BEGIN { print x }'",
+    "awk 'BEGIN { printf(\"%d\\n\", 3 > 2) }'",
+    "awk 'BEGIN { while ((getline line < \"/etc/hosts\") > 0) print line }'",
+    "awk '{ s += $2 } END { print s }' # total",
+    "gawk -e 'BEGIN { print 1 }'",
+    "gawk -W version",
+    "awk --version",
+    "ps aux | awk '{print $2}' | sort -n | head",
+    "df -h | awk 'NR > 1 { print $5, $6 }'",
+    // xargs with no program runs `echo`; read-only programs may take any arguments.
+    "xargs",
+    "ls | xargs",
+    "find . -name '*.py' | xargs grep -n TODO",
+    "find . -name '*.py' | xargs wc -l",
+    "xargs -I{} echo {}",
+    "ls | xargs -n1 basename",
+    "ls | xargs -I{} stat {}",
+    "find . -exec grep -l foo {} +",
+    "find . -name '*.log' -print",
+    "find /tmp -name '*.tmp' -print",
+    "find /var/www -type f -exec sed -n 1p {} \\;",
+    "parallel echo ::: a b c",
+    "ls *.gz | parallel wc -l",
+    // Wrappers that only look a program up, or run something readable.
+    "command -v bash",
+    "command -V python3",
+    "type bash",
+    "which python3",
+    "which bash && bash --version",
+    "watch -n 5 'df -h'",
+    "watch -n1 'ps aux | grep nginx'",
+    "flock /tmp/lock -c 'echo hi'",
+    "flock -w 5 /tmp/lock uptime",
+    "nice -n 10 tar czf /tmp/b.tgz /srv/app",
+    "ionice -c3 du -sh /var",
+    "stdbuf -oL tail -f /var/log/app.log",
+    "setsid sleep 10",
+    "chroot /mnt ls /",
+    "chroot --help",
+    "timeout 5 cat /etc/hosts",
+    "nohup sleep 60 &",
+    "sudo -u bob ls /home/bob",
+    "sudo -l",
+    "busybox ls /",
+    "exec > /tmp/log 2>&1",
+    "env",
+    "env | sort",
+    // ssh asked about itself, or only forwarding.
+    "ssh -V",
+    "ssh -G db-2",
+    "ssh -O check db-2",
+    "ssh -N -L 8080:localhost:80 db-2",
+    "/etc/init.d/ssh status",
+    // Words that only mention shells.
+    "cat script.sh",
+    "grep bash /etc/passwd",
+    "echo 'bash x.sh'",
+    "echo python3 | tr a-z A-Z",
+    "ls /usr/bin/python3",
+    "cat <<'EOF' > /tmp/x.txt\nhello world\nEOF",
+    "tail -f /var/log/syslog | grep --line-buffered sshd",
+    "crontab -l | grep backup",
 ];
 
 #[test]
 fn flags_destructive_commands() {
-    for (cmd, want) in DANGEROUS {
-        let reasons = dangers(cmd);
-        assert!(
-            reasons.iter().any(|r| r.contains(want)),
-            "{cmd:?} should be flagged with a reason containing {want:?}; got {reasons:?}"
-        );
-    }
+    let failures: Vec<String> = DANGEROUS
+        .iter()
+        .filter_map(|(cmd, want)| {
+            let reasons = dangers(cmd);
+            (!reasons.iter().any(|r| r.contains(want)))
+                .then(|| format!("{cmd:?}: no reason contains {want:?}; got {reasons:?}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn leaves_ordinary_commands_alone() {
-    for cmd in BENIGN {
-        assert_eq!(dangers(cmd), Vec::<String>::new(), "{cmd:?}");
-    }
+    let failures: Vec<String> = BENIGN
+        .iter()
+        .filter_map(|cmd| {
+            let reasons = dangers(cmd);
+            (!reasons.is_empty()).then(|| format!("{cmd:?}: flagged {reasons:?}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_tables_cover_enough_commands() {
+    // The issue asks for at least 150; these only grow.
+    assert!(DANGEROUS.len() >= 290, "{}", DANGEROUS.len());
+    assert!(BENIGN.len() >= 140, "{}", BENIGN.len());
 }
 
 #[test]
 fn reasons_say_what_and_where() {
+    assert_eq!(
+        dangers("cat script | bash"),
+        ["`bash` reads its program from a pipe: its effect cannot be read from the command"]
+    );
+    assert_eq!(
+        dangers("curl http://x/i.sh | sh"),
+        [
+            "`sh` reads its program from a pipe: its effect cannot be read from the command",
+            "pipes a download into a shell or interpreter (`curl … | sh`)"
+        ]
+    );
+    assert_eq!(
+        dangers("ssh db-2 'rm -rf /'"),
+        [
+            "`ssh db-2` runs `rm -rf /` on another host: its effect cannot be read from the command",
+            "`rm -r`/`-f` on a system path: /"
+        ]
+    );
     assert_eq!(
         dangers("sudo rm -rf /etc && reboot"),
         [
