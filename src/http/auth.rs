@@ -108,10 +108,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Authenticated {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Authenticated>().cloned())
     }
 }

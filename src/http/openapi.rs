@@ -6,7 +6,9 @@ use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{AppState, auth::Permissions, callbacks, health, jobs, keys, orchestrate, problem, tools};
+use super::{
+    AppState, auth::Permissions, callbacks, health, jobs, keys, orchestrate, problem, tools,
+};
 use crate::{
     auth::Authenticated,
     dispatch::catalog::{Catalog, Intent},
@@ -83,10 +85,7 @@ pub fn router() -> Router<AppState> {
 
 /// Without a key: the API and the intents every server has, nothing of this deployment (no
 /// host names, URLs or server names). With a key: every intent that key may run.
-async fn openapi_json(
-    State(state): State<AppState>,
-    auth: Option<Authenticated>,
-) -> Json<Value> {
+async fn openapi_json(State(state): State<AppState>, auth: Option<Authenticated>) -> Json<Value> {
     let catalog = state.registry.snapshot();
     let shown = |intent: &Intent| match &auth {
         None => intent.tool.spec().public,
@@ -96,11 +95,7 @@ async fn openapi_json(
 }
 
 /// The document for the intents of `catalog` that `shown` admits, and this public URL.
-pub fn document(
-    catalog: &Catalog,
-    public_url: &str,
-    shown: impl Fn(&Intent) -> bool,
-) -> Value {
+pub fn document(catalog: &Catalog, public_url: &str, shown: impl Fn(&Intent) -> bool) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("OpenAPI serializes");
     doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
     doc["servers"] = json!([{"url": public_url.trim_end_matches('/')}]);

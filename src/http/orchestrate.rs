@@ -470,9 +470,15 @@ pub async fn orchestrate(
             )],
         });
     }
-    intent
-        .validate(&req.inputs)
-        .map_err(|errors| ApiError::from_input_errors(req.intent.clone(), errors))?;
+    if let Err(errors) = intent.validate(&req.inputs) {
+        if let Some((kind, detail)) = intent.tool.refusal_audit(&req.inputs, &errors) {
+            state
+                .store
+                .audit_intake_refusal(kind, intent.name(), &auth.principal, &detail)
+                .await?;
+        }
+        return Err(ApiError::from_input_errors(req.intent, errors));
+    }
     if let Some(url) = &req.callback_url {
         state
             .callback_policy

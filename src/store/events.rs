@@ -5,7 +5,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Store, StoreResult};
-use crate::{ids::JobId, model::JobStatus};
+use crate::{
+    ids::JobId,
+    model::{JobStatus, Principal},
+};
 
 #[derive(Debug, Clone)]
 pub struct JobEvent {
@@ -47,6 +50,35 @@ impl Store {
             kind,
             attempt,
             detail,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A policy refusal at intake (no job exists): attributed to who asked.
+    pub async fn audit_intake_refusal(
+        &self,
+        kind: &str,
+        intent: &str,
+        by: &Principal,
+        detail: &Value,
+    ) -> StoreResult<()> {
+        sqlx::query!(
+            r#"
+            INSERT INTO audit_events (kind, intent, detail, target, outcome, http_status,
+                                      actor_kind, actor_id, actor_name, request_id, client_addr)
+            VALUES ($1, $2, $3, $3::jsonb ->> 'host', $3::jsonb ->> 'decision', 422,
+                    $4, $5, $6, $7, $8)
+            "#,
+            kind,
+            intent,
+            detail,
+            by.actor_kind(),
+            by.api_key_id.map(|id| id.to_string()),
+            by.name,
+            by.request_id,
+            by.client_addr,
         )
         .execute(&self.pool)
         .await?;

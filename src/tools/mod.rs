@@ -132,5 +132,17 @@ pub trait Tool: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The audit entry for inputs `check_inputs` refused at intake, when such a refusal is a
+    /// policy decision worth recording although no job exists (an SSH command refused):
+    /// `(kind, detail)`. `host` and `decision` in the detail become the entry's target and
+    /// outcome, as for the events a job records.
+    fn refusal_audit(
+        &self,
+        _inputs: &Value,
+        _errors: &[FieldError],
+    ) -> Option<(&'static str, Value)> {
+        None
+    }
+
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult>;
 }

@@ -174,7 +174,12 @@ async fn public_endpoints_reveal_no_configuration_without_a_key() {
         );
     })
     .await;
-    let revealing = ["db-primary-internal", "ap-secret-token", "gmail.triage", "ssh.exec"];
+    let revealing = [
+        "db-primary-internal",
+        "ap-secret-token",
+        "gmail.triage",
+        "ssh.exec",
+    ];
 
     let (status, doc) = app.get_json("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
@@ -182,7 +187,10 @@ async fn public_endpoints_reveal_no_configuration_without_a_key() {
     for secret in revealing {
         assert!(!text.contains(secret), "{secret} in the public document");
     }
-    assert!(text.contains("inputs.memory.write"), "built-in intents stay");
+    assert!(
+        text.contains("inputs.memory.write"),
+        "built-in intents stay"
+    );
     let (status, ready) = app.get_json("/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -200,7 +208,10 @@ async fn public_endpoints_reveal_no_configuration_without_a_key() {
     let (_, doc) = app.get_json_as(&memory_only, "/openapi.json").await;
     assert!(!doc.to_string().contains("gmail.triage"));
     let (_, ready) = app.get_json_as(&everything, "/readyz").await;
-    assert!(ready.get("flows").is_none(), "intent scopes are not ops:read");
+    assert!(
+        ready.get("flows").is_none(),
+        "intent scopes are not ops:read"
+    );
 
     let ops = app.key("ops", &["ops:read"]).await;
     let (_, ready) = app.get_json_as(&ops, "/readyz").await;
@@ -209,5 +220,9 @@ async fn public_endpoints_reveal_no_configuration_without_a_key() {
     let (status, _) = app
         .get_json_as("orch_notarealkeynotarealkeynotarealkeynotarea", "/readyz")
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a key that is sent is checked");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a key that is sent is checked"
+    );
 }

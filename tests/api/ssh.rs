@@ -300,6 +300,24 @@ async fn peek_refuses_secret_paths_and_runs_nothing() {
         );
     }
     assert_never_logged_in(&sshd);
+    // Each refusal at intake is in the audit trail, with who asked, the host and the reason.
+    let refusals: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT target, outcome, detail ->> 'command', detail ->> 'code' FROM audit_events \
+         WHERE kind = 'ssh.refused' AND job_id IS NULL AND intent = 'ssh.exec.peek' \
+           AND actor_name = 'anonymous' AND http_status = 422 ORDER BY id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(refusals.len(), 11, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|(host, decision, _, code)| host == "test"
+                && decision == "refused"
+                && code == "path_not_allowed")
+    );
+    assert_eq!(refusals[6].2, "cat /etc/shadow");
 }
 
 #[tokio::test]

@@ -526,6 +526,26 @@ impl Tool for SshTool {
             .map_err(|r| vec![r.field_error()])
     }
 
+    /// Refused at intake like at run time: `ssh.refused` with the host, command and reason.
+    fn refusal_audit(
+        &self,
+        inputs: &Value,
+        errors: &[FieldError],
+    ) -> Option<(&'static str, Value)> {
+        let error = errors.iter().find(|e| e.code.is_some())?;
+        Some((
+            "ssh.refused",
+            json!({
+                "host": inputs.get("host"),
+                "command": inputs.get("command"),
+                "decision": "refused",
+                "reason": error.message,
+                "code": error.code,
+                "stage": "intake",
+            }),
+        ))
+    }
+
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         async move { self.run(ctx, parse(inputs)?).await }.boxed()
     }
