@@ -13,6 +13,7 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod net;
+pub mod nul;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

@@ -300,7 +300,7 @@ fn parse_report(body: &[u8]) -> Result<Report, IngestError> {
         Some("error") => false,
         _ => return Err(malformed("status", "must be \"success\" or \"error\"")),
     };
-    if contains_nul(&v) {
+    if crate::nul::find(&v, "").is_some() {
         return Err(malformed(
             "body",
             "must not contain NUL (U+0000) characters",
@@ -347,15 +347,6 @@ fn parse_report(body: &[u8]) -> Result<Report, IngestError> {
         error_code,
         error_message,
     })
-}
-
-fn contains_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -2,17 +2,18 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
-    http::StatusCode,
+    extract::{Path, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AppState, auth::Permissions, problem::ApiError};
+use super::{AppState, auth::Permissions, body::parse_json, problem::ApiError};
 use crate::{
     auth::{
         Authenticated,
@@ -106,10 +107,11 @@ pub async fn list_keys(
 pub async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require("keys:admin")?;
-    let Json(req) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    let req: CreateKey = parse_json(&headers, body, state.config.server.max_body_bytes)?;
     let created = create_key(
         &state.store,
         &req.name,

@@ -2,6 +2,7 @@
 //! ids, tracing, metrics, body limit, panics as problems).
 
 pub mod auth;
+pub mod body;
 pub mod callbacks;
 pub mod health;
 pub mod jobs;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(body::refuse_nul_parameters))
         .layer(authenticate)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(record_metrics))

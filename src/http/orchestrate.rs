@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{AppState, auth::Permissions, problem::ApiError};
+use super::{AppState, auth::Permissions, body::parse_json_body, problem::ApiError};
 use crate::{
     auth::Authenticated,
     dispatch::{Submission, Submitted, WaitOutcome, catalog::ResolveError},
@@ -212,33 +212,6 @@ fn optional_string(
     }
 }
 
-/// Strings containing U+0000 cannot be stored (Postgres `jsonb`); name the first offender.
-fn find_nul(v: &Value, path: &mut String) -> Option<String> {
-    match v {
-        Value::String(s) if s.contains('\0') => Some(path.clone()),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            let found = find_nul(item, path);
-            path.truncate(len);
-            found
-        }),
-        Value::Object(map) => map.iter().find_map(|(k, item)| {
-            let len = path.len();
-            path.push('.');
-            path.push_str(k);
-            let found = if k.contains('\0') {
-                Some(path.clone())
-            } else {
-                find_nul(item, path)
-            };
-            path.truncate(len);
-            found
-        }),
-        _ => None,
-    }
-}
-
 fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
@@ -339,35 +312,6 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
     resp
 }
 
-/// Parses the body of a JSON request, mapping every way it can be wrong to a 4xx.
-pub fn parse_json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Value, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge { limit: 0 }
-        } else {
-            ApiError::invalid("body", rejection.body_text())
-        }
-    })?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-    }
-    if body.is_empty() {
-        return Err(ApiError::invalid(
-            "body",
-            "is empty; expected a JSON object",
-        ));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))
-}
-
 #[utoipa::path(
     post,
     path = "/orchestrate",
@@ -402,13 +346,7 @@ pub async fn orchestrate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let config = &state.config.server;
-    let req = parse_json_body(&headers, body)
-        .map_err(|e| match e {
-            ApiError::BodyTooLarge { .. } => ApiError::BodyTooLarge {
-                limit: config.max_body_bytes,
-            },
-            e => e,
-        })
+    let req = parse_json_body(&headers, body, config.max_body_bytes)
         .and_then(OrchestrateRequest::from_json)?;
 
     let header_key = match headers.get("idempotency-key") {
@@ -461,15 +399,6 @@ pub async fn orchestrate(
             e => ApiError::from_resolve(&req.intent, e),
         })?;
     auth.require_intent(intent.name())?;
-    if let Some(path) = find_nul(&req.inputs, &mut String::from("inputs")) {
-        return Err(ApiError::InvalidInputs {
-            intent: req.intent,
-            errors: vec![FieldError::new(
-                path,
-                "must not contain NUL (U+0000) characters",
-            )],
-        });
-    }
     if let Err(errors) = intent.validate(&req.inputs) {
         if let Some((kind, detail)) = intent.tool.refusal_audit(&req.inputs, &errors) {
             state
@@ -583,16 +512,6 @@ mod tests {
             errors_of(json!({"intent": "x", "inputs": {}, "timeout_ms": -1, "max_attempts": 0})),
             vec!["timeout_ms", "max_attempts"]
         );
-    }
-
-    #[test]
-    fn finds_nul_characters_by_path() {
-        let v = json!({"a": ["ok", {"b": "x\u{0}"}]});
-        assert_eq!(
-            find_nul(&v, &mut "inputs".to_string()),
-            Some("inputs.a[1].b".into())
-        );
-        assert_eq!(find_nul(&json!({"a": "fine"}), &mut "inputs".into()), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// The body as text (lossy UTF-8, without NUL), for audits and error messages.
 pub fn body_text(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).replace('\0', "")
+    crate::nul::strip(&String::from_utf8_lossy(body)).into_owned()
 }
 
 /// At most `max_bytes` bytes of `text`, cut on a character boundary.

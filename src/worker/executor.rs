@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -310,7 +309,8 @@ impl Executor {
         };
         match outcome {
             Ok(ToolOutput::Done(mut value)) => {
-                strip_nul(&mut value);
+                // A tool's raw output (a remote command's, a peer's) may hold NULs.
+                crate::nul::strip_value(&mut value);
                 Completion {
                     result: Some(value),
                     ..base
@@ -336,8 +336,8 @@ impl Executor {
                 tracing::info!(code = %e.code, retryable = e.retryable, ?status, "attempt failed: {}", e.message);
                 Completion {
                     status,
-                    error_code: Some(e.code.into_owned()),
-                    error_message: Some(e.message.replace('\0', "")),
+                    error_code: Some(crate::nul::strip(&e.code).into_owned()),
+                    error_message: Some(crate::nul::strip(&e.message).into_owned()),
                     retry_at,
                     ..base
                 }
@@ -347,36 +347,5 @@ impl Executor {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
         self.running.lock().expect("running lock poisoned")
-    }
-}
-
-/// Postgres `jsonb` cannot hold U+0000; tools' raw output may.
-fn strip_nul(v: &mut Value) {
-    match v {
-        Value::String(s) if s.contains('\0') => s.retain(|c| c != '\0'),
-        Value::Array(items) => items.iter_mut().for_each(strip_nul),
-        Value::Object(map) => {
-            if map.keys().any(|k| k.contains('\0')) {
-                let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
-                for (k, val) in entries {
-                    map.insert(k.replace('\0', ""), val);
-                }
-            }
-            map.values_mut().for_each(strip_nul);
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn nul_characters_are_removed_everywhere() {
-        let mut v = json!({"a\u{0}b": ["x\u{0}y", {"k": "\u{0}"}], "n": 1});
-        strip_nul(&mut v);
-        assert_eq!(v, json!({"ab": ["xy", {"k": ""}], "n": 1}));
     }
 }

@@ -162,3 +162,128 @@ async fn hostile_headers_and_paths_get_4xx() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn nul_characters_in_tool_output_are_dropped_not_fatal() {
+    let app = crate::helpers::spawn(crate::helpers::Spawn {
+        tools: vec![crate::test_tools::NulOutput::new()],
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = app
+        .orchestrate_json(json!({"intent": "test.nul", "inputs": {}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["result"], json!({"out": "ab", "k": ["x"]}));
+    let stored = app.job(body["job_id"].as_str().unwrap()).await;
+    assert_eq!(stored["result"]["out"], "ab");
+
+    let (status, body) = app
+        .orchestrate_json(json!({"intent": "test.nul", "inputs": {"fail": true}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["error"]["message"], "badoutput");
+    assert_eq!(body["error"]["code"], "broken");
+}
+
+/// The sample value of a parameter that is not under test.
+fn sample(name: &str) -> &'static str {
+    match name {
+        "job_id" => "job_0190b6a0b8e07c3a9d6b1a2b3c4d5e6f",
+        _ => "x",
+    }
+}
+
+fn resolve<'a>(doc: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+    match schema["$ref"].as_str() {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => schema,
+    }
+}
+
+#[tokio::test]
+async fn every_string_parameter_holding_a_nul_gets_a_4xx_naming_it() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get_json("/openapi.json").await;
+    let mut tried = 0;
+    let check = |what: String, status: StatusCode, problem: serde_json::Value, field: &str| {
+        assert!(status.is_client_error(), "{what} → {status}: {problem}");
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!(problem["errors"][0]["field"], field, "{what}: {problem}");
+        }
+    };
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let fill = |nul_in: Option<&str>| {
+                params
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .fold(path.clone(), |url, p| {
+                        let name = p["name"].as_str().unwrap();
+                        let value = if Some(name) == nul_in {
+                            "a%00b"
+                        } else {
+                            sample(name)
+                        };
+                        url.replace(&format!("{{{name}}}"), value)
+                    })
+            };
+            let send = |url: String, body: Option<serde_json::Value>| {
+                let req = app.client.request(
+                    method.to_uppercase().parse().unwrap(),
+                    format!("{}{url}", app.base),
+                );
+                let req = match body {
+                    Some(b) => req.json(&b),
+                    None => req,
+                };
+                async move {
+                    let resp = req.send().await.unwrap();
+                    let status = resp.status();
+                    (
+                        status,
+                        resp.json::<serde_json::Value>().await.unwrap_or_default(),
+                    )
+                }
+            };
+            for p in &params {
+                let name = p["name"].as_str().unwrap();
+                let url = match p["in"].as_str().unwrap() {
+                    "path" => fill(Some(name)),
+                    "query" => format!("{}?{name}=a%00b", fill(None)),
+                    _ => continue,
+                };
+                let (status, problem) = send(url.clone(), None).await;
+                check(format!("{method} {url}"), status, problem, name);
+                tried += 1;
+            }
+            let body_schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            let schema = resolve(&doc, body_schema);
+            for (name, prop) in schema["properties"].as_object().into_iter().flatten() {
+                let prop = resolve(&doc, prop);
+                let (value, field) = match prop["type"].as_str() {
+                    Some("string") => (json!("a\u{0}b"), name.clone()),
+                    Some("array") => (json!(["a\u{0}b"]), format!("{name}[0]")),
+                    _ if prop["type"] == json!(["string", "null"]) => {
+                        (json!("a\u{0}b"), name.clone())
+                    }
+                    _ => continue,
+                };
+                let body = json!({"intent": "system.echo", "inputs": {}, "name": "n",
+                                  "scopes": ["*"], name.as_str(): value});
+                let (status, problem) = send(fill(None), Some(body)).await;
+                check(
+                    format!("{method} {path} body.{field}"),
+                    status,
+                    problem,
+                    &field,
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 15, "walked only {tried} parameters");
+}

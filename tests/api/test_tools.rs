@@ -180,3 +180,33 @@ impl Tool for Hang {
         futures::future::pending().boxed()
     }
 }
+
+/// Returns what PostgreSQL cannot store as is: NUL characters in its result (as a remote
+/// command's output can hold), or in its error message when `fail` is set in the inputs.
+pub struct NulOutput {
+    spec: ToolSpec,
+}
+
+impl NulOutput {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            spec: spec("test.nul", 1, Duration::from_secs(5)),
+        })
+    }
+}
+
+impl Tool for NulOutput {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            if inputs["fail"] == true {
+                return Err(ToolError::permanent("broke\0n", "bad\0output"));
+            }
+            Ok(json!({"out": "a\0b", "k\0": ["x\0"]}).into())
+        }
+        .boxed()
+    }
+}
