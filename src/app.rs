@@ -21,6 +21,7 @@ use crate::{
     http::{self, AppState},
     model::Mode,
     net::UrlPolicy,
+    redact::Redactor,
     store::Store,
     telemetry,
     tools::{
@@ -74,6 +75,10 @@ impl Application {
         let url_policy = Arc::new(UrlPolicy::new(callbacks.allow_networks.clone()));
         let signing = Arc::new(SigningSecrets::resolve(callbacks, &store).await?);
         let client = SafeClient::new(url_policy.clone(), signing.signer()?);
+        let redactor = Arc::new(Redactor::from_config(
+            &config,
+            signing.secrets().iter().map(|s| s.expose()),
+        ));
         let breakers = Arc::new(Breakers::default());
         let flows = flow::tools(
             &config.flows,
@@ -119,6 +124,7 @@ impl Application {
             },
             MaintenanceSettings::from_config(&config),
             keys_changed.clone(),
+            redactor.clone(),
         );
         let authenticator = Arc::new(Authenticator::new(
             store.clone(),
@@ -146,6 +152,7 @@ impl Application {
             ),
             workers.waiters.clone(),
             workers.instance_id(),
+            redactor,
         ));
         let orchestrator = Arc::new(Orchestrator::new(
             store.clone(),

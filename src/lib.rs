@@ -14,6 +14,7 @@ pub mod ids;
 pub mod model;
 pub mod net;
 pub mod nul;
+pub mod redact;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

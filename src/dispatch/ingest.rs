@@ -2,6 +2,7 @@
 //! itself with a Standard Webhooks signature (the ingest secret) or the job's own token; every
 //! attempt is audited, accepted or not, and no secret is stored.
 
+use crate::redact::Redactor;
 use std::{sync::Arc, time::Instant};
 
 use serde_json::Value;
@@ -88,15 +89,23 @@ pub struct CallbackIngest {
     verifier: Verifier,
     waiters: Arc<Waiters>,
     instance_id: Uuid,
+    redactor: Arc<Redactor>,
 }
 
 impl CallbackIngest {
-    pub fn new(store: Store, verifier: Verifier, waiters: Arc<Waiters>, instance_id: Uuid) -> Self {
+    pub fn new(
+        store: Store,
+        verifier: Verifier,
+        waiters: Arc<Waiters>,
+        instance_id: Uuid,
+        redactor: Arc<Redactor>,
+    ) -> Self {
         Self {
             store,
             verifier,
             waiters,
             instance_id,
+            redactor,
         }
     }
 
@@ -151,7 +160,14 @@ impl CallbackIngest {
                     .into(),
             ));
         }
-        let report = parse_report(req.body)?;
+        let mut report = parse_report(req.body)?;
+        // A flow may report with our own credentials in it (its webhook's headers).
+        if let Some(result) = &mut report.result {
+            self.redactor.value(result);
+        }
+        if let Some(message) = &report.error_message {
+            report.error_message = Some(self.redactor.text(message).into_owned());
+        }
         let target = self
             .store
             .ingest_target(report.job_id)

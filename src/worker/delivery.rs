@@ -1,6 +1,7 @@
 //! Outbound callbacks: deliveries are claimed with SKIP LOCKED like jobs, POSTed with Standard
 //! Webhooks signatures, retried on a schedule, and every attempt is audited.
 
+use crate::redact::Redactor;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -72,15 +73,23 @@ pub struct Deliverer {
     client: SafeClient,
     owner: Uuid,
     settings: DeliverySettings,
+    redactor: Arc<Redactor>,
 }
 
 impl Deliverer {
-    pub fn new(store: Store, client: SafeClient, owner: Uuid, settings: DeliverySettings) -> Self {
+    pub fn new(
+        store: Store,
+        client: SafeClient,
+        owner: Uuid,
+        settings: DeliverySettings,
+        redactor: Arc<Redactor>,
+    ) -> Self {
         Self {
             store,
             client,
             owner,
             settings,
+            redactor,
         }
     }
 
@@ -174,7 +183,10 @@ impl Deliverer {
         match sent {
             Ok(resp) => {
                 let code = resp.status;
-                let excerpt = truncate_bytes(body_text(&resp.body), EXCERPT_BYTES);
+                let excerpt = truncate_bytes(
+                    self.redactor.text(&body_text(&resp.body)).into_owned(),
+                    EXCERPT_BYTES,
+                );
                 let elapsed = resp.elapsed.as_millis() as i32;
                 let (plan, error) = if code.is_success() {
                     (Plan::done(DeliveryStatus::Delivered, "delivered"), None)

@@ -2,6 +2,7 @@
 //! timeout, cancellation, and a fenced completion at the end. No transaction is open while a
 //! tool runs.
 
+use crate::redact::Redactor;
 use std::{
     collections::HashMap,
     sync::{
@@ -53,6 +54,7 @@ pub struct Executor {
     registry: Arc<Registry>,
     completer: Completer,
     backoff: Backoff,
+    redactor: Arc<Redactor>,
     running: Mutex<HashMap<JobId, Running>>,
     tracker: TaskTracker,
     released: Mutex<Vec<Uuid>>,
@@ -67,6 +69,7 @@ impl Executor {
         registry: Arc<Registry>,
         completer: Completer,
         backoff: Backoff,
+        redactor: Arc<Redactor>,
     ) -> Self {
         Self {
             instance_id,
@@ -76,6 +79,7 @@ impl Executor {
             registry,
             completer,
             backoff,
+            redactor,
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             released: Mutex::new(Vec::new()),
@@ -309,8 +313,10 @@ impl Executor {
         };
         match outcome {
             Ok(ToolOutput::Done(mut value)) => {
-                // A tool's raw output (a remote command's, a peer's) may hold NULs.
+                // A tool's raw output (a remote command's, a peer's) may hold NULs, or echo
+                // our own credentials.
                 crate::nul::strip_value(&mut value);
+                self.redactor.value(&mut value);
                 Completion {
                     result: Some(value),
                     ..base
@@ -337,7 +343,11 @@ impl Executor {
                 Completion {
                     status,
                     error_code: Some(crate::nul::strip(&e.code).into_owned()),
-                    error_message: Some(crate::nul::strip(&e.message).into_owned()),
+                    error_message: Some(
+                        self.redactor
+                            .text(&crate::nul::strip(&e.message))
+                            .into_owned(),
+                    ),
                     retry_at,
                     ..base
                 }

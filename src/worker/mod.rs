@@ -12,6 +12,7 @@ pub use listener::Wakeups;
 pub use maintenance::{MaintenanceSettings, pass as maintenance_pass};
 pub mod waiters;
 
+use crate::redact::Redactor;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -92,6 +93,7 @@ impl Workers {
         deliveries: DeliveryWiring,
         maintenance: MaintenanceSettings,
         keys_changed: Arc<Notify>,
+        redactor: Arc<Redactor>,
     ) -> Self {
         let instance_id = Uuid::now_v7();
         let waiters = Arc::new(Waiters::default());
@@ -112,6 +114,7 @@ impl Workers {
                 base: Duration::from_millis(config.retry_base_ms),
                 max: Duration::from_millis(config.retry_max_ms),
             },
+            redactor.clone(),
         ));
         let stop_claiming = CancellationToken::new();
         let lease_secs = config.lease_ms as f64 / 1000.0;
@@ -136,6 +139,7 @@ impl Workers {
                 deliveries.client,
                 instance_id,
                 deliveries.settings,
+                redactor,
             ));
             tokio::spawn(deliverer.run(
                 delivery_wake.clone(),

@@ -66,7 +66,7 @@ async fn ingest(app: &TestApp, bearer: Option<&str>, body: &Value) -> (StatusCod
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     use base64::{Engine, engine::general_purpose::STANDARD};
     use hmac::{KeyInit, Mac};
     let key = STANDARD.decode(&secret["whsec_".len()..]).unwrap();

@@ -19,6 +19,7 @@ mod process;
 mod proxy;
 mod queue;
 mod reporting;
+mod secret_hygiene;
 mod secure_defaults;
 mod ssh;
 mod sshd;
