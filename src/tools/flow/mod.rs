@@ -112,8 +112,12 @@ impl FlowTool {
     }
 }
 
-fn env(var: &str) -> Result<String, String> {
-    std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+/// A credential from the environment, zeroed when dropped (the header built from it is marked
+/// sensitive, so it is never printed).
+fn env(var: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    std::env::var(var)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| format!("environment variable {var} is not set"))
 }
 
 /// The credential header, marked sensitive so it is never printed.
@@ -128,13 +132,17 @@ fn auth_header(auth: &FlowAuth) -> Result<(HeaderName, HeaderValue), String> {
             password_env,
         } => (
             AUTHORIZATION,
-            format!(
+            zeroize::Zeroizing::new(format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", env(password_env)?))
-            ),
+                base64::engine::general_purpose::STANDARD.encode(zeroize::Zeroizing::new(
+                    format!("{username}:{}", env(password_env)?.as_str())
+                ))
+            )),
         ),
-        FlowAuth::Bearer { token_env } => (AUTHORIZATION, format!("Bearer {}", env(token_env)?)),
+        FlowAuth::Bearer { token_env } => (
+            AUTHORIZATION,
+            zeroize::Zeroizing::new(format!("Bearer {}", env(token_env)?.as_str())),
+        ),
     };
     let mut value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
     value.set_sensitive(true);
