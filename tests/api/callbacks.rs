@@ -342,22 +342,7 @@ async fn without_a_configured_secret_a_generated_one_signs_and_every_instance_sh
         "never sent unsigned"
     );
 
-    let store = orchestrator::store::Store::new(app.pool().clone());
-    let admin = orchestrator::auth::admin::create_key(
-        &store,
-        "ops",
-        &["keys:admin".to_owned()],
-        None,
-        &orchestrator::auth::admin::KeyAdmin {
-            actor_kind: "operator",
-            actor_id: None,
-            actor_name: "test",
-            request_id: None,
-        },
-    )
-    .await
-    .unwrap()
-    .secret;
+    let admin = app.key("ops", &["keys:admin"]).await;
     let read_secret = |app: &TestApp| {
         let request = app
             .client
@@ -413,28 +398,8 @@ async fn without_a_configured_secret_a_generated_one_signs_and_every_instance_sh
 #[tokio::test]
 async fn the_signing_secret_needs_keys_admin_and_configured_secrets_win() {
     let app = spawn_with(|_| {}).await;
-    let store = orchestrator::store::Store::new(app.pool().clone());
-    let by = orchestrator::auth::admin::KeyAdmin {
-        actor_kind: "operator",
-        actor_id: None,
-        actor_name: "test",
-        request_id: None,
-    };
-    let reader = orchestrator::auth::admin::create_key(
-        &store,
-        "reader",
-        &["jobs:read:all".to_owned()],
-        None,
-        &by,
-    )
-    .await
-    .unwrap()
-    .secret;
-    let admin =
-        orchestrator::auth::admin::create_key(&store, "ops", &["keys:admin".to_owned()], None, &by)
-            .await
-            .unwrap()
-            .secret;
+    let reader = app.key("reader", &["jobs:read:all"]).await;
+    let admin = app.key("ops", &["keys:admin"]).await;
     let get = |key: String| {
         app.client
             .get(format!("{}/callbacks/secret", app.base))

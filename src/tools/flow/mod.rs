@@ -134,9 +134,10 @@ fn auth_header(auth: &FlowAuth) -> Result<(HeaderName, HeaderValue), String> {
             AUTHORIZATION,
             zeroize::Zeroizing::new(format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(zeroize::Zeroizing::new(
-                    format!("{username}:{}", env(password_env)?.as_str())
-                ))
+                base64::engine::general_purpose::STANDARD.encode(zeroize::Zeroizing::new(format!(
+                    "{username}:{}",
+                    env(password_env)?.as_str()
+                )))
             )),
         ),
         FlowAuth::Bearer { token_env } => (

@@ -86,12 +86,16 @@ fn load_key(
     // Zeroed when dropped, right after the key is decrypted.
     let passphrase = match &config.passphrase_env {
         None => None,
-        Some(var) => Some(std::env::var(var).map(zeroize::Zeroizing::new).map_err(|_| {
-            format!(
-                "{}: the environment variable {var} is not set",
-                field("passphrase_env")
-            )
-        })?),
+        Some(var) => Some(
+            std::env::var(var)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|_| {
+                    format!(
+                        "{}: the environment variable {var} is not set",
+                        field("passphrase_env")
+                    )
+                })?,
+        ),
     };
     russh::keys::load_secret_key(path, passphrase.as_ref().map(|p| p.as_str())).map_err(|e| {
         // The error says what is wrong with the file (unreadable, encrypted, wrong
