@@ -30,7 +30,7 @@ use crate::{
         mcp::McpManager,
     },
     webhook::{SafeClient, SecretKey, SigningSecrets, Verifier},
-    worker::{DeliverySettings, DeliveryWiring, MaintenanceSettings, Workers},
+    worker::{DeliverySettings, DeliveryWiring, MaintenanceSettings, Workers, gauges},
 };
 
 pub struct Application {
@@ -60,10 +60,16 @@ impl Default for BuildOptions {
 
 impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
+        // First: a port in use is one clear error at once, before migrating or starting work.
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
         let database = db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
         tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
-        let mut catalog = local_catalog(&config, &store).map_err(anyhow::Error::msg)?;
+        let mut catalog = local_catalog(&config, &store)
+            .map_err(anyhow::Error::msg)
+            .context("loading the local intents")?;
         for tool in options.extra_tools {
             catalog
                 .add(Intent::new(Mode::Agent, tool, None).map_err(anyhow::Error::msg)?)
@@ -89,7 +95,8 @@ impl Application {
                 breakers: &breakers,
             },
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)
+        .context("loading the flows")?;
         registry
             .set_source(
                 "flows",
@@ -103,6 +110,8 @@ impl Application {
 
         // Before the workers: queued MCP jobs must find their intents.
         let mcp = McpManager::start(&config.mcp, &registry).await;
+        log_intents(&registry);
+        tracing::info!(public_url = %config.server.public_url, "public URL (status_url, callbacks, OpenAPI servers)");
         let keys_changed = Arc::new(tokio::sync::Notify::new());
         let workers = Workers::start(
             store.clone(),
@@ -159,9 +168,20 @@ impl Application {
             workers,
             Duration::from_secs(config.idempotency.ttl_hours * 3600),
         ));
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(gauges::run(
+            gauges::GaugeSources {
+                store: store.clone(),
+                breakers: breakers.clone(),
+                flows: config
+                    .flows
+                    .iter()
+                    .map(|(intent, flow)| (intent.clone(), flow.url.clone()))
+                    .collect(),
+            },
+            Duration::from_millis(config.metrics.gauge_interval_ms),
+            shutdown.child_token(),
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -177,7 +197,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
-            shutdown: CancellationToken::new(),
+            shutdown,
             embedded: database.embedded,
             mcp,
         })
@@ -246,6 +266,24 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What this instance can run, per engine.
+fn log_intents(registry: &Registry) {
+    let catalog = registry.snapshot();
+    for mode in [Mode::Agent, Mode::Flow, Mode::Mcp] {
+        let names: Vec<&str> = catalog
+            .iter()
+            .filter(|i| i.mode == mode)
+            .map(|i| i.name())
+            .collect();
+        tracing::info!(
+            engine = mode.as_str(),
+            count = names.len(),
+            "intents: {}",
+            names.join(", ")
+        );
     }
 }
 

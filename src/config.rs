@@ -36,6 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub retention: RetentionConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub tools: ToolsConfig,
     /// `[flows."<intent>"]`: n8n, ActivePieces or generic webhooks, one intent each.
     pub flows: BTreeMap<String, crate::tools::flow::FlowConfig>,
@@ -341,6 +342,22 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// How often the queue, pool and breaker gauges are sampled (one query per sample, not per
+    /// scrape).
+    pub gauge_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            gauge_interval_ms: 15_000,
+        }
+    }
+}
+
 /// Built-in local tools. Each entry may override an intent's defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -439,6 +456,9 @@ impl Config {
                 "workers.poll_interval_ms",
                 "poll and maintenance intervals must be positive",
             ));
+        }
+        if self.metrics.gauge_interval_ms == 0 {
+            return Err(invalid("metrics.gauge_interval_ms", "must be positive"));
         }
         if self.idempotency.ttl_hours == 0 {
             return Err(invalid("idempotency.ttl_hours", "must be at least 1"));

@@ -1,5 +1,6 @@
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orchestrator::{
     app::{Application, BuildOptions},
@@ -19,7 +20,14 @@ use orchestrator::{
 #[command(
     name = "orchestrator",
     version,
-    about = "Postgres-backed intent orchestration server"
+    about = "Postgres-backed intent orchestration server",
+    after_help = "Environment:\n  \
+        DATABASE_URL          the PostgreSQL database (postgres://user@host:port/db); wins over \
+        database.url.\n                        With none configured, a private cluster is used \
+        (see README).\n  \
+        ORCHESTRATOR_CONFIG   the TOML configuration file (like --config)\n  \
+        ORCH__SECTION__KEY    overrides one setting, e.g. ORCH__SERVER__LISTEN=0.0.0.0:8080\n  \
+        RUST_LOG              the log filter (wins over log.filter)"
 )]
 struct Cli {
     /// TOML configuration file (see orchestrator.example.toml).
@@ -41,6 +49,13 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Exit 0 when the server on this configuration's listen address answers /healthz (for
+    /// container health checks: the image has no shell tools).
+    Healthcheck {
+        /// The health URL instead of the one derived from server.listen.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run one round of maintenance (lease rescue, deadlines, purges, reporting rollups) and
     /// exit; the server does this continuously.
     Maintain,
@@ -67,6 +82,7 @@ enum CallbacksCommand {
 enum KeysCommand {
     /// Create a key and print it (shown this once; only its hash is stored).
     Create {
+        /// A name to recognise the key by (1 to 100 characters, unique among active keys).
         #[arg(long)]
         name: String,
         /// Comma-separated: intent globs (memory.*) and jobs:read:all, jobs:cancel,
@@ -80,7 +96,10 @@ enum KeysCommand {
     /// List keys (never the keys themselves).
     List,
     /// Revoke a key by id or name.
-    Revoke { key: String },
+    Revoke {
+        /// The key's id or name.
+        key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,8 +118,13 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("orchestrator: {e:#}");
+            // Once: through the logs when they are on (they may be JSON for a collector), else
+            // on stderr.
+            if telemetry::logging_started() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("orchestrator: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -162,10 +186,8 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
                     SecretSource::Generated => "generated, stored in the database",
                 }
             );
-            for secret in secrets.secrets() {
-                println!("{}", secret.expose());
-            }
-            Ok(())
+            let lines: Vec<&str> = secrets.secrets().iter().map(|s| s.expose()).collect();
+            print_stdout(&lines.join("\n"))
         }
         Command::Openapi => {
             // No database needed: the pool connects lazily and is never used.
@@ -174,10 +196,46 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             let catalog = local_catalog(&config, &Store::new(pool)).map_err(anyhow::Error::msg)?;
             // The operator's own view: every intent this configuration has.
             let doc = openapi::document(&catalog, &config.server.public_url, |_| true);
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            print_stdout(&serde_json::to_string_pretty(&doc)?)
+        }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| health_url(config.server.listen));
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            let status = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .status();
+            anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
             Ok(())
         }
     }
+}
+
+/// Writes to stdout; a reader that went away (`orchestrator openapi | head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `/healthz` on the listen address (an unspecified address is reached on loopback).
+fn health_url(listen: std::net::SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!(
+        "http://{}/healthz",
+        std::net::SocketAddr::new(ip, listen.port())
+    )
 }
 
 /// The database for a one-shot command (migrated), saying which one it is: a command that
@@ -212,10 +270,11 @@ async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
                 created.record.id,
                 created.record.scopes.join(",")
             );
-            println!("{}", created.secret);
+            print_stdout(&created.secret)?;
         }
         KeysCommand::List => {
-            println!(
+            use std::fmt::Write;
+            let mut table = format!(
                 "{:<36}  {:<20}  {:<12}  {:<10}  {:<20}  scopes",
                 "id", "name", "prefix", "state", "last used"
             );
@@ -231,16 +290,18 @@ async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
                     .last_used_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_else(|| "never".into());
-                println!(
-                    "{:<36}  {:<20}  {:<12}  {:<10}  {:<20}  {}",
+                write!(
+                    table,
+                    "\n{:<36}  {:<20}  {:<12}  {:<10}  {:<20}  {}",
                     k.id,
                     k.name,
                     k.prefix,
                     state,
                     last_used,
                     k.scopes.join(",")
-                );
+                )?;
             }
+            print_stdout(&table)?;
         }
         KeysCommand::Revoke { key } => match revoke_key(store, &key, &by).await? {
             Some(k) => eprintln!("revoked key {} ({})", k.name, k.id),

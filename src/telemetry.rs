@@ -2,13 +2,21 @@
 
 use std::{io::IsTerminal, sync::OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat};
 
+static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init_logging`] ran: errors then go through the logs, not also to stderr.
+pub fn logging_started() -> bool {
+    LOGGING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global subscriber; later calls (tests start many apps) are no-ops.
 pub fn init_logging(config: &LogConfig) {
+    LOGGING.store(true, std::sync::atomic::Ordering::Relaxed);
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
     let registry = tracing_subscriber::registry().with(filter);
@@ -36,18 +44,134 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0, 60.0,
-                ])
-                .expect("static buckets are valid")
-                .build_recorder();
+            let mut builder = PrometheusBuilder::new()
+                .set_buckets(SECONDS_BUCKETS)
+                .expect("static buckets are valid");
+            for (name, buckets) in [
+                ("orchestrator_completion_batch_size", BATCH_BUCKETS),
+                ("orchestrator_claim_batch_size", BATCH_BUCKETS),
+            ] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+                    .expect("static buckets are valid");
+            }
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
+            } else {
+                describe_metrics();
             }
             handle
         })
         .clone()
+}
+
+/// Durations: from a millisecond to a minute.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Jobs per statement: 1 to the largest batch (256 by default).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Every metric the server exports, with its HELP text: one list, so names, units and help
+/// stay together (a test checks the exposition for HELP on every family).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "orchestrator_build_info",
+        "Always 1; the labels say which build runs (version)."
+    );
+    metrics::gauge!("orchestrator_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_counter!(
+        "orchestrator_http_requests_total",
+        "HTTP requests answered, by method, route and status."
+    );
+    describe_histogram!(
+        "orchestrator_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request (a synchronous /orchestrate includes its wait), by method, route and status."
+    );
+    describe_counter!(
+        "orchestrator_auth_failures_total",
+        "Requests refused for a missing, unknown, revoked or expired API key."
+    );
+    describe_counter!(
+        "orchestrator_jobs_created_total",
+        "Jobs filed (replays of an idempotency key are not), by intent."
+    );
+    describe_counter!(
+        "orchestrator_jobs_claimed_total",
+        "Jobs this instance claimed from the queue."
+    );
+    describe_histogram!(
+        "orchestrator_claim_batch_size",
+        "Jobs taken by one claim statement."
+    );
+    describe_counter!(
+        "orchestrator_jobs_finished_total",
+        "Jobs that reached a final state, counted by the instance that wrote it, by intent and status."
+    );
+    describe_counter!(
+        "orchestrator_jobs_rescued_total",
+        "Jobs whose lease expired (their instance died or stalled) and that maintenance took back."
+    );
+    describe_counter!(
+        "orchestrator_completions_total",
+        "Attempt outcomes written by the batched completer."
+    );
+    describe_histogram!(
+        "orchestrator_completion_batch_size",
+        "Completions written by one statement."
+    );
+    describe_histogram!(
+        "orchestrator_attempt_seconds",
+        Unit::Seconds,
+        "How long one attempt of a job ran, by intent."
+    );
+    describe_counter!(
+        "orchestrator_callback_attempts_total",
+        "Outbound callback delivery attempts, by outcome."
+    );
+    describe_counter!(
+        "orchestrator_mcp_calls_total",
+        "tools/call requests to MCP servers, by server and outcome."
+    );
+    describe_counter!(
+        "orchestrator_mcp_restarts_total",
+        "Sessions with an MCP server restarted by the supervisor, by server."
+    );
+    describe_gauge!(
+        "orchestrator_mcp_server_up",
+        "1 while the session with an MCP server is up, by server."
+    );
+    describe_gauge!(
+        "orchestrator_jobs",
+        "Jobs in a non-final state now (queued, running, awaiting_callback), across all instances."
+    );
+    describe_gauge!(
+        "orchestrator_oldest_queued_job_age_seconds",
+        Unit::Seconds,
+        "How long the oldest due queued job has waited (0 when none waits)."
+    );
+    describe_gauge!(
+        "orchestrator_callback_deliveries",
+        "Callback deliveries pending (to be sent or retried) and exhausted (every attempt failed)."
+    );
+    describe_gauge!(
+        "orchestrator_flow_breaker_state",
+        "A flow's circuit breaker, by intent: 0 closed, 1 half-open (probing), 2 open (failing fast)."
+    );
+    describe_gauge!(
+        "orchestrator_db_pool_connections",
+        "Database connections of this instance's pool, idle or in use."
+    );
+    describe_gauge!(
+        "orchestrator_db_pool_max_connections",
+        "The most connections this instance's pool opens (database.max_connections)."
+    );
+    describe_counter!(
+        "orchestrator_db_pool_timeouts_total",
+        "Waits for a pool connection that gave up (database.acquire_timeout_ms): the pool was exhausted."
+    );
 }

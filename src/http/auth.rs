@@ -17,6 +17,11 @@ use crate::{
     store::AuthFailure,
 };
 
+/// Who a request was served for (the key's name, or `anonymous`), left on the response for the
+/// access log.
+#[derive(Debug, Clone)]
+pub struct PrincipalName(pub String);
+
 /// Paths with their own verification, never behind an API key.
 const SELF_VERIFIED: [&str; 1] = ["/callbacks/ingest"];
 
@@ -64,8 +69,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(mut auth) => {
             auth.principal.client_addr = client_addr;
             auth.principal.request_id = request_id;
+            let who = PrincipalName(auth.principal.name.clone());
             req.extensions_mut().insert(auth);
-            next.run(req).await
+            let mut resp = next.run(req).await;
+            // For the access log, written outside this layer.
+            resp.extensions_mut().insert(who);
+            resp
         }
         Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
         Err(e) => {

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppState, auth::Permissions};
+use super::{AppState, auth::Permissions, problem::ApiError};
 use crate::auth::Authenticated;
 
 pub fn router() -> Router<AppState> {
@@ -74,10 +74,29 @@ pub async fn readyz(State(state): State<AppState>, auth: Option<Authenticated>) 
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     summary = "Prometheus text format", responses((status = 200, description = "Metrics")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
+pub async fn metrics(
+    State(state): State<AppState>,
+    auth: Option<Authenticated>,
+) -> Result<Response, ApiError> {
+    // Public by default (scrapers on a private network); taken out of auth.public_paths, it
+    // needs a key that may read operational data.
+    if !state
+        .config
+        .auth
+        .public_paths
+        .iter()
+        .any(|p| p == "/metrics")
+        && let Some(auth) = &auth
+        && !auth.key_holds_any(&["ops:read", "keys:admin"])
+        && auth.scopes.is_some()
+    {
+        return Err(ApiError::Forbidden {
+            missing_scope: "ops:read".into(),
+        });
+    }
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
-        .into_response()
+        .into_response())
 }

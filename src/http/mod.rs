@@ -98,19 +98,45 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Metrics by route (the route's pattern, never the raw path: ids would explode the label set)
+/// and the access log line.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let path = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let labels = [("method", method), ("path", path), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    let principal = resp
+        .extensions()
+        .get::<auth::PrincipalName>()
+        .map_or("-", |p| p.0.as_str());
+    tracing::info!(
+        method,
+        route,
+        status,
+        duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+        request_id,
+        principal,
+        "access"
+    );
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("orchestrator_http_requests_total", &labels).increment(1);
+    metrics::histogram!("orchestrator_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
     resp
 }

@@ -3,6 +3,7 @@
 
 mod callbacks;
 mod events;
+mod gauges;
 mod idempotency;
 mod jobs;
 mod keys;
@@ -15,6 +16,7 @@ pub use callbacks::{
     IngestTarget,
 };
 pub use events::JobEvent;
+pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use jobs::{
     CancelOutcome, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
@@ -70,6 +72,9 @@ impl From<sqlx::Error> for StoreError {
                 .unwrap_or(false),
             _ => false,
         };
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            metrics::counter!("orchestrator_db_pool_timeouts_total").increment(1);
+        }
         if unavailable {
             StoreError::Unavailable(e)
         } else {

@@ -7,7 +7,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Executor, StopReason, announce_finished, backoff::jitter, waiters::Waiters};
+use super::{Executor, StopReason, backoff::jitter, waiters::Waiters};
 use crate::{ids::JobId, store::Store};
 
 pub const NEW_WORK: &str = "orch_jobs";
@@ -112,7 +112,10 @@ async fn deliver(store: &Store, waiters: &Waiters, ids: &[Uuid]) {
         return;
     }
     match store.finished_jobs(ids).await {
-        Ok(jobs) => jobs.into_iter().for_each(|j| announce_finished(waiters, j)),
+        // Finished by another instance (or by this one, which counted it already): wake only.
+        Ok(jobs) => jobs
+            .into_iter()
+            .for_each(|j| waiters.finish(std::sync::Arc::new(j))),
         Err(e) => tracing::warn!(error = %e, "could not load finished jobs for waiters"),
     }
 }

@@ -5,6 +5,7 @@ pub mod backoff;
 mod completer;
 pub mod delivery;
 pub mod executor;
+pub mod gauges;
 mod listener;
 mod maintenance;
 
@@ -54,7 +55,8 @@ pub(crate) async fn reserve_up_to(
     Some(permit)
 }
 
-/// Everything a finished job triggers in this process.
+/// Everything a job this instance finished triggers here: counted once, where the final state
+/// was written (other instances only wake their waiters when they hear of it).
 pub(crate) fn announce_finished(waiters: &Waiters, job: FinishedJob) {
     metrics::counter!("orchestrator_jobs_finished_total",
         "intent" => job.intent.clone(), "status" => job.status.as_str())
@@ -272,6 +274,7 @@ async fn claim_loop(
                 let claimed = jobs.len();
                 if claimed > 0 {
                     metrics::counter!("orchestrator_jobs_claimed_total").increment(claimed as u64);
+                    metrics::histogram!("orchestrator_claim_batch_size").record(claimed as f64);
                 }
                 for job in jobs {
                     let one = permits.split(1).expect("a permit per claimed job");

@@ -108,8 +108,8 @@ async fn health_readiness_and_metrics() {
     app.orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
         .await;
     let text = app.get_text("/metrics").await;
-    assert!(text.contains("http_requests_total"), "{text}");
-    assert!(text.contains("path=\"/orchestrate\""));
+    assert!(text.contains("orchestrator_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/orchestrate\""));
     assert!(text.contains("orchestrator_jobs_finished_total"));
 }
 

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod callbacks;
+mod checkers;
 mod discovery;
 mod embedded;
 mod flows;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod mcp;
 mod mcp_peers;
 mod mock_http;
+mod operations;
 mod orchestrate;
 mod process;
 mod proxy;

@@ -1,0 +1,39 @@
+//! The queue's state for the gauges an operator alerts on: one statement, each part answered
+//! from a partial index (so it stays cheap however many finished jobs there are).
+
+use super::{Store, StoreResult};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueGauges {
+    pub queued: i64,
+    pub running: i64,
+    pub awaiting_callback: i64,
+    /// How long the oldest job that is due has waited (0 when none waits).
+    pub oldest_queued_seconds: f64,
+    pub deliveries_pending: i64,
+    pub deliveries_exhausted: i64,
+}
+
+impl Store {
+    pub async fn queue_gauges(&self) -> StoreResult<QueueGauges> {
+        Ok(sqlx::query_as!(
+            QueueGauges,
+            r#"
+            SELECT
+                (SELECT count(*) FROM jobs WHERE status = 'queued') AS "queued!",
+                (SELECT count(*) FROM jobs WHERE status = 'running') AS "running!",
+                (SELECT count(*) FROM jobs WHERE status = 'awaiting_callback')
+                    AS "awaiting_callback!",
+                coalesce((SELECT extract(epoch FROM now() - min(run_at))::float8
+                          FROM jobs WHERE status = 'queued' AND run_at <= now()), 0)
+                    AS "oldest_queued_seconds!",
+                (SELECT count(*) FROM callback_deliveries WHERE status = 'pending')
+                    AS "deliveries_pending!",
+                (SELECT count(*) FROM callback_deliveries WHERE status = 'exhausted')
+                    AS "deliveries_exhausted!"
+            "#
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
