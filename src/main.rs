@@ -48,7 +48,11 @@ enum Command {
     /// Apply pending migrations and exit.
     Migrate,
     /// Print the OpenAPI document.
-    Openapi,
+    Openapi {
+        /// `actions`: the ChatGPT Action profile (orchestrate, getJob, listTools).
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Exit 0 when the server on this configuration's listen address answers /healthz (for
     /// container health checks: the image has no shell tools).
     Healthcheck {
@@ -189,13 +193,19 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             let lines: Vec<&str> = secrets.secrets().iter().map(|s| s.expose()).collect();
             print_stdout(&lines.join("\n"))
         }
-        Command::Openapi => {
+        Command::Openapi { profile } => {
             // No database needed: the pool connects lazily and is never used.
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .connect_lazy("postgres://unused.invalid/orchestrator")?;
             let catalog = local_catalog(&config, &Store::new(pool)).map_err(anyhow::Error::msg)?;
             // The operator's own view: every intent this configuration has.
-            let doc = openapi::document(&catalog, &config.server.public_url, |_| true);
+            let doc = match profile.as_deref() {
+                None => openapi::document(&catalog, &config.server.public_url, |_| true),
+                Some("actions") => {
+                    openapi::actions_document(&catalog, &config.server.public_url, |_| true)
+                }
+                Some(other) => anyhow::bail!("--profile: `{other}` is not a profile (actions)"),
+            };
             print_stdout(&serde_json::to_string_pretty(&doc)?)
         }
         Command::Healthcheck { url } => {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Path, State},
+    extract::{ConnectInfo, Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -19,6 +19,7 @@ use super::{
     auth::Permissions,
     jobs::{load_visible, parse_job_id},
     problem::ApiError,
+    responses::{JobLookup, KeyProblems, ScopeProblem},
 };
 use crate::{
     auth::Authenticated,
@@ -51,9 +52,8 @@ pub struct SigningSecretView {
 
 #[utoipa::path(get, path = "/callbacks/secret", operation_id = "getSigningSecret", tag = "callbacks",
     summary = "The secret that signs callbacks and flow requests (scope keys:admin; audited)",
-    responses((status = 200, body = SigningSecretView),
-              (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 403, body = super::problem::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The signing secrets", body = SigningSecretView),
+              KeyProblems, ScopeProblem))]
 pub async fn signing_secret(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -90,6 +90,40 @@ pub async fn signing_secret(
         .into_response())
 }
 
+/// What a flow reports (`POST /callbacks/ingest`). Documentation only: the body is verified
+/// over its raw bytes, then parsed by the ingest service.
+#[allow(dead_code)]
+#[derive(serde::Deserialize, ToSchema)]
+pub struct IngestReport {
+    /// The job the flow ran (from the flow request's `job_id`).
+    pub job_id: JobId,
+    pub status: IngestStatus,
+    /// The outcome when `status` is `success` (any JSON).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong when `status` is `error`: a message, or `{code, message}`.
+    pub error: Option<IngestErrorReport>,
+}
+
+#[allow(dead_code)]
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestStatus {
+    Success,
+    Error,
+}
+
+#[allow(dead_code)]
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum IngestErrorReport {
+    Message(String),
+    Detail {
+        code: Option<String>,
+        message: Option<String>,
+    },
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IngestAnswer {
     /// `accepted`, or `duplicate` when nothing changed (a repeated callback).
@@ -107,18 +141,30 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     description = "Body `{job_id, status: success|error, result?, error?}`. Authenticate with \
         Standard Webhooks headers signed with the ingest secret, or `Authorization: Bearer` \
         with the token the flow request carried. Repeating a callback is harmless.",
-    request_body(content = Object, content_type = "application/json"),
-    responses((status = 200, body = IngestAnswer),
-              (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 401, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 409, description = "The job already has another outcome", body = super::problem::Problem, content_type = "application/problem+json")))]
+    request_body(content = IngestReport, content_type = "application/json"),
+    security(()),
+    responses((status = 200, description = "Applied, or a repeat of what was applied", body = IngestAnswer),
+              (status = 400, description = "Malformed body or field, named in `errors` (`invalid_request`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 401, description = "Neither a valid signature nor the job's token (`unauthorized`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such job (`job_not_found`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The job already finished with another outcome (`job_finished`, with `job_status`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 413, description = "The body exceeds server.max_body_bytes (`body_too_large`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The database is unavailable (`unavailable`)", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn ingest(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestAnswer>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: state.config.server.max_body_bytes,
+            }
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })?;
     let signed = match (
         header(&headers, "webhook-id"),
         header(&headers, "webhook-timestamp"),
@@ -260,9 +306,9 @@ pub struct JobCallbacks {
 
 #[utoipa::path(get, path = "/jobs/{job_id}/callbacks", operation_id = "getJobCallbacks", tag = "callbacks",
     summary = "A job's callback delivery and every audited attempt (in and out)",
-    params(("job_id" = String, Path)),
-    responses((status = 200, body = JobCallbacks),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, description = "The delivery and its attempts", body = JobCallbacks),
+              JobLookup, KeyProblems))]
 pub async fn job_callbacks(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -287,10 +333,10 @@ pub async fn job_callbacks(
 
 #[utoipa::path(post, path = "/jobs/{job_id}/callbacks/retry", operation_id = "retryJobCallback", tag = "callbacks",
     summary = "Send an exhausted callback delivery once more",
-    params(("job_id" = String, Path)),
-    responses((status = 202, body = DeliveryView),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 409, description = "The delivery is not exhausted", body = super::problem::Problem, content_type = "application/problem+json")))]
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 202, description = "Queued to be sent again", body = DeliveryView),
+              (status = 409, description = "The delivery is not exhausted (`delivery_not_exhausted`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              JobLookup, KeyProblems, ScopeProblem))]
 pub async fn retry_delivery(
     State(state): State<AppState>,
     auth: Authenticated,

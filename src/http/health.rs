@@ -7,7 +7,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{AppState, auth::Permissions, problem::ApiError};
 use crate::auth::Authenticated;
@@ -20,7 +22,8 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
-    summary = "The process is up", responses((status = 200, description = "Up")))]
+    summary = "The process is up", security(()),
+    responses((status = 200, description = "Up: `{\"status\":\"ok\"}`", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -30,7 +33,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     description = "Without a key: ready or not, and each check as `ok` or `failed`. With a key \
         holding `ops:read` or `keys:admin`: why a check failed, the flows' circuit breakers \
         and this instance's id.",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+    security(()),
+    responses((status = 200, description = "Ready", body = Readiness),
+              (status = 503, description = "Not ready: a check failed", body = Readiness),
+              (status = 401, description = "A key was sent and it is not valid (`unauthorized`)", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>, auth: Option<Authenticated>) -> Response {
     let expected = crate::db::MIGRATOR.iter().count() as i64;
     let (database, migrations) = match state.store.migrations_applied(expected).await {
@@ -51,29 +57,66 @@ pub async fn readyz(State(state): State<AppState>, auth: Option<Authenticated>) 
     let operator = auth
         .as_ref()
         .is_some_and(|a| a.key_holds_any(&["ops:read", "keys:admin"]));
-    if !operator {
+    let body = if operator {
+        // An open flow circuit degrades one intent, not this instance: shown, not failing.
+        let flows = state.breakers.views();
+        Readiness {
+            status,
+            checks: ReadinessChecks {
+                database,
+                migrations,
+            },
+            degraded: Some(flows.iter().any(|f| f.state != "closed")),
+            flows: Some(flows),
+            instance_id: Some(state.orchestrator.workers().instance_id()),
+        }
+    } else {
         // Flow URLs can be bearer secrets (ActivePieces webhooks): only names go out here.
-        let check = |state: &str| if state == "ok" { "ok" } else { "failed" };
-        let body = json!({
-            "status": status,
-            "checks": {"database": check(database), "migrations": check(migrations)},
-        });
-        return (code, Json(body)).into_response();
-    }
-    // An open flow circuit degrades one intent, not this instance: shown, not failing.
-    let flows = state.breakers.views();
-    let body = json!({
-        "status": status,
-        "checks": {"database": database, "migrations": migrations},
-        "flows": flows,
-        "degraded": flows.iter().any(|f| f.state != "closed"),
-        "instance_id": state.orchestrator.workers().instance_id(),
-    });
+        let check = |state: &'static str| if state == "ok" { "ok" } else { "failed" };
+        Readiness {
+            status,
+            checks: ReadinessChecks {
+                database: check(database),
+                migrations: check(migrations),
+            },
+            flows: None,
+            degraded: None,
+            instance_id: None,
+        }
+    };
     (code, Json(body)).into_response()
 }
 
+/// `/readyz`: the details only for a key with `ops:read` or `keys:admin`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(pattern = "^(ready|not_ready)$")]
+    pub status: &'static str,
+    pub checks: ReadinessChecks,
+    /// Each flow URL's circuit breaker (operators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub flows: Option<Vec<crate::tools::flow::BreakerView>>,
+    /// A flow's circuit is not closed (operators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<bool>,
+    /// This instance (operators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<uuid::Uuid>,
+}
+
+/// `ok`, or why not: `failed` without a key; `unreachable`, `pending` or `unknown` for operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    pub database: &'static str,
+    pub migrations: &'static str,
+}
+
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    summary = "Prometheus text format", responses((status = 200, description = "Metrics")))]
+    summary = "Prometheus text format", security(()),
+    responses((status = 200, description = "The metrics (text/plain; version=0.0.4)", body = String, content_type = "text/plain"),
+              (status = 401, description = "A key was sent and it is not valid, or /metrics was taken out of auth.public_paths and no key was sent (`unauthorized`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              (status = 403, description = "/metrics is not public and the key lacks ops:read (`forbidden`)", body = super::problem::Problem, content_type = "application/problem+json")))]
 pub async fn metrics(
     State(state): State<AppState>,
     auth: Option<Authenticated>,

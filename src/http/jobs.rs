@@ -16,7 +16,12 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, auth::Permissions, problem::ApiError};
+use super::{
+    AppState,
+    auth::Permissions,
+    problem::ApiError,
+    responses::{BadParameters, JobLookup, KeyProblems, ScopeProblem},
+};
 use crate::{
     auth::Authenticated,
     dispatch::WaitOutcome,
@@ -131,9 +136,8 @@ pub async fn load_visible(
 
 #[utoipa::path(get, path = "/jobs/{job_id}", operation_id = "getJob", tag = "jobs",
     summary = "A job's status and outcome",
-    params(("job_id" = String, Path, description = "`job_` + 32 hex digits")),
-    responses((status = 200, body = JobView),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, description = "The job", body = JobView), JobLookup, KeyProblems))]
 pub async fn get_job(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -147,14 +151,19 @@ pub async fn get_job(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Exact intent name.
+    #[param(max_length = 200)]
     pub intent: Option<String>,
-    /// One status or several, comma-separated.
+    /// One status or several, comma-separated (`queued,running`).
+    #[param(value_type = Option<Vec<JobStatus>>, style = Form, explode = false)]
     pub status: Option<String>,
     /// Created at or after (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
     /// Created before (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
-    /// 1 to 500 (default 50).
+    /// How many jobs a page holds (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -245,8 +254,7 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
 #[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs",
     summary = "Jobs, newest first",
     params(ListParams),
-    responses((status = 200, body = JobList),
-              (status = 400, body = super::problem::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page of jobs", body = JobList), BadParameters, KeyProblems))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -287,10 +295,11 @@ pub async fn list_jobs(
     summary = "Cancel a job that has not finished (scope jobs:cancel)",
     description = "A queued job (or one awaiting a callback) is cancelled at once. A running one \
         is told to stop; the answer waits up to 5 s for it (200), else 202 while it stops.",
-    params(("job_id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 202, body = JobView),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 409, description = "Already finished", body = super::problem::Problem, content_type = "application/problem+json")))]
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, description = "Cancelled", body = JobView),
+              (status = 202, description = "Told to stop; still stopping", body = JobView),
+              (status = 409, description = "Already finished (`job_finished`, with `job_status`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              JobLookup, KeyProblems, ScopeProblem))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -362,9 +371,8 @@ pub struct EventList {
 
 #[utoipa::path(get, path = "/jobs/{job_id}/events", operation_id = "getJobEvents", tag = "jobs",
     summary = "A job's history: every state change, oldest first",
-    params(("job_id" = String, Path)),
-    responses((status = 200, body = EventList),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, description = "The job's history", body = EventList), JobLookup, KeyProblems))]
 pub async fn job_events(
     State(state): State<AppState>,
     auth: Authenticated,

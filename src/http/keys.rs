@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AppState, auth::Permissions, body::parse_json, problem::ApiError};
+use super::{
+    AppState,
+    auth::Permissions,
+    body::parse_json,
+    problem::ApiError,
+    responses::{BadParameters, BodyProblems, KeyProblems, ScopeProblem},
+};
 use crate::{
     auth::{
         Authenticated,
@@ -61,9 +67,12 @@ impl From<ApiKeyRecord> for KeyView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// Unique among active keys.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Intent globs (`memory.*`) and administrative scopes (`jobs:read:all`, `jobs:cancel`,
     /// `callbacks:retry`, `keys:admin`).
+    #[schema(min_items = 1)]
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -87,8 +96,8 @@ fn admin(auth: &Authenticated) -> KeyAdmin<'_> {
 
 #[utoipa::path(get, path = "/keys", operation_id = "listKeys", tag = "keys",
     summary = "API keys (scope keys:admin)",
-    responses((status = 200, body = [KeyView]),
-              (status = 403, body = super::problem::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Every key, never the keys themselves", body = [KeyView]),
+              KeyProblems, ScopeProblem))]
 pub async fn list_keys(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -101,9 +110,9 @@ pub async fn list_keys(
 #[utoipa::path(post, path = "/keys", operation_id = "createKey", tag = "keys",
     summary = "Create an API key (scope keys:admin); the key is shown once",
     request_body = CreateKey,
-    responses((status = 201, body = CreatedKeyView),
-              (status = 400, body = super::problem::Problem, content_type = "application/problem+json"),
-              (status = 409, body = super::problem::Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created; `key` is shown this once", body = CreatedKeyView),
+              (status = 409, description = "An active key has that name (`key_name_taken`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              BodyProblems, KeyProblems, ScopeProblem))]
 pub async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -140,8 +149,9 @@ pub async fn create(
 #[utoipa::path(post, path = "/keys/{key}/revoke", operation_id = "revokeKey", tag = "keys",
     summary = "Revoke an API key by id or name (scope keys:admin)",
     params(("key" = String, Path, description = "The key's id or name")),
-    responses((status = 200, body = KeyView),
-              (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Revoked", body = KeyView),
+              (status = 404, description = "No active key with that id or name (`key_not_found`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              BadParameters, KeyProblems, ScopeProblem))]
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,

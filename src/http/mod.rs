@@ -1,8 +1,10 @@
 //! The HTTP API: one file per resource, merged here with the cross-cutting layers (request
 //! ids, tracing, metrics, body limit, panics as problems).
 
+pub mod actions;
 pub mod auth;
 pub mod body;
+pub mod bounded;
 pub mod callbacks;
 pub mod health;
 pub mod jobs;
@@ -10,6 +12,7 @@ pub mod keys;
 pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
+pub mod responses;
 pub mod tools;
 
 use std::{sync::Arc, time::Instant};
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
     let authenticate = middleware::from_fn_with_state(state.clone(), auth::authenticate);
     Router::new()
         .merge(orchestrate::router())
+        .merge(actions::router())
         .merge(jobs::router())
         .merge(callbacks::router())
         .merge(keys::router())

@@ -15,7 +15,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{AppState, auth::Permissions, body::parse_json_body, problem::ApiError};
+use super::{
+    AppState,
+    auth::Permissions,
+    body::parse_json_body,
+    problem::ApiError,
+    responses::{BodyProblems, KeyProblems},
+};
 use crate::{
     auth::Authenticated,
     dispatch::{Submission, Submitted, WaitOutcome, catalog::ResolveError},
@@ -31,16 +37,20 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone, ToSchema)]
 #[cfg_attr(test, derive(PartialEq))]
 pub struct OrchestrateRequest {
-    /// What to do, e.g. `memory.write`, `ssh.exec.peek`, `gmail.triage`.
+    /// What to do, e.g. `memory.write` or `memory.search`; `GET /tools` lists
+    /// every intent with its inputs.
+    #[schema(min_length = 1, max_length = 200)]
     pub intent: String,
     /// The intent's inputs, validated against its JSON Schema (see `GET /tools`).
     #[schema(value_type = Object)]
     pub inputs: Value,
     /// Which engine runs it; `auto` lets the server choose.
     pub mode: Option<Mode>,
-    /// Receives the signed result when the job ends.
+    /// Receives the signed result when the job ends (http or https, a public address).
+    #[schema(min_length = 1, max_length = 2048, format = "uri")]
     pub callback_url: Option<String>,
-    /// Same as the `Idempotency-Key` header (≤ 255 characters).
+    /// Same as the `Idempotency-Key` header: 1 to 255 printable ASCII characters.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
     pub idempotency_key: Option<String>,
     /// `true`: answer 202 at once (also `Prefer: respond-async`).
     #[schema(rename = "async")]
@@ -50,7 +60,7 @@ pub struct OrchestrateRequest {
     #[schema(minimum = 0)]
     pub timeout_ms: Option<u64>,
     /// Lowers the intent's default number of attempts.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
 }
 
@@ -242,6 +252,23 @@ fn preferences(headers: &HeaderMap) -> Preferences {
     p
 }
 
+/// How long a request waits: what it asks (`timeout_ms`, else `Prefer: wait`, else the
+/// default), within the configured cap and the caller's limit.
+fn wait_for(
+    timeout_ms: Option<u64>,
+    prefer: &Preferences,
+    config: &crate::config::ServerConfig,
+    limits: AnswerLimits,
+) -> Duration {
+    Duration::from_millis(
+        timeout_ms
+            .or(prefer.wait_secs.map(|s| s.saturating_mul(1000)))
+            .unwrap_or(config.sync_timeout_ms)
+            .min(config.max_sync_timeout_ms),
+    )
+    .min(limits.max_wait.unwrap_or(Duration::MAX))
+}
+
 /// The answer when the job finished within the wait.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrchestrateResult {
@@ -279,8 +306,30 @@ pub struct Accepted {
     pub idempotent_replay: bool,
 }
 
-fn finished_response(job: &FinishedJob, replay: bool) -> Response {
-    let body = OrchestrateResult {
+/// How answers are shaped for a kind of caller: REST clients get everything; a ChatGPT Action
+/// gets a wait it can afford and an answer it can read.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerLimits {
+    /// The most a request may wait, whatever it asks (also capped by configuration).
+    pub max_wait: Option<Duration>,
+    /// The most characters an answer may have; a larger result becomes a marker.
+    pub max_chars: Option<usize>,
+}
+
+impl AnswerLimits {
+    pub const API: Self = Self {
+        max_wait: None,
+        max_chars: None,
+    };
+}
+
+fn finished_response(
+    job: &FinishedJob,
+    replay: bool,
+    limits: AnswerLimits,
+    public_url: &str,
+) -> Response {
+    let mut body = OrchestrateResult {
         status: job.client_status(),
         job_id: job.id,
         intent: job.intent.clone(),
@@ -291,6 +340,13 @@ fn finished_response(job: &FinishedJob, replay: bool) -> Response {
         duration_ms: job.duration_ms,
         idempotent_replay: replay,
     };
+    if let Some(max) = limits.max_chars {
+        let result = body.result.take();
+        let rest = super::bounded::json_chars(&body);
+        body.result = result;
+        let full_at = format!("{}/jobs/{}", public_url.trim_end_matches('/'), job.id);
+        super::bounded::bound(&mut body.result, rest, max, &full_at);
+    }
     with_replay_header((StatusCode::OK, Json(body)).into_response(), replay)
 }
 
@@ -324,19 +380,18 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
         `Idempotency-Key` header or `idempotency_key` field to retry safely.",
     request_body = OrchestrateRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the stored answer for a repeated request."),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[ -~]+$", description = "Replays the stored answer for a repeated request (1 to 255 printable ASCII characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` or `wait=N` (seconds)."),
     ),
     responses(
         (status = 200, description = "Finished within the wait", body = OrchestrateResult),
         (status = 202, description = "Accepted; still running", body = Accepted,
          headers(("Location" = String, description = "The job's status URL"))),
-        (status = 400, description = "Malformed request", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown intent", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Ambiguous intent", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid inputs, mode, callback URL, or a reused idempotency key", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key may not run this intent (`forbidden`, with `missing_scope`)", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown intent (`unknown_intent`, with `suggestions`)", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Ambiguous intent (`ambiguous_intent`, with `served_by`), or the idempotency key is being claimed (`idempotency_key_busy`)", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid inputs, mode, callback URL, or a reused idempotency key (`invalid_inputs`, `mode_not_supported`, `invalid_callback_url`, `idempotency_key_reused`, or a tool's own code)", body = super::problem::Problem, content_type = "application/problem+json"),
+        BodyProblems, KeyProblems,
     )
 )]
 pub async fn orchestrate(
@@ -345,8 +400,19 @@ pub async fn orchestrate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    run(&state, auth, &headers, body, AnswerLimits::API).await
+}
+
+/// Validates, files the job, waits within the budget and answers, under `limits`.
+pub async fn run(
+    state: &AppState,
+    auth: Authenticated,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limits: AnswerLimits,
+) -> Result<Response, ApiError> {
     let config = &state.config.server;
-    let req = parse_json_body(&headers, body, config.max_body_bytes)
+    let req = parse_json_body(headers, body, config.max_body_bytes)
         .and_then(OrchestrateRequest::from_json)?;
 
     let header_key = match headers.get("idempotency-key") {
@@ -419,14 +485,9 @@ pub async fn orchestrate(
             })?;
     }
 
-    let prefer = preferences(&headers);
+    let prefer = preferences(headers);
     let respond_async = req.async_.unwrap_or(prefer.respond_async);
-    let wait = Duration::from_millis(
-        req.timeout_ms
-            .or(prefer.wait_secs.map(|s| s.saturating_mul(1000)))
-            .unwrap_or(config.sync_timeout_ms)
-            .min(config.max_sync_timeout_ms),
-    );
+    let wait = wait_for(req.timeout_ms, &prefer, config, limits);
     let wants_wait = !respond_async && !wait.is_zero();
 
     let mode = intent.mode;
@@ -449,7 +510,7 @@ pub async fn orchestrate(
         Submitted::Created { job_id, waiter } => (job_id, waiter, false),
         Submitted::Replay { job_id, waiter } => {
             if let Some(done) = state.orchestrator.finished(job_id).await? {
-                return Ok(finished_response(&done, true));
+                return Ok(finished_response(&done, true, limits, &config.public_url));
             }
             (job_id, waiter, true)
         }
@@ -457,7 +518,7 @@ pub async fn orchestrate(
     if let Some(mut waiter) = waiter
         && let WaitOutcome::Finished(done) = state.orchestrator.wait(&mut waiter, wait).await
     {
-        return Ok(finished_response(&done, replay));
+        return Ok(finished_response(&done, replay, limits, &config.public_url));
     }
     Ok(accepted_response(Accepted {
         status: "accepted",
@@ -529,6 +590,32 @@ mod tests {
         h.append("prefer", HeaderValue::from_static("handling=lenient"));
         h.append("prefer", HeaderValue::from_static("wait=\"2\""));
         assert_eq!(preferences(&h).wait_secs, Some(2));
+    }
+
+    #[test]
+    fn waits_stay_within_the_cap_and_the_callers_limit() {
+        let config = crate::config::ServerConfig::default();
+        let none = Preferences::default();
+        let ms = |d: Duration| d.as_millis() as u64;
+        assert_eq!(ms(wait_for(None, &none, &config, AnswerLimits::API)), 8_000);
+        assert_eq!(
+            ms(wait_for(Some(59_000), &none, &config, AnswerLimits::API)),
+            59_000
+        );
+        assert_eq!(
+            ms(wait_for(Some(600_000), &none, &config, AnswerLimits::API)),
+            60_000
+        );
+        let action = AnswerLimits {
+            max_wait: Some(crate::http::actions::MAX_WAIT),
+            max_chars: None,
+        };
+        assert_eq!(ms(wait_for(Some(59_000), &none, &config, action)), 40_000);
+        let prefer = Preferences {
+            respond_async: false,
+            wait_secs: Some(3_600),
+        };
+        assert_eq!(ms(wait_for(None, &prefer, &config, action)), 40_000);
     }
 
     #[test]

@@ -6,7 +6,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::{
@@ -154,50 +153,50 @@ impl ApiError {
         }
     }
 
-    fn extensions(&self) -> Map<String, Value> {
+    /// The typed body: the standard members and the extra ones this problem has.
+    pub fn problem(&self) -> Problem {
         use ApiError::*;
-        let modes = |m: &[Mode]| json!(m.iter().map(|m| m.as_str()).collect::<Vec<_>>());
-        let mut ext = Map::new();
+        let status = self.status();
+        let mut p = Problem {
+            type_: format!("urn:orchestrator:problem:{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code().to_owned(),
+            ..Problem::default()
+        };
         match self {
             InvalidRequest { errors, .. }
             | InvalidInputs { errors, .. }
-            | InvalidField { errors, .. } => {
-                ext.insert("errors".into(), json!(errors));
-            }
-            BodyTooLarge { limit } => {
-                ext.insert("limit_bytes".into(), json!(limit));
-            }
+            | InvalidField { errors, .. } => p.errors = Some(errors.clone()),
+            BodyTooLarge { limit } => p.limit_bytes = Some(*limit),
             UnknownIntent {
                 intent,
                 suggestions,
             } => {
-                ext.insert("intent".into(), json!(intent));
-                ext.insert("suggestions".into(), json!(suggestions));
+                p.intent = Some(intent.clone());
+                p.suggestions = Some(suggestions.clone());
             }
             ModeNotSupported {
                 intent, served_by, ..
             }
             | AmbiguousIntent { intent, served_by } => {
-                ext.insert("intent".into(), json!(intent));
-                ext.insert("served_by".into(), modes(served_by));
+                p.intent = Some(intent.clone());
+                p.served_by = Some(served_by.clone());
             }
-            JobNotFound { job_id } | NoDelivery { job_id } => {
-                ext.insert("job_id".into(), json!(job_id));
-            }
-            Forbidden { missing_scope } => {
-                ext.insert("missing_scope".into(), json!(missing_scope));
-            }
+            JobNotFound { job_id } | NoDelivery { job_id } => p.job_id = Some(job_id.clone()),
+            Forbidden { missing_scope } => p.missing_scope = Some(missing_scope.clone()),
             DeliveryNotExhausted { job_id, status } => {
-                ext.insert("job_id".into(), json!(job_id));
-                ext.insert("delivery_status".into(), json!(status));
+                p.job_id = Some(job_id.clone());
+                p.delivery_status = Some(*status);
             }
             JobFinished { job_id, status } => {
-                ext.insert("job_id".into(), json!(job_id));
-                ext.insert("job_status".into(), json!(status));
+                p.job_id = Some(job_id.clone());
+                p.job_status = Some(*status);
             }
             _ => {}
         }
-        ext
+        p
     }
 
     /// Inputs the intent refused: `invalid_inputs`, or the code a tool's check gave the first
@@ -239,8 +238,9 @@ impl ApiError {
     }
 }
 
-/// The documented shape of every error body.
-#[derive(Debug, Serialize, ToSchema)]
+/// Every error body (RFC 9457 `application/problem+json`): the standard members, a stable
+/// `code`, and the extra members that problem has.
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type (`urn:orchestrator:problem:<code>`).
     #[serde(rename = "type")]
@@ -250,12 +250,33 @@ pub struct Problem {
     pub detail: String,
     /// Stable, machine-readable.
     pub code: String,
-    /// Present for field-level problems: one entry per bad field.
+    /// Field-level problems: one entry per bad field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
-    /// Present for `unknown_intent`: close matches.
+    /// `unknown_intent`: close matches the caller may run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestions: Option<Vec<String>>,
+    /// The intent a routing problem is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// `ambiguous_intent`, `mode_not_supported`: the engines that serve the intent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<Vec<Mode>>,
+    /// `forbidden`: the scope the key lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_scope: Option<String>,
+    /// The job a problem is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `job_finished`: the job's final state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<JobStatus>,
+    /// `delivery_not_exhausted`: the delivery's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_status: Option<crate::store::DeliveryStatus>,
+    /// `body_too_large`: the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<usize>,
 }
 
 impl IntoResponse for ApiError {
@@ -264,20 +285,8 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), "request failed: {self}");
         }
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("urn:orchestrator:problem:{}", self.code())),
-        );
-        body.insert(
-            "title".into(),
-            json!(status.canonical_reason().unwrap_or("Error")),
-        );
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(self.to_string()));
-        body.insert("code".into(), json!(self.code()));
-        body.extend(self.extensions());
-        let mut resp = (status, Value::Object(body).to_string()).into_response();
+        let body = serde_json::to_string(&self.problem()).expect("a problem serializes");
+        let mut resp = (status, body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

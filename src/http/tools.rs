@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{AppState, auth::Permissions};
+use super::{AppState, auth::Permissions, responses::KeyProblems};
 use crate::{auth::Authenticated, model::Mode, tools::Effect};
 
 pub fn router() -> Router<AppState> {
@@ -36,7 +36,7 @@ pub struct ToolList {
 
 #[utoipa::path(get, path = "/tools", operation_id = "listTools", tag = "discovery",
     summary = "Every intent the server can run (that this key may use), with its input schema",
-    responses((status = 200, body = ToolList)))]
+    responses((status = 200, description = "The intents", body = ToolList), KeyProblems))]
 pub async fn list_tools(State(state): State<AppState>, auth: Authenticated) -> Json<ToolList> {
     let catalog = state.registry.snapshot();
     Json(ToolList {

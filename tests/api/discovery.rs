@@ -226,3 +226,158 @@ async fn public_endpoints_reveal_no_configuration_without_a_key() {
         "a key that is sent is checked"
     );
 }
+
+/// Runs openapi-spec-validator over `doc`; its complaint if it has one.
+fn validate(doc: &Value) -> Result<(), String> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    let out = std::process::Command::new(crate::checkers::checker("openapi-spec-validator"))
+        .arg(file.path())
+        .output()
+        .unwrap();
+    out.status.success().then_some(()).ok_or_else(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Every `description` in the document, with where it is: operations apart from the rest.
+fn descriptions(v: &Value, path: &str, out: &mut Vec<(String, usize)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, item) in map {
+                let here = format!("{path}/{k}");
+                if k == "description"
+                    && let Some(text) = item.as_str()
+                {
+                    out.push((here.clone(), text.chars().count()));
+                }
+                descriptions(item, &here, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                descriptions(item, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_operation(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() == 5 && parts[1] == "paths" && parts[4] == "description"
+}
+
+#[tokio::test]
+async fn the_served_documents_are_valid_and_fit_chatgpt_actions() {
+    let app = spawn_with(|c| {
+        c.server.public_url = "https://orch.example.com/".into();
+        c.flows.insert(
+            "gmail.triage".into(),
+            serde_json::from_value(serde_json::json!({
+                "engine": "n8n", "url": "http://127.0.0.1:9/webhook/x",
+                "description": "Triage the inbox. ".repeat(80)
+            }))
+            .unwrap(),
+        );
+    })
+    .await;
+    let key = app.key("everything", &["*"]).await;
+    let (_, anonymous) = app.get_json("/openapi.json").await;
+    let (_, full) = app.get_json_as(&key, "/openapi.json").await;
+    let (_, actions) = app.get_json_as(&key, "/openapi.json?profile=actions").await;
+    for (what, doc) in [
+        ("anonymous", &anonymous),
+        ("keyed", &full),
+        ("actions", &actions),
+    ] {
+        validate(doc).unwrap_or_else(|e| panic!("the {what} document is not valid: {e}"));
+        assert_eq!(
+            doc["servers"][0]["url"], "https://orch.example.com",
+            "{what}"
+        );
+        let mut found = Vec::new();
+        descriptions(doc, "", &mut found);
+        for (at, chars) in found {
+            let limit = if is_operation(&at) { 300 } else { 700 };
+            assert!(
+                chars <= limit,
+                "{what}: {at} is {chars} characters (> {limit})"
+            );
+        }
+        assert!(doc.to_string().len() < 100_000 || what != "actions");
+    }
+    let operations: Vec<&str> = actions["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations.len(), 3);
+    for id in ["orchestrate", "getJob", "listTools"] {
+        assert!(operations.contains(&id), "{id} in the actions profile");
+    }
+    let timeout =
+        &actions["components"]["schemas"]["OrchestrateRequest"]["properties"]["timeout_ms"];
+    assert_eq!(timeout["maximum"], 40_000);
+    let (status, problem) = app.get_json_as(&key, "/openapi.json?profile=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["errors"][0]["field"], "profile");
+}
+
+#[tokio::test]
+async fn action_answers_stay_under_100000_characters() {
+    let app = spawn_app().await;
+    let big = "x\"".repeat(80_000);
+    let resp = app
+        .client
+        .post(format!("{}/actions/orchestrate", app.base))
+        .json(&serde_json::json!({"intent": "system.echo", "inputs": {"text": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert!(text.chars().count() <= 100_000, "{} characters", text.len());
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["status"], "success");
+    assert_eq!(answer["result"]["truncated"], true);
+    let id = answer["job_id"].as_str().unwrap();
+    assert!(
+        answer["result"]["full_at"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/jobs/{id}"))
+    );
+
+    let job = app
+        .client
+        .get(format!("{}/actions/jobs/{id}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(job.chars().count() <= 100_000, "{} characters", job.len());
+    let job: Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    // The REST API still answers in full.
+    let full = app.job(id).await;
+    assert_eq!(full["result"]["text"].as_str().unwrap().len(), big.len());
+
+    let (status, tools) = app.get_json("/actions/tools").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "memory.write")
+    );
+}
