@@ -30,7 +30,8 @@ pub fn bound(part: &mut Option<Value>, rest_chars: usize, max_chars: usize, full
         if encoded <= budget || keep == 0 {
             break candidate;
         }
-        keep = keep.saturating_sub(encoded - budget).min(keep - 1);
+        // Shrink in proportion (escaping lengthens evenly enough), always by at least one.
+        keep = (keep * budget / encoded).min(keep - 1);
     };
     *part = Some(json!({
         "truncated": true,

@@ -240,6 +240,12 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
                 .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this server issued"))
         })
         .transpose()?;
+    if p.intent.as_ref().is_some_and(|i| i.chars().count() > 200) {
+        return Err(ApiError::invalid(
+            "intent",
+            "must be at most 200 characters",
+        ));
+    }
     Ok(JobFilter {
         owner: None,
         intent: p.intent.clone().filter(|s| !s.is_empty()),

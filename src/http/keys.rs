@@ -67,15 +67,24 @@ impl From<ApiKeyRecord> for KeyView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// Unique among active keys.
-    #[schema(min_length = 1, max_length = 100)]
+    /// Unique among active keys; not only spaces.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Intent globs (`memory.*`) and administrative scopes (`jobs:read:all`, `jobs:cancel`,
     /// `callbacks:retry`, `keys:admin`).
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, inline, value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
 }
+
+/// One scope: an intent glob (letters, digits, `.`, `_`, `-`, `*`) or an administrative scope.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^([A-Za-z0-9._*-]+|jobs:read:all|jobs:cancel|callbacks:retry|keys:admin|ops:read)$"
+)]
+pub struct Scope(String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedKeyView {
