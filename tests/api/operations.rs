@@ -352,3 +352,67 @@ async fn metrics_follow_prometheus_conventions_and_the_gauges_move() {
         assert!(line.contains(field), "{field} in {line}");
     }
 }
+
+/// The metric families a PromQL text names (`orchestrator_…`, histogram suffixes folded).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("orchestrator_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(family.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_alert_rules_and_dashboard_use_what_the_server_exports() {
+    let rules = repo_file("docs/monitoring/alerts.yml");
+    let dashboard = repo_file("docs/monitoring/grafana-dashboard.json");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().unwrap().len() >= 10);
+    // Every name the server describes (HELP), from the one list in telemetry.rs.
+    let described = metric_names(&repo_file("src/telemetry.rs"));
+    for (file, text) in [
+        ("alerts.yml", &rules),
+        ("grafana-dashboard.json", &dashboard),
+    ] {
+        let used = metric_names(text);
+        assert!(used.len() >= 8, "{file} uses {used:?}");
+        for name in used {
+            assert!(
+                described.contains(&name),
+                "{file} uses {name}, which the server does not export"
+            );
+        }
+    }
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is missing (Debian package prometheus; .ci/run installs it)"
+        );
+        eprintln!("skipped promtool: not installed");
+        return;
+    }
+    let out = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring/alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
