@@ -9,14 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{AuthState, Authenticator},
+    catalog::{Intent, Registry, Tool},
     config::Config,
     db,
-    dispatch::{
-        Orchestrator,
-        catalog::{Intent, Registry},
-        ingest::CallbackIngest,
-        local_catalog,
-    },
+    dispatch::{Orchestrator, ingest::CallbackIngest},
     embedded_pg::{ClusterUser, EmbeddedPostgres},
     http::{self, AppState},
     model::Mode,
@@ -25,8 +21,8 @@ use crate::{
     store::Store,
     telemetry,
     tools::{
-        Tool,
         flow::{self, Breakers, FlowDeps},
+        local_catalog,
         mcp::McpManager,
     },
     webhook::{SafeClient, SecretKey, SigningSecrets, Verifier},
@@ -67,7 +63,7 @@ impl Application {
         let database = db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
         tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
-        let mut catalog = local_catalog(&config, &store)
+        let mut catalog = local_catalog(&config.tools, &config.ssh, &store)
             .map_err(anyhow::Error::msg)
             .context("loading the local intents")?;
         for tool in options.extra_tools {

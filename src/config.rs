@@ -37,10 +37,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
-    pub tools: ToolsConfig,
+    pub tools: crate::tools::ToolsConfig,
     /// `[flows."<intent>"]`: n8n, ActivePieces or generic webhooks, one intent each.
     pub flows: BTreeMap<String, crate::tools::flow::FlowConfig>,
-    pub routing: crate::dispatch::routing::RoutingConfig,
+    pub routing: crate::catalog::routing::RoutingConfig,
     pub mcp: crate::tools::mcp::McpConfig,
     pub ssh: crate::tools::ssh::SshConfig,
 }
@@ -356,32 +356,6 @@ impl Default for MetricsConfig {
             gauge_interval_ms: 15_000,
         }
     }
-}
-
-/// Built-in local tools. Each entry may override an intent's defaults.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ToolsConfig {
-    /// `system.echo` and `system.sleep` (diagnostics, tests, benchmarks).
-    pub system: bool,
-    pub overrides: BTreeMap<String, IntentOverride>,
-}
-
-impl Default for ToolsConfig {
-    fn default() -> Self {
-        Self {
-            system: true,
-            overrides: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IntentOverride {
-    pub timeout_ms: Option<u64>,
-    pub max_attempts: Option<i32>,
-    pub priority: Option<i16>,
 }
 
 impl Config {

@@ -7,8 +7,9 @@ use std::{sync::Arc, time::Duration};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{canonical::write_canonical, catalog::Intent};
+use super::canonical::write_canonical;
 use crate::{
+    catalog::Intent,
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
     store::{CancelOutcome, ClaimedJob, KeyClaim, NewJob, Store, StoreError, StoredKey},

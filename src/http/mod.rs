@@ -34,7 +34,8 @@ use tower_http::{
 use crate::{
     auth::Authenticator,
     config::Config,
-    dispatch::{Orchestrator, catalog::Registry, ingest::CallbackIngest},
+    catalog::Registry,
+    dispatch::{Orchestrator, ingest::CallbackIngest},
     net::UrlPolicy,
     store::Store,
     tools::flow::Breakers,

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    dispatch::catalog::{Catalog, Intent},
+    catalog::{Catalog, Intent},
     model::{FieldError, JobError, JobStatus, Mode},
 };
 

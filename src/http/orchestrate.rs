@@ -24,7 +24,8 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    dispatch::{Submission, Submitted, WaitOutcome, catalog::ResolveError},
+    catalog::ResolveError,
+    dispatch::{Submission, Submitted, WaitOutcome},
     ids::JobId,
     model::{FieldError, FinishedJob, JobError, JobStatus, Mode},
 };

@@ -9,7 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    dispatch::{SubmitError, catalog::ResolveError},
+    catalog::ResolveError,
+    dispatch::SubmitError,
     model::{FieldError, JobStatus, Mode},
     store::StoreError,
 };

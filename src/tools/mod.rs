@@ -1,6 +1,6 @@
-//! Tools: what an intent runs. Local tools (memory, system) run in this process; flows and MCP
-//! servers are tools too, behind the same trait, so intake, workers and discovery treat every
-//! engine alike.
+//! Tools: what an intent runs. Local tools (memory, system, SSH) run in this process; flows and
+//! MCP servers are tools too, behind the same trait (`crate::catalog::Tool`), so intake,
+//! workers and discovery treat every engine alike. Each tool's configuration lives with it.
 
 pub mod flow;
 pub mod mcp;
@@ -8,141 +8,66 @@ pub mod memory;
 pub mod ssh;
 pub mod system;
 
-use std::{borrow::Cow, time::Duration};
+pub use crate::catalog::{
+    Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec,
+};
 
-use futures::future::BoxFuture;
-use serde_json::Value;
-use tokio_util::sync::CancellationToken;
+use std::collections::BTreeMap;
 
-use crate::{ids::JobId, model::FieldError, store::StoreError};
+use serde::{Deserialize, Serialize};
 
-/// Whether running an intent twice with the same inputs changes anything. Write intents get an
-/// idempotency key derived from their inputs when the client sends none; read intents do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    Read,
-    Write,
+use crate::{
+    catalog::{Catalog, Intent, IntentOverride},
+    model::Mode,
+    store::Store,
+};
+
+/// `[tools]`: the built-in local tools; each entry of `overrides` may change an intent's
+/// defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// `system.echo` and `system.sleep` (diagnostics, tests, benchmarks).
+    pub system: bool,
+    pub overrides: BTreeMap<String, IntentOverride>,
 }
 
-/// What an intent is and how it runs by default (config may override the numbers).
-#[derive(Debug, Clone)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    pub input_schema: Value,
-    pub effect: Effect,
-    /// Per attempt.
-    pub timeout: Duration,
-    pub max_attempts: i32,
-    pub priority: i16,
-    /// Shown to callers without a key (`/openapi.json`): true only for intents every server
-    /// has, whose name and schema reveal nothing of this deployment's configuration (no host
-    /// names, URLs or server names).
-    pub public: bool,
-}
-
-/// What one attempt of a job gives a tool.
-#[derive(Debug, Clone)]
-pub struct ToolContext {
-    pub job_id: JobId,
-    pub attempt: i32,
-    /// Fires when the job is cancelled or its lease is lost; tools holding remote resources
-    /// release them when it does.
-    pub cancel: CancellationToken,
-}
-
-/// Why an attempt did not produce a result.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ToolError {
-    /// Stable, machine-readable.
-    pub code: Cow<'static, str>,
-    pub message: String,
-    /// Worth another attempt (transient: network, database unavailable, 5xx).
-    pub retryable: bool,
-    /// The attempt ran out of time (the job ends `timed_out` when no attempt is left).
-    pub timed_out: bool,
-    /// A hint from the remote side for when to try again.
-    pub retry_after: Option<Duration>,
-}
-
-impl ToolError {
-    /// A failure another attempt would not fix.
-    pub fn permanent(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+impl Default for ToolsConfig {
+    fn default() -> Self {
         Self {
-            code: code.into(),
-            message: message.into(),
-            retryable: false,
-            timed_out: false,
-            retry_after: None,
-        }
-    }
-
-    pub fn transient(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            ..Self::permanent(code, message)
-        }
-    }
-
-    pub fn timed_out(message: impl Into<String>) -> Self {
-        Self {
-            timed_out: true,
-            retryable: true,
-            ..Self::permanent("timed_out", message)
+            system: true,
+            overrides: BTreeMap::new(),
         }
     }
 }
 
-impl From<StoreError> for ToolError {
-    fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "tool storage error");
-        if e.is_unavailable() {
-            ToolError::transient("database_unavailable", "the database is unavailable")
-        } else {
-            ToolError::permanent("storage_error", "the tool could not store or read its data")
+/// The intents served by this process's own tools (memory, system, SSH).
+pub fn local_catalog(
+    config: &ToolsConfig,
+    ssh_config: &ssh::SshConfig,
+    store: &Store,
+) -> Result<Catalog, String> {
+    let mut catalog = Catalog::default();
+    let mut tools = memory::tools(store);
+    if config.system {
+        tools.extend(system::tools());
+    }
+    tools.extend(ssh::tools(ssh_config, &config.overrides, store)?);
+    for tool in tools {
+        let overrides = config.overrides.get(&tool.spec().name);
+        catalog.add(Intent::new(Mode::Agent, tool, overrides)?)?;
+    }
+    for name in config.overrides.keys() {
+        if catalog.get(name, Mode::Agent).is_none() {
+            return Err(format!(
+                "tools.overrides.\"{name}\": no such local intent (known: {})",
+                catalog
+                    .iter()
+                    .map(|i| i.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
     }
-}
-
-/// What a successful attempt produced.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ToolOutput {
-    /// The job's result.
-    Done(Value),
-    /// The work was handed to someone who will report through `/callbacks/ingest` within
-    /// `deadline` (the job waits in `awaiting_callback`, then ends `timed_out`).
-    AwaitCallback { deadline: Duration },
-}
-
-impl From<Value> for ToolOutput {
-    fn from(v: Value) -> Self {
-        ToolOutput::Done(v)
-    }
-}
-
-pub type ToolResult = Result<ToolOutput, ToolError>;
-
-pub trait Tool: Send + Sync + 'static {
-    fn spec(&self) -> &ToolSpec;
-
-    /// Checks the JSON Schema cannot express (an allowlist, a parse); each error names a field
-    /// as `inputs.<path>`.
-    fn check_inputs(&self, _inputs: &Value) -> Result<(), Vec<FieldError>> {
-        Ok(())
-    }
-
-    /// The audit entry for inputs `check_inputs` refused at intake, when such a refusal is a
-    /// policy decision worth recording although no job exists (an SSH command refused):
-    /// `(kind, detail)`. `host` and `decision` in the detail become the entry's target and
-    /// outcome, as for the events a job records.
-    fn refusal_audit(
-        &self,
-        _inputs: &Value,
-        _errors: &[FieldError],
-    ) -> Option<(&'static str, Value)> {
-        None
-    }
-
-    fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult>;
+    Ok(catalog)
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{backoff::Backoff, completer::Completer};
 use crate::{
-    dispatch::catalog::Registry,
+    catalog::Registry,
     ids::JobId,
     store::{ClaimedJob, Completion, CompletionStatus},
     tools::{ToolContext, ToolError, ToolOutput, ToolResult},

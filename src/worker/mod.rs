@@ -28,7 +28,7 @@ pub use executor::{Executor, StopReason};
 pub use waiters::{Waiter, Waiters};
 
 use crate::{
-    config::WorkersConfig, dispatch::catalog::Registry, model::FinishedJob, store::Store,
+    config::WorkersConfig, catalog::Registry, model::FinishedJob, store::Store,
     webhook::SafeClient,
 };
 use tokio_util::task::TaskTracker;

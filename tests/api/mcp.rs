@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use orchestrator::{
     config::Config,
-    dispatch::routing::Route,
+    catalog::routing::Route,
     model::Mode,
     tools::mcp::{McpServerConfig, StartPolicy},
 };

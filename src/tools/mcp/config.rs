@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::routing::glob_match;
+use crate::catalog::routing::glob_match;
 
 /// The protocol versions we offer in `initialize` (the ones tested against real servers).
 pub const OFFERED_PROTOCOLS: [&str; 2] = ["2025-11-25", "2025-06-18"];

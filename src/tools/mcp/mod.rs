@@ -25,7 +25,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use config::{EffectPolicy, McpConfig, McpServerConfig, StartPolicy};
 use server::McpServer;
 
-use crate::dispatch::catalog::{LazySource, Registry};
+use crate::catalog::{LazySource, Registry};
 
 /// The running MCP servers of this instance.
 pub struct McpManager {

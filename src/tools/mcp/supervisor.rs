@@ -11,7 +11,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{config::StartPolicy, server::McpServer, session::Session, tool};
-use crate::dispatch::catalog::Registry;
+use crate::catalog::Registry;
 
 /// Why a session was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

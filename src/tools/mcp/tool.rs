@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{config::EffectPolicy, server::McpServer};
 use crate::{
-    dispatch::catalog::Intent,
+    catalog::Intent,
     model::Mode,
     tools::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec},
 };

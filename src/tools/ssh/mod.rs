@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
-use crate::{config::IntentOverride, model::FieldError, store::Store};
+use crate::{catalog::IntentOverride, model::FieldError, store::Store};
 use allowlist::Allowlist;
 use client::{ConnectError, Target};
 use exec::RunError;

@@ -10,12 +10,23 @@ use std::{
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::routing::RoutingConfig;
-use crate::{
-    config::IntentOverride,
-    model::{FieldError, Mode},
-    tools::{Effect, Tool},
+use serde::{Deserialize, Serialize};
+
+use super::{
+    routing::RoutingConfig,
+    tool::{Effect, Tool},
 };
+use crate::model::{FieldError, Mode};
+
+/// Configuration's say over an intent's run policy (`[tools.overrides."<intent>"]`, a flow's
+/// own keys): unset members keep the tool's defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntentOverride {
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<i32>,
+    pub priority: Option<i16>,
+}
 
 /// The documented order of engines: how `served_by` lists them.
 const ENGINE_ORDER: [Mode; 3] = [Mode::Agent, Mode::Flow, Mode::Mcp];
@@ -375,9 +386,9 @@ mod tests {
     use super::*;
 
     fn echo_intent(name: &str, mode: Mode) -> Arc<Intent> {
-        struct Named(crate::tools::ToolSpec);
+        struct Named(crate::catalog::ToolSpec);
         impl Tool for Named {
-            fn spec(&self) -> &crate::tools::ToolSpec {
+            fn spec(&self) -> &crate::catalog::ToolSpec {
                 &self.0
             }
             fn call<'a>(
@@ -388,7 +399,7 @@ mod tests {
                 unreachable!()
             }
         }
-        let spec = crate::tools::ToolSpec {
+        let spec = crate::catalog::ToolSpec {
             name: name.into(),
             description: String::new(),
             input_schema: serde_json::json!({"type": "object"}),
@@ -455,7 +466,7 @@ mod tests {
 
     #[test]
     fn auto_takes_routes_then_the_only_engine_then_the_preference() {
-        use crate::dispatch::routing::Route;
+        use crate::catalog::routing::Route;
         let routing = RoutingConfig {
             routes: vec![
                 Route {

@@ -1,6 +1,6 @@
 //! How `mode: auto` picks an engine when the operator has a say: explicit routes (an intent glob
 //! → an engine, optionally another intent on it), and an engine preference for intents several
-//! engines serve. The order itself is applied by [`super::catalog::Catalog::resolve`].
+//! engines serve. The order itself is applied by [`super::Catalog::resolve`].
 
 use serde::{Deserialize, Serialize};
 

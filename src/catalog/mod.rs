@@ -1,0 +1,12 @@
+//! The catalog: every intent this server can run — the `Tool` each runs, the engine (mode) it
+//! belongs to, its compiled input schema and run policy — and how `auto` picks an engine.
+//! Engines register into it; intake, workers and the HTTP API read it. It knows no engine.
+
+mod registry;
+pub mod routing;
+mod tool;
+
+pub use registry::{
+    Catalog, Intent, IntentOverride, LazySource, Registry, ResolveError, field_path,
+};
+pub use tool::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};
