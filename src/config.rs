@@ -1,14 +1,22 @@
 //! Configuration: documented defaults, then an optional TOML file, then `ORCH__SECTION__KEY`
 //! environment variables; `DATABASE_URL` always wins for the database. Validated once at start.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+pub use crate::secret::Secret;
+use crate::{
+    auth::AuthConfig,
+    db::DatabaseConfig,
+    telemetry::{LogConfig, MetricsConfig},
+    webhook::CallbacksConfig,
+    worker::{RetentionConfig, WorkersConfig},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,73 +83,6 @@ impl Default for ServerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `postgres://…`; `DATABASE_URL` wins. Unset: the private cluster (if `embedded`).
-    pub url: Option<String>,
-    pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
-    /// How long start-up keeps retrying a database that does not answer before giving up.
-    pub connect_timeout_ms: u64,
-    /// With no URL configured at all, run a private cluster (PostgreSQL's server binaries
-    /// must be installed). Never used when a URL is configured.
-    pub embedded: bool,
-    /// The private cluster's data directory (absolute). Default: `/var/lib/orchestrator/pgdata`
-    /// for root, else `$XDG_DATA_HOME/orchestrator/pgdata` (`~/.local/share/…`).
-    pub embedded_data_dir: Option<PathBuf>,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 32,
-            acquire_timeout_ms: 3_000,
-            connect_timeout_ms: 30_000,
-            embedded: true,
-            embedded_data_dir: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorkersConfig {
-    /// Jobs this instance runs at once (0 = intake only, no workers).
-    pub concurrency: usize,
-    /// The most jobs one claim takes.
-    pub claim_batch: i64,
-    /// Fallback poll for new work when no wake-up arrives.
-    pub poll_interval_ms: u64,
-    /// A claim's lease; the heartbeat extends it while the job runs.
-    pub lease_ms: u64,
-    pub heartbeat_interval_ms: u64,
-    /// How often maintenance looks for expired leases and expired idempotency keys.
-    pub maintenance_interval_ms: u64,
-    /// Retry backoff: base * 2^(attempt-1), capped, with ±20 % jitter.
-    pub retry_base_ms: u64,
-    pub retry_max_ms: u64,
-    /// The most completions written in one statement.
-    pub completion_batch: usize,
-}
-
-impl Default for WorkersConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 64,
-            claim_batch: 64,
-            poll_interval_ms: 1_000,
-            lease_ms: 30_000,
-            heartbeat_interval_ms: 10_000,
-            maintenance_interval_ms: 5_000,
-            retry_base_ms: 1_000,
-            retry_max_ms: 600_000,
-            completion_batch: 256,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct IdempotencyConfig {
     /// How long a key (sent or derived) answers with the stored result.
     pub ttl_hours: u64,
@@ -150,211 +91,6 @@ pub struct IdempotencyConfig {
 impl Default for IdempotencyConfig {
     fn default() -> Self {
         Self { ttl_hours: 24 }
-    }
-}
-
-/// Whether requests need an API key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Open only while no API key has ever been created in the database; the first key closes
-    /// the API for good (revoking or expiring keys does not reopen it).
-    #[default]
-    Auto,
-    /// Keys are required from the start.
-    Required,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    pub mode: AuthMode,
-    /// The older spelling of `mode = "required"` (still honoured).
-    pub required: bool,
-    /// Paths served without a key (`/callbacks/ingest` has its own verification). A key sent
-    /// to them is still checked, and `/readyz` and `/openapi.json` show more to a key.
-    pub public_paths: Vec<String>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            mode: AuthMode::Auto,
-            required: false,
-            public_paths: ["/healthz", "/readyz", "/openapi.json", "/metrics"]
-                .map(String::from)
-                .to_vec(),
-        }
-    }
-}
-
-impl AuthConfig {
-    pub fn effective_mode(&self) -> AuthMode {
-        if self.required {
-            AuthMode::Required
-        } else {
-            self.mode
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Drop finished jobs' inputs and results after this many days (0: keep them). Reporting
-    /// columns and the audit trail stay.
-    pub payload_days: u32,
-}
-
-/// A secret from configuration: `Debug` never shows it, it is never serialised, and its memory
-/// is zeroed when dropped (`secrecy`). Read it with [`Secret::expose`] where it is used.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.expose().is_empty()
-    }
-}
-
-impl Default for Secret {
-    fn default() -> Self {
-        Self(SecretString::from(""))
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(SecretString::from(s))
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(SecretString::from(s))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_empty() { "\"\"" } else { "\"***\"" })
-    }
-}
-
-/// Only the empty default is ever serialised (the layered loading starts from the defaults);
-/// a set secret refuses, so no code path can write one out.
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.is_empty() {
-            serializer.serialize_str("")
-        } else {
-            Err(serde::ser::Error::custom("secrets are never serialised"))
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CallbacksConfig {
-    /// Signs outbound callbacks and flow requests (`whsec_` + base64). Empty: a secret is
-    /// generated on first start and kept in the database (`orchestrator callbacks secret`).
-    pub signing_secret: Secret,
-    /// More signing secrets during a rotation: each signature is sent.
-    pub signing_secrets: Vec<Secret>,
-    /// Verifies inbound `/callbacks/ingest` signatures (`whsec_` + base64).
-    pub ingest_secret: Secret,
-    /// More accepted ingest secrets during a rotation.
-    pub ingest_secrets: Vec<Secret>,
-    /// Non-public networks (CIDRs) that callback and flow URLs may reach. Default: none.
-    pub allow_networks: Vec<ipnet::IpNet>,
-    /// One delivery attempt's time limit.
-    pub timeout_ms: u64,
-    /// Delays between attempts (±20 % jitter); after the last one the delivery is exhausted.
-    pub retry_schedule_ms: Vec<u64>,
-    /// The most a receiver's `Retry-After` may postpone the next attempt.
-    pub max_retry_after_ms: u64,
-    /// Inbound signatures older or newer than this are refused.
-    pub tolerance_secs: u64,
-    /// Deliveries in flight at once on this instance (0: this instance delivers nothing).
-    pub delivery_concurrency: usize,
-}
-
-impl Default for CallbacksConfig {
-    fn default() -> Self {
-        Self {
-            signing_secret: Secret::default(),
-            signing_secrets: Vec::new(),
-            ingest_secret: Secret::default(),
-            ingest_secrets: Vec::new(),
-            allow_networks: Vec::new(),
-            timeout_ms: 15_000,
-            retry_schedule_ms: [5, 300, 1800, 7200, 18000, 36000, 36000]
-                .map(|s| s * 1000)
-                .to_vec(),
-            max_retry_after_ms: 36_000_000,
-            tolerance_secs: 300,
-            delivery_concurrency: 16,
-        }
-    }
-}
-
-impl CallbacksConfig {
-    pub fn signing_keys(&self) -> impl Iterator<Item = &Secret> {
-        std::iter::once(&self.signing_secret)
-            .chain(&self.signing_secrets)
-            .filter(|s| !s.is_empty())
-    }
-
-    pub fn ingest_keys(&self) -> impl Iterator<Item = &Secret> {
-        std::iter::once(&self.ingest_secret)
-            .chain(&self.ingest_secrets)
-            .filter(|s| !s.is_empty())
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter; `RUST_LOG` wins when set.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            filter: "info,sqlx=warn".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// How often the queue, pool and breaker gauges are sampled (one query per sample, not per
-    /// scrape).
-    pub gauge_interval_ms: u64,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            gauge_interval_ms: 15_000,
-        }
     }
 }
 
@@ -481,9 +217,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn sync_timeout(&self) -> Duration {
-        Duration::from_millis(self.server.sync_timeout_ms)
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! missing and migrations are applied.
 
 use std::{
+    path::PathBuf,
     str::FromStr,
     time::{Duration, Instant},
 };
@@ -15,10 +16,40 @@ use sqlx::{
     postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions},
 };
 
-use crate::{
-    config::DatabaseConfig,
-    embedded_pg::{ClusterUser, EmbeddedPostgres, default_data_dir},
-};
+use serde::{Deserialize, Serialize};
+
+use crate::embedded_pg::{ClusterUser, EmbeddedPostgres, default_data_dir};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+/// `[database]`.
+pub struct DatabaseConfig {
+    /// `postgres://…`; `DATABASE_URL` wins. Unset: the private cluster (if `embedded`).
+    pub url: Option<String>,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// How long start-up keeps retrying a database that does not answer before giving up.
+    pub connect_timeout_ms: u64,
+    /// With no URL configured at all, run a private cluster (PostgreSQL's server binaries
+    /// must be installed). Never used when a URL is configured.
+    pub embedded: bool,
+    /// The private cluster's data directory (absolute). Default: `/var/lib/orchestrator/pgdata`
+    /// for root, else `$XDG_DATA_HOME/orchestrator/pgdata` (`~/.local/share/…`).
+    pub embedded_data_dir: Option<PathBuf>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 32,
+            acquire_timeout_ms: 3_000,
+            connect_timeout_ms: 30_000,
+            embedded: true,
+            embedded_data_dir: None,
+        }
+    }
+}
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -16,6 +16,7 @@ pub mod model;
 pub mod net;
 pub mod nul;
 pub mod redact;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

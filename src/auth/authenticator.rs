@@ -11,9 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Scopes, hash_key, key_prefix};
+use super::{AuthMode, Scopes, hash_key, key_prefix};
 use crate::{
-    config::AuthMode,
     model::Principal,
     store::{ApiKeyRecord, Store, StoreError},
 };

@@ -3,10 +3,12 @@
 
 mod answer;
 mod client;
+mod config;
 mod secrets;
 mod signing;
 
 pub use answer::{body_text, excerpt, retry_after, truncate_bytes};
+pub use config::CallbacksConfig;
 pub use client::{OutboundError, OutboundResponse, SafeClient, SignedRequest};
 pub use secrets::{SecretSource, SecretsError, SigningSecrets};
 pub use signing::{NoSigningKey, SecretKey, Signer, Verifier, VerifyError, WebhookHeaders};

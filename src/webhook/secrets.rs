@@ -7,8 +7,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{SecretKey, Signer};
+use super::CallbacksConfig;
 use crate::{
-    config::{CallbacksConfig, Secret},
+    secret::Secret,
     store::{Store, StoreError},
 };
 

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 mod completer;
+mod config;
 pub mod delivery;
 pub mod executor;
 pub mod gauges;
@@ -23,12 +24,13 @@ use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use config::{RetentionConfig, WorkersConfig};
 pub use delivery::DeliverySettings;
 pub use executor::{Executor, StopReason};
 pub use waiters::{Waiter, Waiters};
 
 use crate::{
-    config::WorkersConfig, catalog::Registry, model::FinishedJob, store::Store,
+    catalog::Registry, model::FinishedJob, store::Store,
     webhook::SafeClient,
 };
 use tokio_util::task::TaskTracker;

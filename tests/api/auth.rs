@@ -543,7 +543,7 @@ async fn refused_within_seconds(app: &TestApp, body: &Value) -> bool {
 
 #[tokio::test]
 async fn auth_mode_required_locks_everything_before_any_key_exists() {
-    let app = spawn_with(|c| c.auth.mode = orchestrator::config::AuthMode::Required).await;
+    let app = spawn_with(|c| c.auth.mode = orchestrator::auth::AuthMode::Required).await;
     let (status, problem) = call(&app, None, "POST", "/orchestrate", Some(echo(1))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
 }

@@ -1,0 +1,67 @@
+//! `[callbacks]`: signing and verification secrets, where callbacks may go, and the delivery
+//! schedule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// `[callbacks]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Signs outbound callbacks and flow requests (`whsec_` + base64). Empty: a secret is
+    /// generated on first start and kept in the database (`orchestrator callbacks secret`).
+    pub signing_secret: Secret,
+    /// More signing secrets during a rotation: each signature is sent.
+    pub signing_secrets: Vec<Secret>,
+    /// Verifies inbound `/callbacks/ingest` signatures (`whsec_` + base64).
+    pub ingest_secret: Secret,
+    /// More accepted ingest secrets during a rotation.
+    pub ingest_secrets: Vec<Secret>,
+    /// Non-public networks (CIDRs) that callback and flow URLs may reach. Default: none.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// One delivery attempt's time limit.
+    pub timeout_ms: u64,
+    /// Delays between attempts (±20 % jitter); after the last one the delivery is exhausted.
+    pub retry_schedule_ms: Vec<u64>,
+    /// The most a receiver's `Retry-After` may postpone the next attempt.
+    pub max_retry_after_ms: u64,
+    /// Inbound signatures older or newer than this are refused.
+    pub tolerance_secs: u64,
+    /// Deliveries in flight at once on this instance (0: this instance delivers nothing).
+    pub delivery_concurrency: usize,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            signing_secret: Secret::default(),
+            signing_secrets: Vec::new(),
+            ingest_secret: Secret::default(),
+            ingest_secrets: Vec::new(),
+            allow_networks: Vec::new(),
+            timeout_ms: 15_000,
+            retry_schedule_ms: [5, 300, 1800, 7200, 18000, 36000, 36000]
+                .map(|s| s * 1000)
+                .to_vec(),
+            max_retry_after_ms: 36_000_000,
+            tolerance_secs: 300,
+            delivery_concurrency: 16,
+        }
+    }
+}
+
+impl CallbacksConfig {
+    pub fn signing_keys(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.signing_secret)
+            .chain(&self.signing_secrets)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn ingest_keys(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.ingest_secret)
+            .chain(&self.ingest_secrets)
+            .filter(|s| !s.is_empty())
+    }
+}
+
