@@ -6,27 +6,30 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     auth::{AuthState, Authenticator},
+    callbacks::{
+        CallbackIngest, Deliverer, DeliverySettings, SafeClient, SecretKey, SigningSecrets,
+        UrlPolicy, Verifier,
+    },
     catalog::{Intent, Registry, Tool},
     config::Config,
     db,
-    dispatch::{Orchestrator, ingest::CallbackIngest},
-    embedded_pg::{ClusterUser, EmbeddedPostgres},
+    db::embedded::{ClusterUser, EmbeddedPostgres},
+    dispatch::Orchestrator,
     http::{self, AppState},
     model::Mode,
-    net::UrlPolicy,
     redact::Redactor,
     store::Store,
-    telemetry,
+    telemetry::gauges,
     tools::{
         flow::{self, Breakers, FlowDeps},
         local_catalog,
         mcp::McpManager,
     },
-    webhook::{SafeClient, SecretKey, SigningSecrets, Verifier},
-    worker::{DeliverySettings, DeliveryWiring, MaintenanceSettings, Workers, gauges},
+    worker::{Sidecar, Workers, WorkersSetup},
 };
 
 pub struct Application {
@@ -77,9 +80,11 @@ impl Application {
         let url_policy = Arc::new(UrlPolicy::new(callbacks.allow_networks.clone()));
         let signing = Arc::new(SigningSecrets::resolve(callbacks, &store).await?);
         let client = SafeClient::new(url_policy.clone(), signing.signer()?);
-        let redactor = Arc::new(Redactor::from_config(
-            &config,
-            signing.secrets().iter().map(|s| s.expose()),
+        let redactor = Arc::new(Redactor::new(
+            config
+                .secret_values(signing.secrets().iter().map(|s| s.expose()))
+                .iter()
+                .map(|s| s.as_str()),
         ));
         let breakers = Arc::new(Breakers::default());
         let flows = flow::tools(
@@ -109,13 +114,13 @@ impl Application {
         log_intents(&registry);
         tracing::info!(public_url = %config.server.public_url, "public URL (status_url, callbacks, OpenAPI servers)");
         let keys_changed = Arc::new(tokio::sync::Notify::new());
-        let workers = Workers::start(
-            store.clone(),
-            registry.clone(),
-            &config.workers,
-            DeliveryWiring {
+        let instance_id = Uuid::now_v7();
+        let deliverer = (callbacks.delivery_concurrency > 0).then(|| {
+            Arc::new(Deliverer::new(
+                store.clone(),
                 client,
-                settings: DeliverySettings {
+                instance_id,
+                DeliverySettings {
                     concurrency: callbacks.delivery_concurrency,
                     timeout: Duration::from_millis(callbacks.timeout_ms),
                     schedule: callbacks
@@ -126,11 +131,19 @@ impl Application {
                     max_retry_after: Duration::from_millis(callbacks.max_retry_after_ms),
                     poll: Duration::from_millis(config.workers.poll_interval_ms),
                 },
-            },
-            MaintenanceSettings::from_config(&config),
-            keys_changed.clone(),
-            redactor.clone(),
-        );
+                redactor.clone(),
+            )) as Arc<dyn Sidecar>
+        });
+        let workers = Workers::start(WorkersSetup {
+            instance_id,
+            store: store.clone(),
+            registry: registry.clone(),
+            config: config.workers.clone(),
+            sidecar: deliverer,
+            maintenance: config.maintenance(),
+            keys_changed: keys_changed.clone(),
+            redactor: redactor.clone(),
+        });
         let authenticator = Arc::new(Authenticator::new(
             store.clone(),
             config.auth.effective_mode(),
@@ -183,7 +196,7 @@ impl Application {
             store,
             registry,
             orchestrator,
-            metrics: telemetry::metrics_handle(),
+            metrics: crate::telemetry::metrics_handle(),
             callback_policy: url_policy,
             ingest,
             breakers,

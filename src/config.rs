@@ -1,7 +1,10 @@
 //! Configuration: documented defaults, then an optional TOML file, then `ORCH__SECTION__KEY`
 //! environment variables; `DATABASE_URL` always wins for the database. Validated once at start.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use zeroize::Zeroizing;
 
 use figment::{
     Figment,
@@ -12,10 +15,11 @@ use serde::{Deserialize, Serialize};
 pub use crate::secret::Secret;
 use crate::{
     auth::AuthConfig,
+    callbacks::CallbacksConfig,
     db::DatabaseConfig,
     telemetry::{LogConfig, MetricsConfig},
-    webhook::CallbacksConfig,
-    worker::{RetentionConfig, WorkersConfig},
+    tools::flow::FlowAuth,
+    worker::{MaintenanceSettings, RetentionConfig, WorkersConfig},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,62 @@ impl Default for IdempotencyConfig {
 }
 
 impl Config {
+    /// Every secret value this configuration names — the callback secrets (and their keys), and
+    /// what the flows', SSH hosts' and MCP servers' `*_env` variables hold — plus `signing`
+    /// (the signing secrets in use, which may have been generated): what a `Redactor` cuts out.
+    pub fn secret_values<'a>(
+        &self,
+        signing: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Zeroizing<String>> {
+        let mut secrets: Vec<Zeroizing<String>> = Vec::new();
+        let mut whsec = |s: &str| {
+            secrets.push(Zeroizing::new(s.to_owned()));
+            if let Some(key) = s.strip_prefix("whsec_") {
+                secrets.push(Zeroizing::new(key.to_owned()));
+            }
+        };
+        signing.into_iter().for_each(&mut whsec);
+        self.callbacks.ingest_keys().for_each(|s| whsec(s.expose()));
+        let env = |name: &str| std::env::var(name).ok().map(Zeroizing::new);
+        for auth in self.flows.values().filter_map(|f| f.auth.as_ref()) {
+            secrets.extend(auth.env_vars().into_iter().filter_map(env));
+            if let FlowAuth::Basic {
+                username,
+                password_env,
+            } = auth
+                && let Some(password) = env(password_env)
+            {
+                secrets.push(Zeroizing::new(
+                    STANDARD.encode(format!("{username}:{}", password.as_str())),
+                ));
+            }
+        }
+        for host in self.ssh.hosts.values() {
+            secrets.extend(host.passphrase_env.as_deref().and_then(env));
+        }
+        for server in self.mcp.servers.values() {
+            for var in server.header_env.values() {
+                if let Some(value) = env(var) {
+                    // `Bearer <token>`: the token alone may come back too.
+                    if let Some((_, token)) = value.split_once(' ') {
+                        secrets.push(Zeroizing::new(token.to_owned()));
+                    }
+                    secrets.push(value);
+                }
+            }
+        }
+        secrets
+    }
+
+    /// What maintenance needs of the configuration.
+    pub fn maintenance(&self) -> MaintenanceSettings {
+        MaintenanceSettings {
+            every: Duration::from_millis(self.workers.maintenance_interval_ms),
+            remember_ingest_ids: Duration::from_secs(self.callbacks.tolerance_secs * 2),
+            payload_days: self.retention.payload_days,
+        }
+    }
+
     /// Defaults, then the TOML file (if any), then `ORCH__…` variables, then `DATABASE_URL`.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -183,7 +243,7 @@ impl Config {
                     .map(|s| ("callbacks.ingest_secret", s)),
             )
         {
-            crate::webhook::SecretKey::parse(secret.expose()).map_err(|e| invalid(field, e))?;
+            crate::callbacks::SecretKey::parse(secret.expose()).map_err(|e| invalid(field, e))?;
         }
         if self.callbacks.timeout_ms == 0 {
             return Err(invalid("callbacks.timeout_ms", "must be positive"));
@@ -216,7 +276,6 @@ impl Config {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

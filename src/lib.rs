@@ -5,20 +5,18 @@
 
 pub mod app;
 pub mod auth;
+pub mod callbacks;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod dispatch;
-pub mod embedded_pg;
 pub mod http;
 pub mod ids;
 pub mod model;
-pub mod net;
 pub mod nul;
 pub mod redact;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
-pub mod webhook;
 pub mod worker;

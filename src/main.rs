@@ -5,15 +5,15 @@ use clap::{Parser, Subcommand};
 use orchestrator::{
     app::{Application, BuildOptions},
     auth::admin::{KeyAdmin, create_key, revoke_key},
+    callbacks::{SecretSource, SigningSecrets},
     config::Config,
     db,
-    tools::local_catalog,
-    embedded_pg::ClusterUser,
+    db::embedded::ClusterUser,
     http::openapi,
     store::Store,
     telemetry,
-    webhook::{SecretSource, SigningSecrets},
-    worker::{MaintenanceSettings, Waiters, maintenance_pass},
+    tools::local_catalog,
+    worker::{Waiters, maintenance_pass},
 };
 
 #[derive(Parser)]
@@ -163,7 +163,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             telemetry::init_logging(&config.log);
             let database = open_database(&config).await?;
             let store = Store::new(database.pool.clone());
-            let settings = MaintenanceSettings::from_config(&config);
+            let settings = config.maintenance();
             maintenance_pass(&store, &Waiters::default(), &settings).await;
             database.pool.close().await;
             Ok(())

@@ -1,17 +1,14 @@
 //! Our own credentials coming back to us are cut out of what we store, answer and log: an n8n
 //! workflow whose last node is its Webhook node answers with the request it got, headers and
 //! all; an MCP server or a flow may echo what it was sent. The values are the configured
-//! secrets (signing and ingest secrets, flow credentials, SSH passphrases, MCP header values),
-//! found in one pass (Aho-Corasick) over every string of a result.
+//! secrets (`Config::secret_values`: signing and ingest secrets, flow credentials, SSH
+//! passphrases, MCP header values), found in one pass (Aho-Corasick) over every string.
 
 use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::Value;
 use zeroize::Zeroizing;
-
-use crate::{config::Config, tools::flow::FlowAuth};
 
 pub const REDACTED: &str = "[redacted]";
 
@@ -43,52 +40,6 @@ impl Redactor {
                 .expect("literal patterns build")
         });
         Self { finder }
-    }
-
-    /// Every secret the configuration names, read from the environment where it lives there,
-    /// and `signing` (the signing secrets in use, which may have been generated).
-    pub fn from_config<'a>(config: &Config, signing: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut secrets: Vec<Zeroizing<String>> = Vec::new();
-        let mut whsec = |s: &str| {
-            secrets.push(Zeroizing::new(s.to_owned()));
-            if let Some(key) = s.strip_prefix("whsec_") {
-                secrets.push(Zeroizing::new(key.to_owned()));
-            }
-        };
-        signing.into_iter().for_each(&mut whsec);
-        config
-            .callbacks
-            .ingest_keys()
-            .for_each(|s| whsec(s.expose()));
-        let env = |name: &str| std::env::var(name).ok().map(Zeroizing::new);
-        for auth in config.flows.values().filter_map(|f| f.auth.as_ref()) {
-            secrets.extend(auth.env_vars().into_iter().filter_map(env));
-            if let FlowAuth::Basic {
-                username,
-                password_env,
-            } = auth
-                && let Some(password) = env(password_env)
-            {
-                secrets.push(Zeroizing::new(
-                    STANDARD.encode(format!("{username}:{}", password.as_str())),
-                ));
-            }
-        }
-        for host in config.ssh.hosts.values() {
-            secrets.extend(host.passphrase_env.as_deref().and_then(env));
-        }
-        for server in config.mcp.servers.values() {
-            for var in server.header_env.values() {
-                if let Some(value) = env(var) {
-                    // `Bearer <token>`: the token alone may come back too.
-                    if let Some((_, token)) = value.split_once(' ') {
-                        secrets.push(Zeroizing::new(token.to_owned()));
-                    }
-                    secrets.push(value);
-                }
-            }
-        }
-        Self::new(secrets.iter().map(|s| s.as_str()))
     }
 
     pub fn text<'a>(&self, s: &'a str) -> Cow<'a, str> {

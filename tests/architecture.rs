@@ -115,13 +115,20 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Top-level module → the top-level modules it uses.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let modules = top_level_modules();
-    let mut graph: BTreeMap<String, BTreeSet<String>> =
-        modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     for file in files {
         let rel = file.strip_prefix(src()).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let owner = first.trim_end_matches(".rs").to_owned();
         if !modules.contains(&owner) {
             continue; // lib.rs, main.rs: the crate root and the binary
@@ -182,8 +189,13 @@ fn the_parser_reads_paths_and_groups() {
     let code = "use crate::{store::{A, B}, model, worker::x};\nlet y = crate::ids::JobId::new();";
     let found: Vec<String> = crate_paths(code).into_iter().collect();
     assert_eq!(found, ["ids", "model", "store", "worker"]);
-    let code = production_code("use crate::a;\n#[cfg(test)]\nmod tests {\n use crate::b;\n}\nuse crate::c;");
-    assert_eq!(crate_paths(&code).into_iter().collect::<Vec<_>>(), ["a", "c"]);
+    let code = production_code(
+        "use crate::a;\n#[cfg(test)]\nmod tests {\n use crate::b;\n}\nuse crate::c;",
+    );
+    assert_eq!(
+        crate_paths(&code).into_iter().collect::<Vec<_>>(),
+        ["a", "c"]
+    );
     let cyclic: BTreeMap<String, BTreeSet<String>> = [
         ("a".to_owned(), BTreeSet::from(["b".to_owned()])),
         ("b".to_owned(), BTreeSet::from(["a".to_owned()])),
@@ -196,7 +208,10 @@ fn the_parser_reads_paths_and_groups() {
 fn calls_go_one_way_between_top_level_modules() {
     let graph = module_graph();
     for (module, uses) in &graph {
-        println!("{module:<12} -> {}", uses.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "{module:<12} -> {}",
+            uses.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     if let Some(cycle) = find_cycle(&graph) {
         panic!("module cycle: {}", cycle.join(" -> "));

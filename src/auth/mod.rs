@@ -2,12 +2,12 @@
 //! principal (with a short cache, invalidated across instances by NOTIFY).
 
 pub mod admin;
-mod config;
 mod authenticator;
+mod config;
 mod keys;
 mod scopes;
 
-pub use config::{AuthConfig, AuthMode};
 pub use authenticator::{AuthError, AuthState, Authenticated, Authenticator};
+pub use config::{AuthConfig, AuthMode};
 pub use keys::{GeneratedKey, generate_key, hash_key, key_prefix};
 pub use scopes::{ADMIN_SCOPES, Scopes};

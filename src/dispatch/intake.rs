@@ -9,11 +9,10 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::write_canonical;
 use crate::{
-    catalog::Intent,
+    catalog::{Effect, Intent},
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
     store::{CancelOutcome, ClaimedJob, KeyClaim, NewJob, Store, StoreError, StoredKey},
-    tools::Effect,
     worker::{StopReason, Waiter, Workers},
 };
 

@@ -23,11 +23,11 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    dispatch::ingest::{Credentials, IngestError, IngestOutcome, IngestRequest},
+    callbacks::ingest::{Credentials, IngestError, IngestOutcome, IngestRequest},
+    callbacks::{SecretSource, WebhookHeaders},
     ids::JobId,
     model::JobStatus,
     store::{CallbackAudit, DeliveryRecord, DeliveryStatus},
-    webhook::{SecretSource, WebhookHeaders},
 };
 
 pub fn router() -> Router<AppState> {

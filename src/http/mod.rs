@@ -33,13 +33,12 @@ use tower_http::{
 
 use crate::{
     auth::Authenticator,
-    config::Config,
+    callbacks::{CallbackIngest, SigningSecrets, UrlPolicy},
     catalog::Registry,
-    dispatch::{Orchestrator, ingest::CallbackIngest},
-    net::UrlPolicy,
+    config::Config,
+    dispatch::Orchestrator,
     store::Store,
     tools::flow::Breakers,
-    webhook::SigningSecrets,
 };
 use problem::ApiError;
 

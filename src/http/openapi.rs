@@ -69,7 +69,7 @@ use crate::{
         callbacks::CallbackAttemptView,
         callbacks::JobCallbacks,
         callbacks::SigningSecretView,
-        crate::webhook::SecretSource,
+        crate::callbacks::SecretSource,
         crate::store::DeliveryStatus,
         keys::KeyView,
         keys::CreateKey,

@@ -48,4 +48,3 @@ pub struct RetentionConfig {
     /// columns and the audit trail stay.
     pub payload_days: u32,
 }
-

@@ -19,10 +19,9 @@ use uuid::Uuid;
 
 use super::{backoff::Backoff, completer::Completer};
 use crate::{
-    catalog::Registry,
+    catalog::{Registry, ToolContext, ToolError, ToolOutput, ToolResult},
     ids::JobId,
     store::{ClaimedJob, Completion, CompletionStatus},
-    tools::{ToolContext, ToolError, ToolOutput, ToolResult},
 };
 
 /// Why a running attempt was told to stop.

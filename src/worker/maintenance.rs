@@ -20,16 +20,6 @@ pub struct MaintenanceSettings {
     pub payload_days: u32,
 }
 
-impl MaintenanceSettings {
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            every: Duration::from_millis(config.workers.maintenance_interval_ms),
-            remember_ingest_ids: Duration::from_secs(config.callbacks.tolerance_secs * 2),
-            payload_days: config.retention.payload_days,
-        }
-    }
-}
-
 pub async fn run(store: Store, waiters: Arc<Waiters>, settings: MaintenanceSettings) {
     let mut tick = tokio::time::interval(settings.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,9 +4,7 @@
 pub mod backoff;
 mod completer;
 mod config;
-pub mod delivery;
 pub mod executor;
-pub mod gauges;
 mod listener;
 mod maintenance;
 
@@ -25,20 +23,23 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use config::{RetentionConfig, WorkersConfig};
-pub use delivery::DeliverySettings;
 pub use executor::{Executor, StopReason};
 pub use waiters::{Waiter, Waiters};
 
-use crate::{
-    catalog::Registry, model::FinishedJob, store::Store,
-    webhook::SafeClient,
-};
+use crate::{catalog::Registry, model::FinishedJob, store::Store};
+use futures::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
-/// How this instance delivers outbound callbacks.
-pub struct DeliveryWiring {
-    pub client: SafeClient,
-    pub settings: DeliverySettings,
+/// Work that runs beside the job workers (callback delivery): woken by the same listener,
+/// stopped with them in the ordered shutdown. Its tasks run under `tracker`, so shutdown can
+/// wait for them within the grace period.
+pub trait Sidecar: Send + Sync + 'static {
+    fn run(
+        self: Arc<Self>,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// Waits for at least one free slot, then takes up to `max` of them at once (a claim of that
@@ -89,17 +90,34 @@ struct Tasks {
     completer: Option<JoinHandle<()>>,
 }
 
+/// What the workers of one instance are started with.
+pub struct WorkersSetup {
+    /// This instance: lease owner of what it claims.
+    pub instance_id: Uuid,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub config: WorkersConfig,
+    /// Callback delivery, run beside the workers.
+    pub sidecar: Option<Arc<dyn Sidecar>>,
+    pub maintenance: MaintenanceSettings,
+    /// Signalled when API keys changed somewhere (authentication caches must go).
+    pub keys_changed: Arc<Notify>,
+    /// Cuts our own credentials out of what tools return.
+    pub redactor: Arc<Redactor>,
+}
+
 impl Workers {
-    pub fn start(
-        store: Store,
-        registry: Arc<Registry>,
-        config: &WorkersConfig,
-        deliveries: DeliveryWiring,
-        maintenance: MaintenanceSettings,
-        keys_changed: Arc<Notify>,
-        redactor: Arc<Redactor>,
-    ) -> Self {
-        let instance_id = Uuid::now_v7();
+    pub fn start(setup: WorkersSetup) -> Self {
+        let WorkersSetup {
+            instance_id,
+            store,
+            registry,
+            config,
+            sidecar: deliveries,
+            maintenance,
+            keys_changed,
+            redactor,
+        } = setup;
         let waiters = Arc::new(Waiters::default());
         let wake = Arc::new(Notify::new());
         let (completer, completer_task) = completer::Completer::start(
@@ -118,7 +136,7 @@ impl Workers {
                 base: Duration::from_millis(config.retry_base_ms),
                 max: Duration::from_millis(config.retry_max_ms),
             },
-            redactor.clone(),
+            redactor,
         ));
         let stop_claiming = CancellationToken::new();
         let lease_secs = config.lease_ms as f64 / 1000.0;
@@ -137,14 +155,7 @@ impl Workers {
         });
         let delivery_wake = Arc::new(Notify::new());
         let delivery_tracker = TaskTracker::new();
-        let delivering = (deliveries.settings.concurrency > 0).then(|| {
-            let deliverer = Arc::new(delivery::Deliverer::new(
-                store.clone(),
-                deliveries.client,
-                instance_id,
-                deliveries.settings,
-                redactor,
-            ));
+        let delivering = deliveries.map(|deliverer| {
             tokio::spawn(deliverer.run(
                 delivery_wake.clone(),
                 stop_claiming.clone(),

@@ -1,6 +1,6 @@
 //! The private cluster used when nothing answers at the configured URL.
 
-use orchestrator::embedded_pg::EmbeddedPostgres;
+use orchestrator::db::embedded::EmbeddedPostgres;
 use sqlx::Connection;
 
 #[tokio::test]

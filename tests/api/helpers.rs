@@ -11,8 +11,8 @@ use std::{
 use orchestrator::{
     app::{Application, BuildOptions},
     config::Config,
+    db::embedded::EmbeddedPostgres,
     db::{self, MIGRATOR},
-    embedded_pg::EmbeddedPostgres,
     tools::Tool,
 };
 use reqwest::{Response, StatusCode};

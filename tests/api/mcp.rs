@@ -4,8 +4,8 @@
 use std::{path::Path, time::Duration};
 
 use orchestrator::{
-    config::Config,
     catalog::routing::Route,
+    config::Config,
     model::Mode,
     tools::mcp::{McpServerConfig, StartPolicy},
 };

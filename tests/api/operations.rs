@@ -381,7 +381,7 @@ fn the_alert_rules_and_dashboard_use_what_the_server_exports() {
         serde_json::from_str(&dashboard).expect("the dashboard is JSON");
     assert!(parsed["panels"].as_array().unwrap().len() >= 10);
     // Every name the server describes (HELP), from the one list in telemetry.rs.
-    let described = metric_names(&repo_file("src/telemetry.rs"));
+    let described = metric_names(&repo_file("src/telemetry/mod.rs"));
     for (file, text) in [
         ("alerts.yml", &rules),
         ("grafana-dashboard.json", &dashboard),

@@ -123,7 +123,7 @@ fn cluster_running(data: &Path) -> bool {
 #[tokio::test]
 async fn the_private_cluster_is_the_same_from_any_directory_and_has_one_server() {
     if !prerequisite(
-        orchestrator::embedded_pg::EmbeddedPostgres::find_binaries().is_some(),
+        orchestrator::db::embedded::EmbeddedPostgres::find_binaries().is_some(),
         "PostgreSQL's server binaries (initdb, pg_ctl)",
     ) {
         return;

@@ -27,8 +27,8 @@ use self::{
 };
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
 use crate::{
+    callbacks::{OutboundError, SafeClient, SignedRequest},
     store::Store,
-    webhook::{OutboundError, SafeClient, SignedRequest},
 };
 
 const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;

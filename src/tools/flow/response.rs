@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::config::{Completion, FlowEngine};
 use crate::{
+    callbacks::{body_text, excerpt, retry_after},
     tools::{ToolError, ToolOutput, ToolResult},
-    webhook::{body_text, excerpt, retry_after},
 };
 
 pub struct Answer<'a> {

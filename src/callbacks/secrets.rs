@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{SecretKey, Signer};
 use super::CallbacksConfig;
+use super::{SecretKey, Signer};
 use crate::{
     secret::Secret,
     store::{Store, StoreError},

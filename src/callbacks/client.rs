@@ -18,7 +18,7 @@ use reqwest::{
 };
 
 use super::Signer;
-use crate::net::UrlPolicy;
+use super::UrlPolicy;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OutboundError {

@@ -64,4 +64,3 @@ impl CallbacksConfig {
             .filter(|s| !s.is_empty())
     }
 }
-

@@ -1,4 +1,7 @@
-//! Logs (text or JSON, filtered by `RUST_LOG` or config) and the Prometheus recorder.
+//! Logs (text or JSON, filtered by `RUST_LOG` or config), the Prometheus recorder with every
+//! metric's description, and the gauges sampled from the database.
+
+pub mod gauges;
 
 use std::{io::IsTerminal, sync::OnceLock};
 
@@ -217,4 +220,3 @@ impl Default for MetricsConfig {
         }
     }
 }
-

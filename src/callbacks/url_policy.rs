@@ -3,7 +3,7 @@
 //!
 //! One classification ([`non_public`]) serves both checks: at intake for literal hosts
 //! ([`UrlPolicy::check_literal`]) and at connect time for every DNS answer
-//! ([`UrlPolicy::check_ip`], called by the guarded resolver in `webhook::client`).
+//! ([`UrlPolicy::check_ip`], called by the guarded resolver in `callbacks::client`).
 //!
 //! The ranges are the IANA IPv4/IPv6 special-purpose registries plus a few deprecated IPv6
 //! ones. IPv6 addresses that carry an IPv4 address (IPv4-mapped, IPv4-compatible, SIIT, NAT64,

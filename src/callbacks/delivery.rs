@@ -1,7 +1,6 @@
 //! Outbound callbacks: deliveries are claimed with SKIP LOCKED like jobs, POSTed with Standard
 //! Webhooks signatures, retried on a schedule, and every attempt is audited.
 
-use crate::redact::Redactor;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -13,12 +12,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::backoff::jitter;
+use futures::{FutureExt, future::BoxFuture};
+
+use super::{OutboundError, SafeClient, SignedRequest, body_text, retry_after, truncate_bytes};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobError},
+    redact::Redactor,
     store::{ClaimedDelivery, DeliveryAttempt, DeliveryStatus, Store},
-    webhook::{OutboundError, SafeClient, SignedRequest, body_text, retry_after, truncate_bytes},
+    worker::{Sidecar, backoff::jitter, reserve_up_to},
 };
 
 /// Response bodies are kept in the audit up to this size.
@@ -76,6 +78,17 @@ pub struct Deliverer {
     redactor: Arc<Redactor>,
 }
 
+impl Sidecar for Deliverer {
+    fn run(
+        self: Arc<Self>,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) -> BoxFuture<'static, ()> {
+        self.deliver_until(wake, stop, tracker).boxed()
+    }
+}
+
 impl Deliverer {
     pub fn new(
         store: Store,
@@ -94,7 +107,7 @@ impl Deliverer {
     }
 
     /// Claims and sends until `stop`; in-flight attempts are tracked by `tracker`.
-    pub async fn run(
+    pub async fn deliver_until(
         self: Arc<Self>,
         wake: Arc<Notify>,
         stop: CancellationToken,
@@ -105,7 +118,7 @@ impl Deliverer {
         let lease_secs = (self.settings.timeout + Duration::from_secs(30)).as_secs_f64();
         loop {
             let permit = tokio::select! {
-                p = super::reserve_up_to(&slots, 32) => p,
+                p = reserve_up_to(&slots, 32) => p,
                 _ = stop.cancelled() => None,
             };
             let Some(mut permits) = permit else { break };

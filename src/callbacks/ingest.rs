@@ -11,10 +11,10 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::{
+    callbacks::{Verifier, WebhookHeaders},
     ids::JobId,
     model::{JobStatus, Mode},
     store::{IngestAudit, IngestTarget, Store, StoreError},
-    webhook::{Verifier, WebhookHeaders},
     worker::{Waiters, announce_finished},
 };
 

@@ -18,7 +18,9 @@ use sqlx::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::embedded_pg::{ClusterUser, EmbeddedPostgres, default_data_dir};
+pub mod embedded;
+
+use embedded::{ClusterUser, EmbeddedPostgres, default_data_dir};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
