@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Store, StoreResult, jobs::FinishedRow};
+use super::{Channel, Store, StoreResult, jobs::FinishedRow};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobStatus, Mode},
@@ -201,11 +201,12 @@ impl Store {
                 FROM target t WHERE d.id = t.id AND t.status = 'exhausted'
                 RETURNING d.id
             ), wake AS (
-                SELECT pg_notify('orch_deliveries', '') FROM retried
+                SELECT pg_notify($2, '') FROM retried
             )
             SELECT t.status AS "status!: DeliveryStatus" FROM target t LEFT JOIN wake ON true
             "#,
             job.uuid(),
+            Channel::Deliveries.name(),
         )
         .fetch_optional(&self.pool)
         .await?;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Store, StoreResult};
+use super::{Channel, Store, StoreResult};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobStatus, Mode, Principal, job_error},
@@ -220,7 +220,7 @@ impl Store {
                        $18::uuid::text, $19, $16, $20
                 FROM job
             ), wake AS (
-                SELECT pg_notify('orch_jobs', '') FROM job WHERE status = 'queued'
+                SELECT pg_notify($21, '') FROM job WHERE status = 'queued'
             )
             SELECT job.status AS "status!: JobStatus" FROM job LEFT JOIN wake ON true
             "#,
@@ -244,6 +244,7 @@ impl Store {
             job.principal.api_key_id,
             job.principal.name,
             job.principal.client_addr,
+            Channel::NewWork.name(),
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -382,7 +383,7 @@ impl Store {
                 SELECT notify_jobs_done($1, array_agg(id)) FROM done
                 WHERE status NOT IN ('queued', 'awaiting_callback')
             ), requeue AS (
-                SELECT pg_notify('orch_jobs', '') FROM done WHERE status = 'queued'
+                SELECT pg_notify($10, '') FROM done WHERE status = 'queued'
                 HAVING count(*) > 0
             )
             SELECT done.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
@@ -399,6 +400,7 @@ impl Store {
             &messages as &[Option<String>],
             &retry_ats as &[Option<DateTime<Utc>>],
             &deadlines as &[Option<DateTime<Utc>>],
+            Channel::NewWork.name(),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -477,7 +479,7 @@ impl Store {
             ), wake AS (
                 SELECT notify_jobs_done(NULL, array_agg(id)) FROM rescued WHERE status <> 'queued'
             ), requeue AS (
-                SELECT pg_notify('orch_jobs', '') FROM rescued WHERE status = 'queued'
+                SELECT pg_notify($2, '') FROM rescued WHERE status = 'queued'
                 HAVING count(*) > 0
             )
             SELECT rescued.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
@@ -486,6 +488,7 @@ impl Store {
             FROM rescued LEFT JOIN wake ON true LEFT JOIN requeue ON true
             "#,
             limit,
+            Channel::NewWork.name(),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -517,10 +520,11 @@ impl Store {
                        'instance', $1::text, request_id, '{"reason":"shutdown"}'::jsonb
                 FROM released
             )
-            SELECT count(*) AS "n!" FROM released, (SELECT pg_notify('orch_jobs', '')) AS wake
+            SELECT count(*) AS "n!" FROM released, (SELECT pg_notify($3, '')) AS wake
             "#,
             owner,
             ids,
+            Channel::NewWork.name(),
         )
         .fetch_one(&self.pool)
         .await?;
@@ -567,8 +571,8 @@ impl Store {
                        $3::uuid::text, $4, $5, $6
                 FROM changed c, target t
             ), wake AS (
-                SELECT pg_notify(CASE WHEN status = 'cancelled' THEN 'orch_job_done'
-                                      ELSE 'orch_cancel' END,
+                SELECT pg_notify(CASE WHEN status = 'cancelled' THEN $7
+                                      ELSE $8 END,
                                  replace($2::uuid::text, '-', '') || ';' || replace(id::text, '-', ''))
                 FROM changed
             )
@@ -583,6 +587,8 @@ impl Store {
             by.name,
             by.request_id,
             by.client_addr,
+            Channel::JobDone.name(),
+            Channel::Cancel.name(),
         )
         .fetch_optional(&self.pool)
         .await?;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreResult};
+use super::{Channel, Store, StoreResult};
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -63,7 +63,7 @@ impl Store {
                                           'scopes', scopes, 'expires_at', expires_at)
                 FROM created
             ), wake AS (
-                SELECT pg_notify('orch_keys', '') FROM created
+                SELECT pg_notify($11, '') FROM created
             )
             SELECT id AS "id!", name AS "name!", prefix AS "prefix!", scopes AS "scopes!",
                    created_at AS "created_at!", created_by, last_used_at, expires_at, revoked_at
@@ -79,6 +79,7 @@ impl Store {
             k.actor_kind,
             k.actor_id,
             k.request_id,
+            Channel::Keys.name(),
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -121,7 +122,7 @@ impl Store {
                        jsonb_build_object('key_id', id, 'name', name, 'prefix', prefix)
                 FROM revoked
             ), wake AS (
-                SELECT pg_notify('orch_keys', '') FROM revoked
+                SELECT pg_notify($6, '') FROM revoked
             )
             SELECT id AS "id!", name AS "name!", prefix AS "prefix!", scopes AS "scopes!",
                    created_at AS "created_at!", created_by, last_used_at, expires_at, revoked_at
@@ -132,6 +133,7 @@ impl Store {
             actor_id,
             actor_name,
             request_id,
+            Channel::Keys.name(),
         )
         .fetch_optional(&self.pool)
         .await?)

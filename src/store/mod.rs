@@ -8,6 +8,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod memory;
+mod notify;
 mod reporting;
 mod settings;
 
@@ -24,6 +25,7 @@ pub use jobs::{
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};
+pub use notify::{Channel, ListenEvent, Notification};
 pub use settings::StoredSecret;
 
 use sqlx::{PgPool, postgres::PgDatabaseError};

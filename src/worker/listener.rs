@@ -1,20 +1,18 @@
-//! LISTEN/NOTIFY: hears other instances' new work, finished jobs and cancel requests.
-//! Notifications are hints: after a reconnect everything they could have said is re-checked.
+//! What notifications do in this instance: new work wakes the claim loop, finished jobs wake
+//! their waiters, cancel requests stop running attempts, key changes clear the authentication
+//! caches, due deliveries wake the sender. Hearing them is `store::notify`'s; after every
+//! (re)connect everything they could have said is looked at again.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Executor, StopReason, backoff::jitter, waiters::Waiters};
-use crate::{ids::JobId, store::Store};
-
-pub const NEW_WORK: &str = "orch_jobs";
-pub const JOB_DONE: &str = "orch_job_done";
-pub const CANCEL: &str = "orch_cancel";
-pub const DELIVERIES: &str = "orch_deliveries";
-pub const KEYS: &str = "orch_keys";
+use super::{Executor, StopReason, waiters::Waiters};
+use crate::{
+    ids::JobId,
+    store::{Channel, ListenEvent, Store},
+};
 
 /// Whom a notification wakes.
 pub struct Wakeups {
@@ -25,74 +23,38 @@ pub struct Wakeups {
 }
 
 pub async fn run(store: Store, executor: Arc<Executor>, waiters: Arc<Waiters>, wake: Wakeups) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match listen(&store, &executor, &waiters, &wake).await {
-            Ok(()) => delay = Duration::from_millis(200),
-            Err(e) => {
-                tracing::warn!(error = %e, "notification listener failed; reconnecting");
-                tokio::time::sleep(jitter(delay, 0.2)).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+    let me = executor.instance_id();
+    let mut events = store.listen();
+    while let Some(event) = events.recv().await {
+        let n = match event {
+            ListenEvent::Resync => {
+                resync(&store, &waiters, &wake).await;
+                continue;
             }
-        }
-    }
-}
-
-async fn listen(
-    store: &Store,
-    executor: &Executor,
-    waiters: &Waiters,
-    wake: &Wakeups,
-) -> Result<(), sqlx::Error> {
-    let me = executor.instance_id().simple().to_string();
-    let mut listener = PgListener::connect_with(store.pool()).await?;
-    listener.ignore_pool_close_event(true);
-    listener
-        .listen_all([NEW_WORK, JOB_DONE, CANCEL, DELIVERIES, KEYS])
-        .await?;
-    // Anything said while we were not listening: look again.
-    resync(store, waiters, wake).await;
-    loop {
-        let Some(n) = listener.try_recv().await? else {
-            // The connection dropped; the listener reconnects on the next call.
-            resync(store, waiters, wake).await;
-            continue;
-        };
-        let (origin, ids) = split_origin(n.payload());
-        if origin == me {
             // This instance made the change and already acted on it.
-            continue;
-        }
-        match n.channel() {
-            NEW_WORK => wake.jobs.notify_one(),
-            DELIVERIES => wake.deliveries.notify_one(),
-            KEYS => wake.keys.notify_one(),
-            JOB_DONE => {
-                let waited: Vec<Uuid> = parse_ids(ids)
+            ListenEvent::Notified(n) if n.origin == Some(me) => continue,
+            ListenEvent::Notified(n) => n,
+        };
+        match n.channel {
+            Channel::NewWork => wake.jobs.notify_one(),
+            Channel::Deliveries => wake.deliveries.notify_one(),
+            Channel::Keys => wake.keys.notify_one(),
+            Channel::JobDone => {
+                let waited: Vec<Uuid> = n
+                    .jobs
+                    .into_iter()
                     .filter(|id| waiters.is_waiting(*id))
                     .map(JobId::uuid)
                     .collect();
-                deliver(store, waiters, &waited).await;
+                deliver(&store, &waiters, &waited).await;
             }
-            CANCEL => {
-                for id in parse_ids(ids) {
+            Channel::Cancel => {
+                for id in n.jobs {
                     executor.stop(id, StopReason::Cancelled);
                 }
             }
-            _ => {}
         }
     }
-}
-
-/// Payloads are `<origin instance>;<ids>`; the origin may be empty.
-fn split_origin(payload: &str) -> (&str, &str) {
-    payload.split_once(';').unwrap_or(("", payload))
-}
-
-fn parse_ids(payload: &str) -> impl Iterator<Item = JobId> + '_ {
-    payload
-        .split(',')
-        .filter_map(|hex| Uuid::try_parse(hex.trim()).ok().map(JobId::from))
 }
 
 async fn resync(store: &Store, waiters: &Waiters, wake: &Wakeups) {
@@ -113,30 +75,7 @@ async fn deliver(store: &Store, waiters: &Waiters, ids: &[Uuid]) {
     }
     match store.finished_jobs(ids).await {
         // Finished by another instance (or by this one, which counted it already): wake only.
-        Ok(jobs) => jobs
-            .into_iter()
-            .for_each(|j| waiters.finish(std::sync::Arc::new(j))),
+        Ok(jobs) => jobs.into_iter().for_each(|j| waiters.finish(Arc::new(j))),
         Err(e) => tracing::warn!(error = %e, "could not load finished jobs for waiters"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_comma_separated_simple_uuids_and_skips_garbage() {
-        let a = JobId::new();
-        let b = JobId::new();
-        let payload = format!("{},nonsense,{}", a.uuid().simple(), b.uuid().simple());
-        assert_eq!(parse_ids(&payload).collect::<Vec<_>>(), vec![a, b]);
-        assert_eq!(parse_ids("").count(), 0);
-    }
-
-    #[test]
-    fn payloads_name_their_origin() {
-        assert_eq!(split_origin("abc;1,2"), ("abc", "1,2"));
-        assert_eq!(split_origin(";1"), ("", "1"));
-        assert_eq!(split_origin(""), ("", ""));
     }
 }

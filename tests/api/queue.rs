@@ -255,3 +255,30 @@ async fn a_completion_batch_larger_than_one_notification_is_applied() {
     let out = store.complete_jobs(owner, &batch).await.unwrap();
     assert_eq!(out.finished.len(), 450);
 }
+
+#[tokio::test]
+async fn the_database_notifies_on_the_channels_the_server_listens_to() {
+    let db = crate::helpers::TestDb::new().await;
+    let sources: Vec<String> =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE prosrc LIKE '%pg_notify%'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let known: Vec<&str> = orchestrator::store::Channel::ALL
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    let mut named = 0;
+    for source in &sources {
+        for literal in source.split('\'').skip(1).step_by(2) {
+            if literal.starts_with("orch_") {
+                assert!(known.contains(&literal), "{literal} is not a Channel");
+                named += 1;
+            }
+        }
+    }
+    assert!(
+        named >= 2,
+        "the notifying functions were found: {sources:?}"
+    );
+}

@@ -1,0 +1,167 @@
+//! LISTEN/NOTIFY, owned here: the channels (one typed list — the two SQL functions of the
+//! migrations that notify use the same names, which a test checks), statements that bind the
+//! channel's name as a parameter, and the listener that turns notifications into typed events.
+//! Notifications are hints: after a (re)connect the subscriber is told to look again.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::Store;
+use crate::ids::JobId;
+
+/// Every channel the server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Jobs were queued: claim.
+    NewWork,
+    /// Jobs reached a final state (payload: `<origin>;<ids>`): wake their waiters.
+    JobDone,
+    /// Running jobs were asked to stop (payload: `<origin>;<ids>`).
+    Cancel,
+    /// Callback deliveries are due.
+    Deliveries,
+    /// API keys were created or revoked: authentication caches must go.
+    Keys,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 5] = [
+        Channel::NewWork,
+        Channel::JobDone,
+        Channel::Cancel,
+        Channel::Deliveries,
+        Channel::Keys,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::NewWork => "orch_jobs",
+            Channel::JobDone => "orch_job_done",
+            Channel::Cancel => "orch_cancel",
+            Channel::Deliveries => "orch_deliveries",
+            Channel::Keys => "orch_keys",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub channel: Channel,
+    /// The instance that made the change, when the payload names one.
+    pub origin: Option<Uuid>,
+    /// The jobs it is about (job channels).
+    pub jobs: Vec<JobId>,
+}
+
+impl Notification {
+    /// Payloads are `<origin instance>;<ids>` (the origin may be empty) or empty.
+    fn parse(channel: Channel, payload: &str) -> Self {
+        let (origin, ids) = payload.split_once(';').unwrap_or(("", payload));
+        Self {
+            channel,
+            origin: Uuid::try_parse(origin).ok(),
+            jobs: ids
+                .split(',')
+                .filter_map(|hex| Uuid::try_parse(hex.trim()).ok().map(JobId::from))
+                .collect(),
+        }
+    }
+}
+
+/// What the listener tells its subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenEvent {
+    Notified(Notification),
+    /// Listening (again): whatever was said meanwhile was missed, so look again.
+    Resync,
+}
+
+impl Store {
+    /// Listens on every channel, reconnecting with backoff, until the receiver is dropped.
+    pub fn listen(&self) -> mpsc::UnboundedReceiver<ListenEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            while !tx.is_closed() {
+                match store.listen_once(&tx).await {
+                    Ok(()) => delay = Duration::from_millis(200),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    async fn listen_once(
+        &self,
+        tx: &mpsc::UnboundedSender<ListenEvent>,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.ignore_pool_close_event(true);
+        listener.listen_all(Channel::ALL.map(Channel::name)).await?;
+        if tx.send(ListenEvent::Resync).is_err() {
+            return Ok(());
+        }
+        loop {
+            let event = match listener.try_recv().await? {
+                // The connection dropped; the listener reconnects on the next call.
+                None => ListenEvent::Resync,
+                Some(n) => match Channel::from_name(n.channel()) {
+                    Some(channel) => {
+                        ListenEvent::Notified(Notification::parse(channel, n.payload()))
+                    }
+                    None => continue,
+                },
+            };
+            if tx.send(event).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_their_origin_and_jobs() {
+        let (a, b) = (JobId::new(), JobId::new());
+        let origin = Uuid::now_v7();
+        let n = Notification::parse(
+            Channel::JobDone,
+            &format!(
+                "{};{},nonsense,{}",
+                origin.simple(),
+                a.uuid().simple(),
+                b.uuid().simple()
+            ),
+        );
+        assert_eq!(n.origin, Some(origin));
+        assert_eq!(n.jobs, vec![a, b]);
+        let empty = Notification::parse(Channel::NewWork, "");
+        assert_eq!((empty.origin, empty.jobs.len()), (None, 0));
+        assert_eq!(Notification::parse(Channel::Cancel, ";").origin, None);
+    }
+
+    #[test]
+    fn channel_names_are_distinct_and_round_trip() {
+        for c in Channel::ALL {
+            assert_eq!(Channel::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Channel::from_name("orch_other"), None);
+    }
+}
