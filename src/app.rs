@@ -18,8 +18,8 @@ use crate::{
     config::Config,
     db,
     db::embedded::{ClusterUser, EmbeddedPostgres},
-    dispatch::Orchestrator,
     http::{self, AppState},
+    intake::Intake,
     model::Mode,
     redact::Redactor,
     store::Store,
@@ -172,7 +172,7 @@ impl Application {
             workers.instance_id(),
             redactor,
         ));
-        let orchestrator = Arc::new(Orchestrator::new(
+        let intake = Arc::new(Intake::new(
             store.clone(),
             workers,
             Duration::from_secs(config.idempotency.ttl_hours * 3600),
@@ -195,7 +195,7 @@ impl Application {
             config: Arc::new(config),
             store,
             registry,
-            orchestrator,
+            intake,
             metrics: crate::telemetry::metrics_handle(),
             callback_policy: url_policy,
             ingest,
@@ -236,7 +236,7 @@ impl Application {
         let grace = Duration::from_millis(self.state.config.server.shutdown_grace_ms);
         let router = http::router(self.state.clone());
         let shutdown = self.shutdown.clone();
-        tracing::info!(%addr, instance_id = %self.state.orchestrator.workers().instance_id(), "listening");
+        tracing::info!(%addr, instance_id = %self.state.intake.workers().instance_id(), "listening");
         let server = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -250,13 +250,13 @@ impl Application {
         };
         if let Some(r) = server_result {
             // The server stopped on its own: an error. Stop the workers too.
-            self.state.orchestrator.workers().shutdown(grace).await;
+            self.state.intake.workers().shutdown(grace).await;
             self.mcp.shutdown().await;
             r.context("server task")?.context("server")?;
             return Ok(());
         }
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
-        let workers = self.state.orchestrator.workers().shutdown(grace);
+        let workers = self.state.intake.workers().shutdown(grace);
         let (_, served) = tokio::join!(workers, async {
             tokio::time::timeout(grace + Duration::from_secs(5), &mut server).await
         });

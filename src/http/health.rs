@@ -68,7 +68,7 @@ pub async fn readyz(State(state): State<AppState>, auth: Option<Authenticated>) 
             },
             degraded: Some(flows.iter().any(|f| f.state != "closed")),
             flows: Some(flows),
-            instance_id: Some(state.orchestrator.workers().instance_id()),
+            instance_id: Some(state.intake.workers().instance_id()),
         }
     } else {
         // Flow URLs can be bearer secrets (ActivePieces webhooks): only names go out here.

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    dispatch::WaitOutcome,
     ids::JobId,
+    intake::WaitOutcome,
     model::{JobError, JobStatus, Mode, job_error},
     store::{CancelOutcome, JobEvent, JobFilter, JobRecord, ListCursor},
 };
@@ -314,15 +314,15 @@ pub async fn cancel_job(
     let id = parse_job_id(&job_id)?;
     auth.require("jobs:cancel")?;
     load_visible(&state, &auth, id).await?;
-    let mut waiter = state.orchestrator.register_waiter(id);
-    match state.orchestrator.cancel(id, &auth.principal).await? {
+    let mut waiter = state.intake.register_waiter(id);
+    match state.intake.cancel(id, &auth.principal).await? {
         CancelOutcome::NotFound => Err(ApiError::JobNotFound { job_id }),
         CancelOutcome::AlreadyFinished(status) => Err(ApiError::JobFinished { job_id, status }),
         CancelOutcome::Cancelled => {
             Ok(Json(JobView::from(load_visible(&state, &auth, id).await?)).into_response())
         }
         CancelOutcome::Requested { .. } => {
-            let code = match state.orchestrator.wait(&mut waiter, CANCEL_WAIT).await {
+            let code = match state.intake.wait(&mut waiter, CANCEL_WAIT).await {
                 WaitOutcome::Finished(_) => StatusCode::OK,
                 WaitOutcome::Pending => StatusCode::ACCEPTED,
             };

@@ -36,7 +36,7 @@ use crate::{
     callbacks::{CallbackIngest, SigningSecrets, UrlPolicy},
     catalog::Registry,
     config::Config,
-    dispatch::Orchestrator,
+    intake::Intake,
     store::Store,
     tools::flow::Breakers,
 };
@@ -48,7 +48,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub registry: Arc<Registry>,
-    pub orchestrator: Arc<Orchestrator>,
+    pub intake: Arc<Intake>,
     pub metrics: PrometheusHandle,
     pub callback_policy: Arc<UrlPolicy>,
     pub ingest: Arc<CallbackIngest>,

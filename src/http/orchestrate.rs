@@ -25,8 +25,8 @@ use super::{
 use crate::{
     auth::Authenticated,
     catalog::ResolveError,
-    dispatch::{Submission, Submitted, WaitOutcome},
     ids::JobId,
+    intake::{Submission, Submitted, WaitOutcome},
     model::{FieldError, FinishedJob, JobError, JobStatus, Mode},
 };
 
@@ -495,7 +495,7 @@ pub async fn run(
     let intent_name = intent.name().to_owned();
     let callback_url = req.callback_url.clone();
     let submitted = state
-        .orchestrator
+        .intake
         .submit(Submission {
             intent,
             requested_mode,
@@ -510,14 +510,14 @@ pub async fn run(
     let (job_id, waiter, replay) = match submitted {
         Submitted::Created { job_id, waiter } => (job_id, waiter, false),
         Submitted::Replay { job_id, waiter } => {
-            if let Some(done) = state.orchestrator.finished(job_id).await? {
+            if let Some(done) = state.intake.finished(job_id).await? {
                 return Ok(finished_response(&done, true, limits, &config.public_url));
             }
             (job_id, waiter, true)
         }
     };
     if let Some(mut waiter) = waiter
-        && let WaitOutcome::Finished(done) = state.orchestrator.wait(&mut waiter, wait).await
+        && let WaitOutcome::Finished(done) = state.intake.wait(&mut waiter, wait).await
     {
         return Ok(finished_response(&done, replay, limits, &config.public_url));
     }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::{
     catalog::ResolveError,
-    dispatch::SubmitError,
+    intake::SubmitError,
     model::{FieldError, JobStatus, Mode},
     store::StoreError,
 };

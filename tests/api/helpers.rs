@@ -306,7 +306,7 @@ pub async fn spawn(s: Spawn) -> TestApp {
         .unwrap()
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
-    let instance_id = app.state().orchestrator.workers().instance_id();
+    let instance_id = app.state().intake.workers().instance_id();
     let shutdown = app.shutdown_token();
     let handle = runtime.spawn(app.run_until_stopped());
     TestApp {

@@ -1,4 +1,4 @@
-//! Intake: turns a validated request into a durable job (and its idempotency key) in one
+//! The intake service: turns a validated request into a durable job (and its idempotency key) in one
 //! statement, runs it at once when the caller waits and a slot is free, and lets callers wait
 //! for the outcome without polling.
 
@@ -62,13 +62,13 @@ pub enum WaitOutcome {
 }
 
 /// The intake service and the jobs' control surface, shared by every request.
-pub struct Orchestrator {
+pub struct Intake {
     store: Store,
     workers: Workers,
     key_ttl: Duration,
 }
 
-impl Orchestrator {
+impl Intake {
     pub fn new(store: Store, workers: Workers, key_ttl: Duration) -> Self {
         Self {
             store,
