@@ -67,12 +67,9 @@ impl Application {
         tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
         let mut catalog = local_catalog(&config.tools, &config.ssh, &store)
-            .map_err(anyhow::Error::msg)
             .context("loading the local intents")?;
         for tool in options.extra_tools {
-            catalog
-                .add(Intent::new(Mode::Agent, tool, None).map_err(anyhow::Error::msg)?)
-                .map_err(anyhow::Error::msg)?;
+            catalog.add(Intent::new(Mode::Agent, tool, None)?)?;
         }
         let registry = Arc::new(Registry::with_routing(catalog, config.routing.clone()));
 
@@ -96,18 +93,14 @@ impl Application {
                 breakers: &breakers,
             },
         )
-        .map_err(anyhow::Error::msg)
         .context("loading the flows")?;
-        registry
-            .set_source(
-                "flows",
-                flows
-                    .into_iter()
-                    .map(|tool| Intent::new(Mode::Flow, tool, None).map(Arc::new))
-                    .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
-            )
-            .map_err(anyhow::Error::msg)?;
+        registry.set_source(
+            "flows",
+            flows
+                .into_iter()
+                .map(|tool| Intent::new(Mode::Flow, tool, None).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+        )?;
 
         // Before the workers: queued MCP jobs must find their intents.
         let mcp = McpManager::start(&config.mcp, &registry).await;
@@ -165,7 +158,7 @@ impl Application {
                     .ingest_keys()
                     .map(|s| SecretKey::parse(s.expose()))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(anyhow::Error::msg)?,
+                    .context("callbacks.ingest_secret")?,
                 callbacks.tolerance_secs,
             ),
             workers.waiters.clone(),

@@ -243,7 +243,8 @@ impl Config {
                     .map(|s| ("callbacks.ingest_secret", s)),
             )
         {
-            crate::callbacks::SecretKey::parse(secret.expose()).map_err(|e| invalid(field, e))?;
+            crate::callbacks::SecretKey::parse(secret.expose())
+                .map_err(|e| invalid(field, e.to_string()))?;
         }
         if self.callbacks.timeout_ms == 0 {
             return Err(invalid("callbacks.timeout_ms", "must be positive"));

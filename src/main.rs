@@ -197,8 +197,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             // No database needed: the pool connects lazily and is never used.
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .connect_lazy("postgres://unused.invalid/orchestrator")?;
-            let catalog = local_catalog(&config.tools, &config.ssh, &Store::new(pool))
-                .map_err(anyhow::Error::msg)?;
+            let catalog = local_catalog(&config.tools, &config.ssh, &Store::new(pool))?;
             // The operator's own view: every intent this configuration has.
             let doc = match profile.as_deref() {
                 None => openapi::document(&catalog, &config.server.public_url, |_| true),

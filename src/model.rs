@@ -198,3 +198,21 @@ impl Principal {
         }
     }
 }
+
+/// One thing wrong with the configuration: the setting (`ssh.hosts."web-1".key_file`) and why.
+/// Validation reports every one at once; setting up a tool fails with the first it meets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

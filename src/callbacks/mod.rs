@@ -19,5 +19,7 @@ pub use config::CallbacksConfig;
 pub use delivery::{Deliverer, DeliverySettings};
 pub use ingest::CallbackIngest;
 pub use secrets::{SecretSource, SecretsError, SigningSecrets};
-pub use signing::{NoSigningKey, SecretKey, Signer, Verifier, VerifyError, WebhookHeaders};
+pub use signing::{
+    NoSigningKey, SecretKey, SecretKeyError, Signer, Verifier, VerifyError, WebhookHeaders,
+};
 pub use url_policy::{NonPublic, UrlPolicy, non_public};

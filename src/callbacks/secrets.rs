@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::CallbacksConfig;
-use super::{SecretKey, Signer};
+use super::{NoSigningKey, SecretKey, SecretKeyError, Signer};
 use crate::{
     secret::Secret,
     store::{Store, StoreError},
@@ -26,8 +26,10 @@ pub enum SecretSource {
 pub enum SecretsError {
     #[error("reading the generated signing secret: {0}")]
     Store(#[from] StoreError),
-    #[error("the stored signing secret is not valid: {0}")]
-    Invalid(String),
+    #[error("a signing secret is not valid: {0}")]
+    Invalid(#[from] SecretKeyError),
+    #[error(transparent)]
+    NoKey(#[from] NoSigningKey),
 }
 
 #[derive(Clone)]
@@ -64,7 +66,7 @@ impl SigningSecrets {
             );
         }
         let secret = Secret::from(stored.value);
-        SecretKey::parse(secret.expose()).map_err(SecretsError::Invalid)?;
+        SecretKey::parse(secret.expose())?;
         Ok(Self {
             source: SecretSource::Generated,
             secrets: vec![secret],
@@ -77,9 +79,8 @@ impl SigningSecrets {
             .secrets
             .iter()
             .map(|s| SecretKey::parse(s.expose()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(SecretsError::Invalid)?;
-        Signer::new(keys).map_err(|e| SecretsError::Invalid(e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Signer::new(keys)?)
     }
 
     pub fn source(&self) -> SecretSource {

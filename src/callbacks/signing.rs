@@ -19,18 +19,29 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// Why a `whsec_…` secret is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error("must start with whsec_ followed by base64")]
+    Prefix,
+    #[error("the part after whsec_ is not valid base64")]
+    Base64,
+    #[error("the key must be at least 16 bytes (24 base64 characters)")]
+    TooShort,
+}
+
 impl SecretKey {
-    pub fn parse(secret: &str) -> Result<Self, String> {
+    pub fn parse(secret: &str) -> Result<Self, SecretKeyError> {
         let encoded = secret
             .strip_prefix("whsec_")
-            .ok_or("must start with whsec_ followed by base64")?;
+            .ok_or(SecretKeyError::Prefix)?;
         let key = Zeroizing::new(
             STANDARD
                 .decode(encoded)
-                .map_err(|_| "the part after whsec_ is not valid base64")?,
+                .map_err(|_| SecretKeyError::Base64)?,
         );
         if key.len() < 16 {
-            return Err("the key must be at least 16 bytes (24 base64 characters)".into());
+            return Err(SecretKeyError::TooShort);
         }
         Ok(Self(key))
     }

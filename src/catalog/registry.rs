@@ -18,6 +18,15 @@ use super::{
 };
 use crate::model::{FieldError, Mode};
 
+/// Why an intent cannot join the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("intent {intent}: invalid input schema: {reason}")]
+    InvalidSchema { intent: String, reason: String },
+    #[error("intent {intent} is registered twice for mode {}", mode.as_str())]
+    Duplicate { intent: String, mode: Mode },
+}
+
 /// Configuration's say over an intent's run policy (`[tools.overrides."<intent>"]`, a flow's
 /// own keys): unset members keep the tool's defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,10 +64,14 @@ impl Intent {
         mode: Mode,
         tool: Arc<dyn Tool>,
         overrides: Option<&IntentOverride>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CatalogError> {
         let spec = tool.spec();
-        let validator = jsonschema::validator_for(&spec.input_schema)
-            .map_err(|e| format!("intent {}: invalid input schema: {e}", spec.name))?;
+        let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
+            CatalogError::InvalidSchema {
+                intent: spec.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let o = overrides.cloned().unwrap_or_default();
         Ok(Self {
             mode,
@@ -166,18 +179,17 @@ impl Catalog {
         }
     }
 
-    pub fn add(&mut self, intent: Intent) -> Result<(), String> {
+    pub fn add(&mut self, intent: Intent) -> Result<(), CatalogError> {
         self.add_shared(Arc::new(intent))
     }
 
-    pub fn add_shared(&mut self, intent: Arc<Intent>) -> Result<(), String> {
+    pub fn add_shared(&mut self, intent: Arc<Intent>) -> Result<(), CatalogError> {
         let entries = self.by_name.entry(intent.name().to_owned()).or_default();
         if entries.iter().any(|e| e.mode == intent.mode) {
-            return Err(format!(
-                "intent {} is registered twice for mode {}",
-                intent.name(),
-                intent.mode.as_str()
-            ));
+            return Err(CatalogError::Duplicate {
+                intent: intent.name().to_owned(),
+                mode: intent.mode,
+            });
         }
         entries.push(intent);
         Ok(())
@@ -314,7 +326,7 @@ impl Registry {
 
     /// Replaces one source's intents. Refused (and nothing changes) if an intent would clash
     /// with another source's intent of the same name and mode.
-    pub fn set_source(&self, source: &str, intents: Vec<Arc<Intent>>) -> Result<(), String> {
+    pub fn set_source(&self, source: &str, intents: Vec<Arc<Intent>>) -> Result<(), CatalogError> {
         let mut sources = self.sources.lock().expect("catalog sources lock poisoned");
         let mut next = sources.clone();
         next.insert(source.to_owned(), intents);

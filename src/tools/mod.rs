@@ -15,10 +15,20 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    catalog::{Catalog, Intent, IntentOverride},
-    model::Mode,
+    catalog::{Catalog, CatalogError, Intent, IntentOverride},
+    model::{ConfigProblem, Mode},
     store::Store,
 };
+
+/// Why this configuration's tools cannot be set up: at start, so that a broken inventory
+/// stops the server rather than a job later.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Setting(#[from] ConfigProblem),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
 
 /// `[tools]`: the built-in local tools; each entry of `overrides` may change an intent's
 /// defaults.
@@ -44,7 +54,7 @@ pub fn local_catalog(
     config: &ToolsConfig,
     ssh_config: &ssh::SshConfig,
     store: &Store,
-) -> Result<Catalog, String> {
+) -> Result<Catalog, SetupError> {
     let mut catalog = Catalog::default();
     let mut tools = memory::tools(store);
     if config.system {
@@ -57,14 +67,18 @@ pub fn local_catalog(
     }
     for name in config.overrides.keys() {
         if catalog.get(name, Mode::Agent).is_none() {
-            return Err(format!(
-                "tools.overrides.\"{name}\": no such local intent (known: {})",
-                catalog
-                    .iter()
-                    .map(|i| i.name().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(ConfigProblem::new(
+                format!("tools.overrides.\"{name}\""),
+                format!(
+                    "no such local intent (known: {})",
+                    catalog
+                        .iter()
+                        .map(|i| i.name().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .into());
         }
     }
     Ok(catalog)

@@ -28,6 +28,7 @@ use self::{
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
 use crate::{
     callbacks::{OutboundError, SafeClient, SignedRequest},
+    model::ConfigProblem,
     store::Store,
 };
 
@@ -44,16 +45,21 @@ pub struct FlowDeps<'a> {
 pub fn tools(
     flows: &BTreeMap<String, FlowConfig>,
     deps: &FlowDeps<'_>,
-) -> Result<Vec<Arc<dyn Tool>>, String> {
+) -> Result<Vec<Arc<dyn Tool>>, ConfigProblem> {
     flows
         .iter()
         .map(|(intent, config)| {
             FlowTool::new(intent, config, deps)
                 .map(|t| Arc::new(t) as Arc<dyn Tool>)
-                .map_err(|e| format!("flows.\"{intent}\": {e}"))
+                .map_err(|(key, message)| {
+                    ConfigProblem::new(format!("flows.\"{intent}\".{key}"), message)
+                })
         })
         .collect()
 }
+
+/// A setting of one flow (`method`, `auth`) that cannot be used, and why.
+type FlowSettingError = (&'static str, String);
 
 pub struct FlowTool {
     spec: ToolSpec,
@@ -67,7 +73,11 @@ pub struct FlowTool {
 }
 
 impl FlowTool {
-    fn new(intent: &str, config: &FlowConfig, deps: &FlowDeps<'_>) -> Result<Self, String> {
+    fn new(
+        intent: &str,
+        config: &FlowConfig,
+        deps: &FlowDeps<'_>,
+    ) -> Result<Self, FlowSettingError> {
         let engine = match config.engine {
             FlowEngine::N8n => "n8n",
             FlowEngine::Activepieces => "ActivePieces",
@@ -97,8 +107,13 @@ impl FlowTool {
         Ok(Self {
             spec,
             method: Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
-                .map_err(|e| e.to_string())?,
-            auth: config.auth.as_ref().map(auth_header).transpose()?,
+                .map_err(|e| ("method", e.to_string()))?,
+            auth: config
+                .auth
+                .as_ref()
+                .map(auth_header)
+                .transpose()
+                .map_err(|e| ("auth", e))?,
             client: deps.client.clone(),
             store: deps.store.clone(),
             callback_url: format!("{}/callbacks/ingest", deps.public_url.trim_end_matches('/')),

@@ -17,6 +17,7 @@ use russh::{
 };
 
 use super::config::HostConfig;
+use crate::model::ConfigProblem;
 
 /// A configured host with its credentials loaded. Debug shows no key material.
 pub struct Target {
@@ -48,22 +49,21 @@ enum Trust {
 impl Target {
     /// Loads the private key (decrypting it with the passphrase from `passphrase_env`) and the
     /// pinned host key. Errors name the setting, never the secret.
-    pub fn load(name: &str, config: &HostConfig) -> Result<Self, String> {
+    pub fn load(name: &str, config: &HostConfig) -> Result<Self, ConfigProblem> {
         let field = |k: &str| format!("ssh.hosts.\"{name}\".{k}");
         let trust = match (config.pinned_key(), &config.known_hosts) {
             (Some(Ok(key)), _) => Trust::Pinned(key),
-            (Some(Err(e)), _) => return Err(format!("{}: {e}", field("host_key"))),
+            (Some(Err(e)), _) => return Err(ConfigProblem::new(field("host_key"), e)),
             (None, Some(path)) => {
                 std::fs::metadata(path).map_err(|e| {
-                    format!(
-                        "{}: cannot read {}: {e}",
+                    ConfigProblem::new(
                         field("known_hosts"),
-                        path.display()
+                        format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
                 Trust::KnownHosts(path.clone())
             }
-            (None, None) => return Err(format!("{}: is required", field("host_key"))),
+            (None, None) => return Err(ConfigProblem::new(field("host_key"), "is required")),
         };
         let key = match &config.key_file {
             None => None,
@@ -82,7 +82,7 @@ fn load_key(
     path: &Path,
     config: &HostConfig,
     field: &dyn Fn(&str) -> String,
-) -> Result<PrivateKey, String> {
+) -> Result<PrivateKey, ConfigProblem> {
     // Zeroed when dropped, right after the key is decrypted.
     let passphrase = match &config.passphrase_env {
         None => None,
@@ -90,9 +90,9 @@ fn load_key(
             std::env::var(var)
                 .map(zeroize::Zeroizing::new)
                 .map_err(|_| {
-                    format!(
-                        "{}: the environment variable {var} is not set",
-                        field("passphrase_env")
+                    ConfigProblem::new(
+                        field("passphrase_env"),
+                        format!("the environment variable {var} is not set"),
                     )
                 })?,
         ),
@@ -100,7 +100,10 @@ fn load_key(
     russh::keys::load_secret_key(path, passphrase.as_ref().map(|p| p.as_str())).map_err(|e| {
         // The error says what is wrong with the file (unreadable, encrypted, wrong
         // passphrase); it never contains key material.
-        format!("{}: cannot load {}: {e}", field("key_file"), path.display())
+        ConfigProblem::new(
+            field("key_file"),
+            format!("cannot load {}: {e}", path.display()),
+        )
     })
 }
 

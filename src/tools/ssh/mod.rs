@@ -29,7 +29,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
-use crate::{catalog::IntentOverride, model::FieldError, store::Store};
+use crate::{
+    catalog::IntentOverride,
+    model::{ConfigProblem, FieldError},
+    store::Store,
+};
 use allowlist::Allowlist;
 use client::{ConnectError, Target};
 use exec::RunError;
@@ -47,7 +51,7 @@ pub fn tools(
     config: &SshConfig,
     overrides: &BTreeMap<String, IntentOverride>,
     store: &Store,
-) -> Result<Vec<Arc<dyn Tool>>, String> {
+) -> Result<Vec<Arc<dyn Tool>>, ConfigProblem> {
     if config.hosts.is_empty() {
         return Ok(Vec::new());
     }
@@ -62,7 +66,7 @@ pub fn tools(
         .map(|(name, host)| {
             paths::Policy::new(&host.peek)
                 .map(|p| (name.clone(), p))
-                .map_err(|e| format!("ssh.hosts.\"{name}\".peek.deny_paths: {e}"))
+                .map_err(|e| ConfigProblem::new(format!("ssh.hosts.\"{name}\".peek.deny_paths"), e))
         })
         .collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared {
