@@ -1,7 +1,10 @@
 //! orchestrator: a Postgres-backed intent orchestration server.
 //!
-//! Calls go one way: `http → dispatch/tools → store`, `worker → dispatch → store`. Nothing
-//! below `http` knows about HTTP requests; nothing outside `store` writes SQL.
+//! Calls go one way (`tests/architecture.rs` fails on a cycle between these modules):
+//! `app` wires everything; `http` → `intake` (filing and waiting), `callbacks` (delivery,
+//! ingest), `auth` → `worker` → `catalog` (intents and the `Tool` trait) → `store` (every SQL
+//! statement) → `model`, `ids`; the engines in `tools` register into the catalog. Nothing below
+//! `http` knows about HTTP requests; nothing outside `store` writes SQL.
 
 pub mod app;
 pub mod auth;
@@ -9,6 +12,7 @@ pub mod callbacks;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod glob;
 pub mod http;
 pub mod ids;
 pub mod intake;

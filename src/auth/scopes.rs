@@ -1,4 +1,7 @@
-//! Scopes: intent globs (`memory.*`, `ssh.exec.peek`, `*`) and administrative scopes.
+//! Scopes: intent globs (`memory.*`, `ssh.exec.peek`, `*`; the syntax of [`crate::glob`]) and
+//! administrative scopes, which are exact names.
+
+use crate::glob::Glob;
 
 pub const ADMIN_SCOPES: [&str; 5] = [
     "jobs:read:all",
@@ -24,10 +27,10 @@ impl Scopes {
             let is_admin = ADMIN_SCOPES.contains(&scope);
             let is_glob = scope
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*'));
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '?'));
             if !is_admin && (scope.contains(':') || !is_glob) {
                 return Err(format!(
-                    "`{scope}` is neither an intent glob (letters, digits, . _ - *) nor one of {}",
+                    "`{scope}` is neither an intent glob (letters, digits, `._-*?`) nor one of {}",
                     ADMIN_SCOPES.join(", ")
                 ));
             }
@@ -51,28 +54,8 @@ impl Scopes {
         self.0
             .iter()
             .filter(|s| !s.contains(':'))
-            .any(|glob| glob_matches(glob, intent))
+            .any(|glob| Glob::new(glob).matches(intent))
     }
-}
-
-/// `*` matches any run of characters (dots included); everything else literally.
-fn glob_matches(glob: &str, text: &str) -> bool {
-    let parts: Vec<&str> = glob.split('*').collect();
-    if parts.len() == 1 {
-        return glob == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -113,6 +96,18 @@ mod tests {
         for bad in [&["jobs:delete"][..], &["memory write"], &[""], &[]] {
             let list: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
             assert!(Scopes::parse(&list).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn question_marks_stand_for_one_character() {
+        let s = scopes(&["get-?um", "jobs:read:all"]);
+        assert!(s.allows_intent("get-sum"));
+        assert!(!s.allows_intent("get-um"));
+        assert!(!s.allows_intent("get-summ"));
+        assert!(!scopes(&["jobs:read:all"]).has("jobs:read:al?"));
+        for bad in ["jobs:read:al?", "jobs:*"] {
+            assert!(Scopes::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Mode;
+use crate::{glob::Glob, model::Mode};
 
 /// `[routing]`: explicit routes first, then the one engine that serves the intent, then
 /// `prefer` when several do.
@@ -22,7 +22,8 @@ pub struct RoutingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// A glob over intent names: `*` matches any run of characters (dots included), `?` one.
+    /// A glob over intent names ([`crate::glob`]: `*` any run of characters, dots included;
+    /// `?` one character).
     pub intent: String,
     pub mode: Mode,
     /// The intent to run on that engine instead; each `*` in it takes what the matching `*` of
@@ -67,66 +68,28 @@ impl RoutingConfig {
     /// The intents explicit routes send `name` to, in order: (engine, intent on it).
     pub fn targets<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (Mode, String)> + 'a {
         self.routes.iter().filter_map(move |route| {
-            let captures = glob_captures(&route.intent, name)?;
+            let glob = Glob::new(&route.intent);
             let target = match &route.target {
-                None => name.to_owned(),
-                Some(t) => expand(t, &captures),
+                Some(t) => glob.substitute(name, t)?,
+                None if glob.matches(name) => name.to_owned(),
+                None => return None,
             };
             Some((route.mode, target))
         })
     }
 }
 
-fn expand(template: &str, captures: &[&str]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut next = captures.iter();
-    for c in template.chars() {
-        if c == '*' {
-            out.push_str(next.next().copied().unwrap_or_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Whether `text` matches `pattern` (`*` any run, `?` one character, the rest literal).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    glob_captures(pattern, text).is_some()
-}
-
-/// What each `*` of `pattern` matched in `text` (shortest first), if it matches.
-pub fn glob_captures<'t>(pattern: &str, text: &'t str) -> Option<Vec<&'t str>> {
-    fn go<'t>(p: &[char], text: &'t str, at: usize, caps: &mut Vec<&'t str>) -> bool {
-        let rest = &text[at..];
-        match p.split_first() {
-            None => rest.is_empty(),
-            Some(('*', tail)) => {
-                let mut ends: Vec<usize> = rest.char_indices().map(|(i, _)| at + i).collect();
-                ends.push(text.len());
-                for end in ends {
-                    caps.push(&text[at..end]);
-                    if go(tail, text, end, caps) {
-                        return true;
-                    }
-                    caps.pop();
-                }
-                false
-            }
-            Some((&c, tail)) => match rest.chars().next() {
-                Some(t) if c == '?' || c == t => go(tail, text, at + t.len_utf8(), caps),
-                _ => false,
-            },
-        }
-    }
-    let pattern: Vec<char> = pattern.chars().collect();
-    let mut caps = Vec::new();
-    go(&pattern, text, 0, &mut caps).then_some(caps)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob_match(pattern: &str, text: &str) -> bool {
+        Glob::new(pattern).matches(text)
+    }
+
+    fn glob_captures<'t>(pattern: &str, text: &'t str) -> Option<Vec<&'t str>> {
+        Glob::new(pattern).captures(text)
+    }
 
     #[test]
     fn globs_match_and_capture() {
@@ -188,5 +151,17 @@ mod tests {
             prefer: vec![],
         };
         assert_eq!(bad.validate().unwrap_err().0, "routing.routes[0].target");
+    }
+
+    #[test]
+    fn targets_take_the_stars_not_the_question_marks() {
+        let routing: RoutingConfig = serde_json::from_value(serde_json::json!({
+            "routes": [{"intent": "v?.*", "mode": "mcp", "target": "mcp.api.*"}],
+        }))
+        .unwrap();
+        routing.validate().unwrap();
+        let targets: Vec<_> = routing.targets("v2.users.list").collect();
+        assert_eq!(targets, [(Mode::Mcp, "mcp.api.users.list".to_owned())]);
+        assert_eq!(routing.targets("v10.users").count(), 0);
     }
 }

@@ -77,12 +77,12 @@ pub struct CreateKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// One scope: an intent glob (letters, digits, `.`, `_`, `-`, `*`) or an administrative scope.
+/// One scope: an intent glob (letters, digits, `.`, `_`, `-`, `*`, `?`) or an administrative scope.
 #[allow(dead_code)]
 #[derive(ToSchema)]
 #[schema(
     value_type = String,
-    pattern = "^([A-Za-z0-9._*-]+|jobs:read:all|jobs:cancel|callbacks:retry|keys:admin|ops:read)$"
+    pattern = "^([A-Za-z0-9._*?-]+|jobs:read:all|jobs:cancel|callbacks:retry|keys:admin|ops:read)$"
 )]
 pub struct Scope(String);
 

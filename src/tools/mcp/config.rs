@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::routing::glob_match;
+use crate::glob::Glob;
 
 /// The protocol versions we offer in `initialize` (the ones tested against real servers).
 pub const OFFERED_PROTOCOLS: [&str; 2] = ["2025-11-25", "2025-06-18"];
@@ -70,7 +70,7 @@ pub struct McpServerConfig {
     pub max_concurrent_calls: usize,
     /// Attempts per job (transport failures and timeouts are retried; `isError` is not).
     pub max_attempts: i32,
-    /// Tool-name globs to publish (empty: all), then globs to leave out.
+    /// Tool-name globs ([`crate::glob`]) to publish (empty: all), then globs to leave out.
     pub allow_tools: Vec<String>,
     pub deny_tools: Vec<String>,
     /// Friendly intent name → tool name, published beside `mcp.<server>.<tool>`.
@@ -149,8 +149,8 @@ impl McpServerConfig {
 
     /// Whether a tool of this name is published.
     pub fn publishes(&self, tool: &str) -> bool {
-        (self.allow_tools.is_empty() || self.allow_tools.iter().any(|g| glob_match(g, tool)))
-            && !self.deny_tools.iter().any(|g| glob_match(g, tool))
+        let matches = |globs: &[String]| globs.iter().any(|g| Glob::new(g).matches(tool));
+        (self.allow_tools.is_empty() || matches(&self.allow_tools)) && !matches(&self.deny_tools)
     }
 
     fn validate(&self, name: &str) -> Result<(), (String, String)> {

@@ -10,6 +10,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::glob::Glob;
+
 const BUILTIN: &str = include_str!("allowlist.toml");
 
 /// The rules for one program's arguments (see `allowlist.toml` for the meaning of each).
@@ -215,7 +217,7 @@ impl ProgramRule {
             }
         }
         for op in operands {
-            if !self.operands.iter().any(|p| glob_matches(p, op)) {
+            if !self.operands.iter().any(|p| Glob::new(p).matches(op)) {
                 return refuse(if self.operands.is_empty() {
                     format!("takes no operands (got `{op}`)")
                 } else {
@@ -256,25 +258,29 @@ impl ProgramRule {
     }
 }
 
-/// `-exec` (exact) and `-fprint*` (prefix): patterns that are words, not getopt options.
+/// `-exec` (exact) and `-fprint*` (a glob, [`crate::glob`]): patterns that are words, not
+/// getopt options. A pattern with `*` or `?` is always a word glob.
 fn word_pattern_matches(pattern: &str, arg: &str) -> bool {
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        arg.starts_with(prefix)
-    } else if is_short(pattern) || pattern.starts_with("--") {
+    let glob = Glob::new(pattern);
+    if glob.is_literal() && (is_short(pattern) || pattern.starts_with("--")) {
         false
     } else {
-        arg == pattern
+        glob.matches(arg)
     }
 }
 
+/// `-f`, but not `--` nor the globs `-*` and `-?`.
 fn is_short(pattern: &str) -> bool {
-    pattern.len() == 2 && pattern.starts_with('-') && pattern != "--"
+    pattern.len() == 2
+        && pattern.starts_with('-')
+        && pattern != "--"
+        && Glob::new(pattern).is_literal()
 }
 
 /// A short option (`-f`, also inside `-nf`, up to a value option that takes the rest) or a
 /// long one (`--follow`, also `--fol` and `--follow=name`, as getopt_long accepts them).
 fn option_matches(pattern: &str, arg: &str, rule: &ProgramRule) -> bool {
-    if pattern.starts_with("--") && !pattern.ends_with('*') {
+    if pattern.starts_with("--") && Glob::new(pattern).is_literal() {
         return long_matches(pattern, arg);
     }
     if is_short(pattern) && arg.starts_with('-') && !arg.starts_with("--") {
@@ -296,29 +302,13 @@ fn long_matches(pattern: &str, arg: &str) -> bool {
     name.starts_with("--") && name.len() >= 3 && pattern.starts_with(name)
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob_matches(pattern: &str, text: &str) -> bool {
+        Glob::new(pattern).matches(text)
+    }
 
     fn argv(s: &str) -> Vec<String> {
         crate::tools::ssh::shell::plain_argv(s).unwrap()
@@ -554,5 +544,44 @@ mod tests {
         assert!(!glob_matches("a*b*c", "aXXcYYb"));
         assert!(glob_matches("exact", "exact"));
         assert!(!glob_matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn deny_and_operand_patterns_with_wildcards_are_word_globs() {
+        let mut programs = BTreeMap::new();
+        programs.insert(
+            "x".to_string(),
+            ProgramRule {
+                deny: vec!["-o?".into(), "--a*z".into(), "-*-".into()],
+                operands: vec!["v?".into(), "/srv/*/log".into()],
+                ..Default::default()
+            },
+        );
+        let list = Allowlist::new(&PeekConfig {
+            builtin: false,
+            remove: vec![],
+            programs,
+        });
+        for ok in [
+            "x -o",
+            "x -oab",
+            "x --a",
+            "x v1",
+            "x /srv/app/log",
+            "x /srv/a/b/log",
+        ] {
+            assert_eq!(list.check(&argv(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "x -ox",
+            "x --abcz",
+            "x --az",
+            "x -a-",
+            "x v",
+            "x v12",
+            "x /srv/log",
+        ] {
+            assert!(list.check(&argv(bad)).is_err(), "{bad}");
+        }
     }
 }
