@@ -11,7 +11,7 @@ pub enum KeyAdminError {
     #[error("name: must be 1 to 100 characters")]
     BadName,
     #[error("scopes: {0}")]
-    BadScopes(String),
+    BadScopes(#[from] super::ScopeError),
     #[error("an active key named `{0}` exists already")]
     NameTaken(String),
     #[error(transparent)]
@@ -45,7 +45,7 @@ pub async fn create_key(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(KeyAdminError::BadName);
     }
-    let scopes = Scopes::parse(scopes).map_err(KeyAdminError::BadScopes)?;
+    let scopes = Scopes::parse(scopes)?;
     let key = generate_key();
     let record = store
         .create_api_key(&NewApiKey {

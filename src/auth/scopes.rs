@@ -15,9 +15,18 @@ pub const ADMIN_SCOPES: [&str; 5] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scopes(Vec<String>);
 
+/// Why a list of scopes is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("`{0}` is neither an intent glob (letters, digits, `._-*?`) nor one of {ADMIN}", ADMIN = ADMIN_SCOPES.join(", "))]
+    NotAScope(String),
+    #[error("at least one scope is needed")]
+    Empty,
+}
+
 impl Scopes {
     /// Checks each scope: an administrative one, or an intent glob.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
+    pub fn parse(list: &[String]) -> Result<Self, ScopeError> {
         let mut scopes = Vec::with_capacity(list.len());
         for raw in list {
             let scope = raw.trim();
@@ -29,15 +38,12 @@ impl Scopes {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '?'));
             if !is_admin && (scope.contains(':') || !is_glob) {
-                return Err(format!(
-                    "`{scope}` is neither an intent glob (letters, digits, `._-*?`) nor one of {}",
-                    ADMIN_SCOPES.join(", ")
-                ));
+                return Err(ScopeError::NotAScope(scope.to_owned()));
             }
             scopes.push(scope.to_owned());
         }
         if scopes.is_empty() {
-            return Err("at least one scope is needed".into());
+            return Err(ScopeError::Empty);
         }
         Ok(Self(scopes))
     }

@@ -91,7 +91,7 @@ impl SafeClient {
         let url = self
             .policy
             .check_literal(req.url)
-            .map_err(OutboundError::Refused)?;
+            .map_err(|r| OutboundError::Refused(r.into()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let mut builder = self
             .http
@@ -200,7 +200,7 @@ impl Resolve for GuardedResolver {
                 .filter(|a| match policy.check_ip(a.ip()) {
                     Ok(()) => true,
                     Err(reason) => {
-                        refusals.push(reason);
+                        refusals.push(String::from(reason));
                         false
                     }
                 })

@@ -184,6 +184,25 @@ pub fn non_public(ip: IpAddr) -> Option<NonPublic> {
     reasons(ip).into_iter().next()
 }
 
+/// Why the server will not call a URL or an address: a sentence naming what is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(String);
+
+impl std::ops::Deref for Refusal {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(r: Refusal) -> Self {
+        r.0
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UrlPolicy {
     pub allow_networks: Vec<IpNet>,
@@ -195,27 +214,27 @@ impl UrlPolicy {
     }
 
     /// Checks what can be checked without DNS: scheme, shape, and a literal IP host.
-    pub fn check_literal(&self, raw: &str) -> Result<url::Url, String> {
+    pub fn check_literal(&self, raw: &str) -> Result<url::Url, Refusal> {
         // The url crate has already turned decimal, octal and hex IPv4 spellings
         // (`2130706433`, `0x7f.1`, `0177.0.0.1`) into `Host::Ipv4`, and lowercased and
         // percent-decoded domains.
-        let url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
+        let url = url::Url::parse(raw).map_err(|e| Refusal(format!("is not a valid URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
+            return Err(Refusal(format!(
                 "scheme `{}` is not allowed (http or https only)",
                 url.scheme()
-            ));
+            )));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("must not contain credentials".into());
+            return Err(Refusal("must not contain credentials".into()));
         }
         match url.host() {
-            None => return Err("has no host".into()),
+            None => return Err(Refusal("has no host".into())),
             Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
             Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
             Some(url::Host::Domain(d)) if is_localhost(d) => self
                 .check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                .map_err(|reason| format!("{d} names the local host: {reason}"))?,
+                .map_err(|reason| Refusal(format!("{d} names the local host: {reason}")))?,
             Some(url::Host::Domain(_)) => {}
         }
         Ok(url)
@@ -225,7 +244,7 @@ impl UrlPolicy {
     /// containing the address admits it; one containing a non-public IPv4 address it carries
     /// waives only that reason (so `127.0.0.0/8` admits `::ffff:127.0.0.1` but not
     /// `2002:7f00:1::`, which is refused as 6to4 as well).
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.admits(ip) {
             return Ok(());
         }
@@ -236,9 +255,9 @@ impl UrlPolicy {
                 None => true,
             });
         match unwaived {
-            Some(reason) => Err(format!(
+            Some(reason) => Err(Refusal(format!(
                 "{reason}, which is refused unless callbacks.allow_networks admits it"
-            )),
+            ))),
             None => Ok(()),
         }
     }

@@ -140,7 +140,7 @@ pub async fn create(
     .await
     .map_err(|e| match e {
         KeyAdminError::BadName => ApiError::invalid("name", "must be 1 to 100 characters"),
-        KeyAdminError::BadScopes(m) => ApiError::invalid("scopes", m),
+        KeyAdminError::BadScopes(e) => ApiError::invalid("scopes", e.to_string()),
         KeyAdminError::NameTaken(name) => ApiError::KeyNameTaken { name },
         KeyAdminError::Store(s) => s.into(),
     })?;

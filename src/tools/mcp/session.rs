@@ -52,10 +52,41 @@ pub struct Session {
     gone: CancellationToken,
 }
 
+/// Why a session with an MCP server could not be opened (the supervisor logs it and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("connecting to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("spawning `{command}`: {reason}")]
+    Spawn { command: String, reason: String },
+    #[error("no handshake{} within {timeout:?}{}", at(url), stderr_tail(stderr))]
+    HandshakeTimeout {
+        url: Option<String>,
+        timeout: Duration,
+        stderr: String,
+    },
+    #[error("handshake failed: {reason}{}", stderr_tail(stderr))]
+    Handshake { reason: String, stderr: String },
+}
+
+fn at(url: &Option<String>) -> String {
+    url.as_ref()
+        .map(|u| format!(" with {u}"))
+        .unwrap_or_default()
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with:\n{stderr}")
+    }
+}
+
 impl Session {
     /// Spawns or connects and completes the handshake within `timeout`. A failed start leaves
     /// no process behind; the error says why (with the server's last stderr lines).
-    pub async fn open(server: &str, config: &McpServerConfig) -> Result<Self, String> {
+    pub async fn open(server: &str, config: &McpServerConfig) -> Result<Self, OpenError> {
         let timeout = config.startup_timeout();
         let tools_changed = Arc::new(Notify::new());
         let client = Client {
@@ -70,30 +101,45 @@ impl Session {
                 StreamableHttpClientTransport::from_config(http_transport_config(url, config));
             match tokio::time::timeout(timeout, client.serve(transport)).await {
                 Ok(Ok(service)) => (service, None),
-                Ok(Err(e)) => return Err(format!("connecting to {url}: {e}")),
-                Err(_) => return Err(format!("no handshake with {url} within {timeout:?}")),
+                Ok(Err(e)) => {
+                    return Err(OpenError::Connect {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(OpenError::HandshakeTimeout {
+                        url: Some(url.clone()),
+                        timeout,
+                        stderr: String::new(),
+                    });
+                }
             }
         } else {
-            let (child, pipes) = ChildGroup::spawn(server, config).map_err(|e| {
-                format!(
-                    "spawning `{}`: {e}",
-                    config.command.as_deref().unwrap_or_default()
-                )
-            })?;
+            let (child, pipes) =
+                ChildGroup::spawn(server, config).map_err(|e| OpenError::Spawn {
+                    command: config.command.clone().unwrap_or_default(),
+                    reason: e.to_string(),
+                })?;
             let handshake = client.serve((pipes.stdout, pipes.stdin));
-            let failure = match tokio::time::timeout(timeout, handshake).await {
-                Ok(Ok(service)) => return Ok(Self::running(service, tools_changed, Some(child))),
-                Ok(Err(e)) => format!("handshake failed: {e}"),
-                Err(_) => format!("no handshake within {timeout:?}"),
-            };
-            let tail = child.stderr_tail();
+            let outcome = tokio::time::timeout(timeout, handshake).await;
+            if let Ok(Ok(service)) = outcome {
+                return Ok(Self::running(service, tools_changed, Some(child)));
+            }
+            let stderr = child.stderr_tail();
             child
                 .terminate(Duration::from_millis(config.kill_grace_ms))
                 .await;
-            return Err(if tail.is_empty() {
-                failure
-            } else {
-                format!("{failure}; its stderr ended with:\n{tail}")
+            return Err(match outcome {
+                Ok(Err(e)) => OpenError::Handshake {
+                    reason: e.to_string(),
+                    stderr,
+                },
+                _ => OpenError::HandshakeTimeout {
+                    url: None,
+                    timeout,
+                    stderr,
+                },
             });
         };
         Ok(Self::running(service, tools_changed, child))

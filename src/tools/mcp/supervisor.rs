@@ -10,8 +10,13 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{config::StartPolicy, server::McpServer, session::Session, tool};
-use crate::catalog::Registry;
+use super::{
+    config::StartPolicy,
+    server::McpServer,
+    session::{OpenError, Session},
+    tool,
+};
+use crate::catalog::{CatalogError, Registry};
 
 /// Why a session was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +76,32 @@ pub async fn supervise(server: Arc<McpServer>, registry: Arc<Registry>, stop: Ca
     registry.remove_source(&source_name(&server));
 }
 
+/// Why a start of an MCP server failed.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("tools/list: {0}")]
+    List(String),
+    #[error("tools/list did not answer within {0:?}")]
+    ListTimeout(Duration),
+    #[error("the server went away while listing its tools")]
+    Gone,
+    #[error("publishing its tools: {0}")]
+    Publish(#[from] CatalogError),
+}
+
 /// Opens a session and publishes its tools; the attempt counts as ended either way.
 async fn open_and_publish(
     server: &Arc<McpServer>,
     registry: &Registry,
     stop: &CancellationToken,
-) -> Result<Session, String> {
+) -> Result<Session, StartError> {
     let opened = tokio::select! {
-        _ = stop.cancelled() => Err("shutting down".to_owned()),
-        r = Session::open(&server.name, &server.config) => r,
+        _ = stop.cancelled() => Err(StartError::ShuttingDown),
+        r = Session::open(&server.name, &server.config) => r.map_err(StartError::from),
     };
     let result = match opened {
         Ok(session) => match publish(server, registry, &session).await {
@@ -153,20 +175,18 @@ async fn publish(
     server: &Arc<McpServer>,
     registry: &Registry,
     session: &Session,
-) -> Result<usize, String> {
+) -> Result<usize, StartError> {
     let timeout = server.config.startup_timeout();
     let listing = tokio::time::timeout(timeout, session.peer.list_all_tools());
     let tools = match session.unless_gone(listing).await {
         Some(Ok(Ok(tools))) => tools,
-        Some(Ok(Err(e))) => return Err(format!("tools/list: {e}")),
-        Some(Err(_)) => return Err(format!("tools/list did not answer within {timeout:?}")),
-        None => return Err("the server went away while listing its tools".into()),
+        Some(Ok(Err(e))) => return Err(StartError::List(e.to_string())),
+        Some(Err(_)) => return Err(StartError::ListTimeout(timeout)),
+        None => return Err(StartError::Gone),
     };
     let intents = tool::intents(server, tools);
     let count = intents.len();
-    registry
-        .set_source(&source_name(server), intents)
-        .map_err(|e| format!("publishing its tools: {e}"))?;
+    registry.set_source(&source_name(server), intents)?;
     Ok(count)
 }
 
