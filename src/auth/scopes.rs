@@ -1,6 +1,6 @@
 //! Scopes: intent globs (`memory.*`, `ssh.exec.peek`, `*`) and administrative scopes.
 
-pub const ADMIN_SCOPES: [&str; 5] = [
+const ADMIN_SCOPES: [&str; 5] = [
     "jobs:read:all",
     "jobs:cancel",
     "callbacks:retry",

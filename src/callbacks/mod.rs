@@ -20,4 +20,4 @@ pub use delivery::{Deliverer, DeliverySettings};
 pub use ingest::CallbackIngest;
 pub use secrets::{SecretSource, SecretsError, SigningSecrets};
 pub use signing::{NoSigningKey, SecretKey, Signer, Verifier, VerifyError, WebhookHeaders};
-pub use url_policy::{NonPublic, UrlPolicy, non_public};
+pub use url_policy::{NonPublic, UrlPolicy};

@@ -6,7 +6,5 @@ mod registry;
 pub mod routing;
 mod tool;
 
-pub use registry::{
-    Catalog, Intent, IntentOverride, LazySource, Registry, ResolveError, field_path,
-};
+pub use registry::{Catalog, Intent, IntentOverride, LazySource, Registry, ResolveError};
 pub use tool::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};
