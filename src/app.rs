@@ -209,10 +209,6 @@ impl Application {
         self.listener.local_addr().expect("bound listener")
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr().port()
-    }
-
     /// Cancel it to stop the instance gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

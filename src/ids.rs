@@ -17,8 +17,6 @@ macro_rules! prefixed_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            pub const PREFIX: &'static str = $prefix;
-
             /// A new time-ordered id.
             pub fn new() -> Self {
                 Self(Uuid::now_v7())

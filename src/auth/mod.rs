@@ -10,4 +10,4 @@ mod scopes;
 pub use authenticator::{AuthError, AuthState, Authenticated, Authenticator};
 pub use config::{AuthConfig, AuthMode};
 pub use keys::{GeneratedKey, generate_key, hash_key, key_prefix};
-pub use scopes::{ADMIN_SCOPES, ScopeError, Scopes};
+pub use scopes::{ScopeError, Scopes};

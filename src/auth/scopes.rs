@@ -3,7 +3,7 @@
 
 use crate::glob::Glob;
 
-pub const ADMIN_SCOPES: [&str; 5] = [
+const ADMIN_SCOPES: [&str; 5] = [
     "jobs:read:all",
     "jobs:cancel",
     "callbacks:retry",

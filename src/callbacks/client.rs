@@ -82,10 +82,6 @@ impl SafeClient {
         }
     }
 
-    pub fn policy(&self) -> &UrlPolicy {
-        &self.policy
-    }
-
     pub async fn send(&self, req: SignedRequest<'_>) -> Result<OutboundResponse, OutboundError> {
         // Literal IPs never reach the resolver: check them here.
         let url = self

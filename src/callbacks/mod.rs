@@ -22,4 +22,4 @@ pub use secrets::{SecretSource, SecretsError, SigningSecrets};
 pub use signing::{
     NoSigningKey, SecretKey, SecretKeyError, Signer, Verifier, VerifyError, WebhookHeaders,
 };
-pub use url_policy::{NonPublic, Refusal, UrlPolicy, non_public};
+pub use url_policy::{NonPublic, Refusal, UrlPolicy};

@@ -1,7 +1,7 @@
 //! Which URLs the server may call (callbacks, flows): http(s) only, and no address in a
 //! non-public range unless an allowed network admits it.
 //!
-//! One classification ([`non_public`]) serves both checks: at intake for literal hosts
+//! One classification (`reasons`) serves both checks: at intake for literal hosts
 //! ([`UrlPolicy::check_literal`]) and at connect time for every DNS answer
 //! ([`UrlPolicy::check_ip`], called by the guarded resolver in `callbacks::client`).
 //!
@@ -179,11 +179,6 @@ fn reasons(ip: IpAddr) -> Vec<NonPublic> {
     carried.chain(own).collect()
 }
 
-/// Why an address is not public, if it is not (the most telling reason).
-pub fn non_public(ip: IpAddr) -> Option<NonPublic> {
-    reasons(ip).into_iter().next()
-}
-
 /// Why the server will not call a URL or an address: a sentence naming what is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -276,6 +271,11 @@ fn is_localhost(domain: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Why an address is not public, if it is not (the most telling reason).
+    fn non_public(ip: IpAddr) -> Option<NonPublic> {
+        reasons(ip).into_iter().next()
+    }
 
     /// What the policy should do with a URL: accept it, or refuse it with a message that
     /// contains the given text.

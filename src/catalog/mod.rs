@@ -7,6 +7,6 @@ pub mod routing;
 mod tool;
 
 pub use registry::{
-    Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError, field_path,
+    Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError,
 };
 pub use tool::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};

@@ -116,7 +116,7 @@ impl Intent {
 }
 
 /// JSON Pointer `/tags/0` → `inputs.tags[0]`.
-pub fn field_path(pointer: &str) -> String {
+fn field_path(pointer: &str) -> String {
     let mut out = String::from("inputs");
     for raw in pointer.split('/').skip(1) {
         let seg = raw.replace("~1", "/").replace("~0", "~");
@@ -303,10 +303,6 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub fn new(catalog: Catalog) -> Self {
-        Self::with_routing(catalog, RoutingConfig::default())
-    }
-
     pub fn with_routing(catalog: Catalog, routing: RoutingConfig) -> Self {
         let routing = Arc::new(routing);
         let registry = Self {

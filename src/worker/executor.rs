@@ -48,7 +48,6 @@ struct Running {
 pub struct Executor {
     instance_id: Uuid,
     slots: Arc<Semaphore>,
-    capacity: usize,
     lease: Duration,
     registry: Arc<Registry>,
     completer: Completer,
@@ -73,7 +72,6 @@ impl Executor {
         Self {
             instance_id,
             slots: Arc::new(Semaphore::new(capacity)),
-            capacity,
             lease,
             registry,
             completer,
@@ -88,10 +86,6 @@ impl Executor {
 
     pub fn instance_id(&self) -> Uuid {
         self.instance_id
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// A free slot right now, if any (the intake uses one to run a waited-for job at once).

@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{SIGNING_SECRET, Spawn, TestApp, TestDb, eventually, job_id, spawn, spawn_with},
+    helpers::{
+        SIGNING_SECRET, Spawn, TestApp, TestDb, eventually, job_id, prerequisite, spawn, spawn_with,
+    },
     mock_http::{MockServer, Reply, signature_is_valid},
 };
 
@@ -273,10 +275,14 @@ fn loopback_name() -> Option<String> {
 
 #[tokio::test]
 async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
-    let Some(name) = loopback_name() else {
-        eprintln!("skipped: no host name resolves to loopback on this machine");
+    let name = loopback_name();
+    if !prerequisite(
+        name.is_some(),
+        "a host name (not `localhost`) that resolves to loopback only",
+    ) {
         return;
-    };
+    }
+    let name = name.expect("present");
     let receiver = MockServer::start().await;
     let app = spawn_with(|c| c.callbacks.allow_networks = vec![]).await;
     let url = format!("http://{name}:{}{HOOK}", receiver.addr.port());

@@ -3,10 +3,14 @@
 use orchestrator::db::embedded::EmbeddedPostgres;
 use sqlx::Connection;
 
+use crate::helpers::prerequisite;
+
 #[tokio::test]
 async fn a_private_cluster_starts_serves_and_stops() {
-    if EmbeddedPostgres::find_binaries().is_none() {
-        eprintln!("skipped: no PostgreSQL server binaries on this machine");
+    if !prerequisite(
+        EmbeddedPostgres::find_binaries().is_some(),
+        "PostgreSQL's server binaries (initdb, pg_ctl)",
+    ) {
         return;
     }
     let dir = tempfile::Builder::new()

@@ -496,6 +496,20 @@ where
     }
 }
 
+/// Whether a test's prerequisite (a program, a host name) is present. A test without it is
+/// skipped with a note on stderr, except under `CI=true`, where a missing prerequisite fails
+/// the test instead: CI must not pass what it did not run.
+pub fn prerequisite(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is missing"
+        );
+        eprintln!("skipped: {what} is missing");
+    }
+    present
+}
+
 pub fn job_id(body: &Value) -> String {
     body["job_id"]
         .as_str()

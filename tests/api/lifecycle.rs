@@ -3,6 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use orchestrator::ids::JobId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -416,8 +420,7 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
         .await
     );
     let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM to our own child");
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits within the grace period")

@@ -3,6 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
+use nix::sys::signal::Signal;
 use orchestrator::{
     catalog::routing::Route,
     config::Config,
@@ -378,7 +379,7 @@ async fn a_server_killed_mid_call_is_restarted_and_the_call_retried() {
     let old = server_pid(&marker, "node").await;
     let id = start_long_operation(&app, "crashy", 2).await;
     app.wait_for_status(&id, "running").await;
-    signal(old, libc::SIGKILL);
+    signal(old, Signal::SIGKILL);
 
     let job = app.wait_for_status_within(&id, "succeeded", RESTART).await;
     assert_eq!(
@@ -411,7 +412,7 @@ async fn a_hung_server_is_restarted() {
     hung.ping_timeout_ms = 500;
     let app = with_servers(vec![("hung", hung)]).await;
     let old = server_pid(&marker, "node").await;
-    signal(old, libc::SIGSTOP);
+    signal(old, Signal::SIGSTOP);
 
     let (_, body) = app
         .orchestrate_json(
@@ -443,7 +444,7 @@ async fn the_whole_process_group_dies_on_restart_and_on_shutdown() {
     assert!(members.contains(&"sleep".to_owned()), "{members:?}");
 
     // Killing only the server orphans its child; the restart still takes the whole group.
-    signal(first, libc::SIGKILL);
+    signal(first, Signal::SIGKILL);
     assert_group_gone(first).await;
     let second = server_pid(&marker, "node").await;
     assert_ne!(second, first);
@@ -539,7 +540,7 @@ async fn tools_are_listed_again_on_reconnect() {
     assert!(tool(&tools, "mcp.swap.echo").is_some());
 
     std::fs::write(&flag, "").unwrap();
-    signal(server_pid(&marker, "node").await, libc::SIGKILL);
+    signal(server_pid(&marker, "node").await, Signal::SIGKILL);
     let swapped = eventually(RESTART, || async {
         let (_, tools) = app.get_json("/tools").await;
         tool(&tools, "mcp.swap.get_current_time").is_some()

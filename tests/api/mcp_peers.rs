@@ -8,6 +8,10 @@ use std::{
     time::Duration,
 };
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use orchestrator::tools::mcp::McpServerConfig;
 
 use crate::helpers::eventually;
@@ -189,7 +193,7 @@ impl EverythingHttp {
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                signal(-(pid as i32), libc::SIGKILL);
+                signal(-(pid as i32), Signal::SIGKILL);
             }
             let _ = child.wait().await;
         }
@@ -199,16 +203,14 @@ impl EverythingHttp {
 impl Drop for EverythingHttp {
     fn drop(&mut self) {
         if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
-            signal(-(pid as i32), libc::SIGKILL);
+            signal(-(pid as i32), Signal::SIGKILL);
         }
     }
 }
 
-pub fn signal(pid: i32, signal: libc::c_int) {
-    // SAFETY: kill(2) shares no memory with us.
-    unsafe {
-        libc::kill(pid, signal);
-    }
+/// kill(2): a negative `pid` signals that process group. Failure (already gone) is ignored.
+pub fn signal(pid: i32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid), signal);
 }
 
 fn proc_pids() -> Vec<i32> {

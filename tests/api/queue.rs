@@ -1,6 +1,6 @@
 //! The queue at the storage level: racing claimers, the claim plan, fencing and rescue.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use orchestrator::{
     ids::JobId,
@@ -10,7 +10,7 @@ use orchestrator::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, eventually};
 
 async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
     let inputs = json!({});
@@ -118,6 +118,22 @@ async fn the_claim_query_uses_the_partial_index() {
     assert!(!text.contains("\"Sort\""), "no sort needed: {text}");
 }
 
+/// Waits until the job's lease has run out by the database's clock, the one `rescue_expired`
+/// reads (`now()` is each statement's own here, so a later rescue sees the lease expired too).
+async fn lease_runs_out(db: &TestDb, id: JobId) {
+    let expired = eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(lease_expires_at < now(), false) FROM jobs WHERE id = $1",
+        )
+        .bind(id.uuid())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(expired, "the lease of job {id} did not run out");
+}
+
 fn done(id: JobId, attempt: i32) -> Completion {
     Completion {
         job_id: id,
@@ -144,7 +160,7 @@ async fn completion_is_fenced_on_the_lease_holder_and_attempt() {
     let claimed = store.claim_jobs(first, 1, 0.05).await.unwrap();
     assert_eq!(claimed[0].attempt, 1);
     // The first worker stalls past its lease; maintenance hands the job to another worker.
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    lease_runs_out(&db, id).await;
     let (rescued, failed) = store.rescue_expired(10).await.unwrap();
     assert_eq!((rescued, failed.len()), (1, 0));
     let reclaimed = store.claim_jobs(second, 1, 30.0).await.unwrap();
@@ -179,7 +195,7 @@ async fn rescue_fails_jobs_whose_attempts_are_spent() {
     for attempt in 1..=2 {
         let c = store.claim_jobs(Uuid::now_v7(), 1, 0.01).await.unwrap();
         assert_eq!(c[0].attempt, attempt);
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        lease_runs_out(&db, id).await;
         store.rescue_expired(10).await.unwrap();
     }
     let job = store.get_job(id).await.unwrap().unwrap();

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::{
-    helpers::TestDb,
+    helpers::{TestDb, prerequisite},
     process::{Invocation, free_port, text},
 };
 
@@ -102,18 +102,6 @@ async fn a_configured_database_that_does_not_answer_is_an_error_never_a_second_d
         assert!(served.logs().contains(&named), "{}", served.logs());
     }
     assert!(!data.exists(), "no private cluster was started");
-}
-
-/// Under `CI=true` a missing prerequisite fails the test instead of skipping it.
-fn prerequisite(present: bool, what: &str) -> bool {
-    if !present {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{what} is missing"
-        );
-        eprintln!("skipped: {what} is missing");
-    }
-    present
 }
 
 fn cluster_running(data: &Path) -> bool {

@@ -61,11 +61,19 @@ impl Breaker {
     }
 
     pub fn admit(&self) -> Admission {
+        self.admit_at(Instant::now())
+    }
+
+    pub fn record(&self, success: bool) {
+        self.record_at(success, Instant::now());
+    }
+
+    /// `admit` as of `now` (the tests' clock).
+    fn admit_at(&self, now: Instant) -> Admission {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Admission::Allowed,
             State::Open { until } => {
-                let now = Instant::now();
                 if now < until {
                     Admission::Rejected {
                         retry_in: until - now,
@@ -77,7 +85,6 @@ impl Breaker {
                 }
             }
             State::HalfOpen { probe_started } => {
-                let now = Instant::now();
                 if now.duration_since(probe_started) < self.open_for {
                     Admission::Rejected {
                         retry_in: self.open_for - now.duration_since(probe_started),
@@ -90,7 +97,8 @@ impl Breaker {
         }
     }
 
-    pub fn record(&self, success: bool) {
+    /// `record` as of `now` (the tests' clock).
+    fn record_at(&self, success: bool, now: Instant) {
         let mut state = self.lock();
         let next = match (*state, success) {
             (_, true) => State::Closed { failures: 0 },
@@ -98,7 +106,7 @@ impl Breaker {
                 failures: failures + 1,
             },
             (_, false) => State::Open {
-                until: Instant::now() + self.open_for,
+                until: now + self.open_for,
             },
         };
         match (*state, next) {
@@ -165,39 +173,43 @@ mod tests {
     #[test]
     fn opens_after_consecutive_failures_and_a_probe_closes_it() {
         let b = Breaker::new("http://flow", 3, Duration::from_millis(30));
+        let t0 = Instant::now();
         for _ in 0..2 {
-            assert_eq!(b.admit(), Admission::Allowed);
-            b.record(false);
+            assert_eq!(b.admit_at(t0), Admission::Allowed);
+            b.record_at(false, t0);
         }
-        b.record(true);
+        b.record_at(true, t0);
         assert_eq!(
             b.view().consecutive_failures,
             0,
             "a success resets the count"
         );
         for _ in 0..3 {
-            b.record(false);
+            b.record_at(false, t0);
         }
         assert_eq!(b.view().state, "open");
-        assert!(matches!(b.admit(), Admission::Rejected { .. }));
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(b.admit(), Admission::Probe);
+        assert!(matches!(b.admit_at(t0), Admission::Rejected { .. }));
+        // Once `open_for` has passed.
+        let later = t0 + Duration::from_millis(40);
+        assert_eq!(b.admit_at(later), Admission::Probe);
         assert!(
-            matches!(b.admit(), Admission::Rejected { .. }),
+            matches!(b.admit_at(later), Admission::Rejected { .. }),
             "one probe at a time"
         );
-        b.record(true);
+        b.record_at(true, later);
         assert_eq!(b.view().state, "closed");
-        assert_eq!(b.admit(), Admission::Allowed);
+        assert_eq!(b.admit_at(later), Admission::Allowed);
     }
 
     #[test]
     fn a_failed_probe_opens_it_again() {
         let b = Breaker::new("http://flow", 1, Duration::from_millis(10));
-        b.record(false);
-        std::thread::sleep(Duration::from_millis(15));
-        assert_eq!(b.admit(), Admission::Probe);
-        b.record(false);
+        let t0 = Instant::now();
+        b.record_at(false, t0);
+        // Once `open_for` has passed.
+        let later = t0 + Duration::from_millis(15);
+        assert_eq!(b.admit_at(later), Admission::Probe);
+        b.record_at(false, later);
         assert_eq!(b.view().state, "open");
     }
 }

@@ -10,6 +10,13 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+use nix::{
+    sys::{
+        signal::{Signal, killpg},
+        wait::{Id, WaitPidFlag, waitid},
+    },
+    unistd::Pid,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, ChildStderr, ChildStdin, ChildStdout, Command},
@@ -28,7 +35,7 @@ const STDERR_TAIL: usize = 20;
 pub struct ChildGroup {
     child: Child,
     /// The leader's pid, which is the group id. Stays valid until the leader is reaped.
-    pgid: i32,
+    pgid: Pid,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     reaped: bool,
 }
@@ -66,6 +73,7 @@ impl ChildGroup {
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
             .ok_or_else(|| std::io::Error::other("the child exited at once"))?;
         let (Some(stdout), Some(stdin), Some(stderr)) =
             (child.stdout.take(), child.stdin.take(), child.stderr.take())
@@ -90,7 +98,7 @@ impl ChildGroup {
     }
 
     pub fn pid(&self) -> u32 {
-        self.pgid as u32
+        self.pgid.as_raw() as u32
     }
 
     /// Resolves when the server process exits. Watched beside the session itself: a
@@ -109,19 +117,19 @@ impl ChildGroup {
     /// is left after `grace`, then reap the leader. The group is signalled only while the
     /// leader is unreaped, so its id cannot have been reused by then.
     pub async fn terminate(mut self, grace: Duration) {
-        signal_group(self.pgid, libc::SIGTERM);
-        signal_group(self.pgid, libc::SIGCONT);
+        signal_group(self.pgid, Signal::SIGTERM);
+        signal_group(self.pgid, Signal::SIGCONT);
         let leader_gone = tokio::time::timeout(grace, exited(self.pgid)).await;
         if leader_gone.is_err() {
             tracing::warn!(
-                pgid = self.pgid,
+                pgid = self.pgid.as_raw(),
                 "MCP server ignored SIGTERM; killing its group"
             );
         }
         // The leader may be gone while members linger (a child that ignored SIGTERM).
-        signal_group(self.pgid, libc::SIGKILL);
+        signal_group(self.pgid, Signal::SIGKILL);
         if let Err(e) = self.child.wait().await {
-            tracing::warn!(pgid = self.pgid, error = %e, "reaping the MCP server failed");
+            tracing::warn!(pgid = self.pgid.as_raw(), error = %e, "reaping the MCP server failed");
         }
         self.reaped = true;
     }
@@ -132,22 +140,20 @@ impl Drop for ChildGroup {
         if !self.reaped {
             // Not terminated in order (the runtime is going away): kill the group at once;
             // tokio reaps the leader in the background.
-            signal_group(self.pgid, libc::SIGKILL);
+            signal_group(self.pgid, Signal::SIGKILL);
         }
     }
 }
 
-fn signal_group(pgid: i32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
+/// Signals every process in the group. Failure is not an error here: the group may be gone.
+fn signal_group(pgid: Pid, signal: Signal) {
+    let _ = killpg(pgid, signal);
 }
 
 /// Resolves once process `pid` (our unreaped child) has exited, without reaping it, so its
 /// group id stays reserved for the final SIGKILL. Linux: a pidfd, readable at exit; elsewhere
-/// a blocking `waitid(WNOWAIT)`.
-pub fn exited(pid: i32) -> BoxFuture<'static, ()> {
+/// (or when no pidfd can be had) a blocking `waitid(WNOWAIT)`.
+fn exited(pid: Pid) -> BoxFuture<'static, ()> {
     #[cfg(target_os = "linux")]
     if let Some(fd) = pidfd(pid) {
         return Box::pin(async move {
@@ -160,27 +166,29 @@ pub fn exited(pid: i32) -> BoxFuture<'static, ()> {
     }
     Box::pin(async move {
         let _ = tokio::task::spawn_blocking(move || {
-            // SAFETY: waitid only writes into the zeroed siginfo it is given.
-            unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            }
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
         })
         .await;
     })
 }
 
+/// A pidfd for `pid`, or none when pidfd_open(2) fails (a kernel before 5.3, no descriptors
+/// left).
+///
+/// nix 0.31 has no wrapper for pidfd_open(2) (and std's `PidFd` is unstable), so this is the
+/// one raw system call left: libc is reached through nix's re-export.
 #[cfg(target_os = "linux")]
-fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+fn pidfd(pid: Pid) -> Option<std::os::fd::OwnedFd> {
+    use nix::libc;
     use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open returns a new descriptor (or -1) that we then own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours. It returns a new
+    // descriptor, which nothing else owns, so `OwnedFd` may take it (and close it on drop),
+    // or -1, which is never wrapped.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0);
+        let fd = libc::c_int::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        Some(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
 }
 
 async fn forward_stderr(server: String, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {

@@ -32,30 +32,6 @@ pub enum Syntax {
 }
 
 impl Syntax {
-    /// Stable name (used in problem details and the job history).
-    pub fn name(self) -> &'static str {
-        match self {
-            Syntax::Sequence => "sequence",
-            Syntax::Background => "background",
-            Syntax::And => "and_list",
-            Syntax::Or => "or_list",
-            Syntax::Pipe => "pipe",
-            Syntax::Newline => "newline",
-            Syntax::Subshell => "subshell",
-            Syntax::Redirection => "redirection",
-            Syntax::CommandSubstitution => "command_substitution",
-            Syntax::ProcessSubstitution => "process_substitution",
-            Syntax::VariableExpansion => "variable_expansion",
-            Syntax::ArithmeticExpansion => "arithmetic_expansion",
-            Syntax::AnsiCQuoting => "ansi_c_quoting",
-            Syntax::Glob => "glob",
-            Syntax::Tilde => "tilde_expansion",
-            Syntax::Brace => "brace",
-            Syntax::Comment => "comment",
-            Syntax::Assignment => "environment_assignment",
-        }
-    }
-
     fn describe(self) -> &'static str {
         match self {
             Syntax::Sequence => "`;` (a command sequence)",
