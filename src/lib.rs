@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod dispatch;
+pub mod duration;
 pub mod http;
 pub mod ids;
 pub mod model;
