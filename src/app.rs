@@ -122,14 +122,10 @@ impl Application {
                 instance_id,
                 DeliverySettings {
                     concurrency: callbacks.delivery_concurrency,
-                    timeout: Duration::from_millis(callbacks.timeout_ms),
-                    schedule: callbacks
-                        .retry_schedule_ms
-                        .iter()
-                        .map(|ms| Duration::from_millis(*ms))
-                        .collect(),
-                    max_retry_after: Duration::from_millis(callbacks.max_retry_after_ms),
-                    poll: Duration::from_millis(config.workers.poll_interval_ms),
+                    timeout: callbacks.timeout,
+                    schedule: callbacks.retry_schedule.clone(),
+                    max_retry_after: callbacks.max_retry_after,
+                    poll: config.workers.poll_interval,
                 },
                 redactor.clone(),
             )) as Arc<dyn Sidecar>
@@ -166,7 +162,7 @@ impl Application {
                     .map(|s| SecretKey::parse(s.expose()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(anyhow::Error::msg)?,
-                callbacks.tolerance_secs,
+                callbacks.tolerance,
             ),
             workers.waiters.clone(),
             workers.instance_id(),
@@ -175,7 +171,7 @@ impl Application {
         let orchestrator = Arc::new(Orchestrator::new(
             store.clone(),
             workers,
-            Duration::from_secs(config.idempotency.ttl_hours * 3600),
+            config.idempotency.ttl,
         ));
         let shutdown = CancellationToken::new();
         tokio::spawn(gauges::run(
@@ -188,7 +184,7 @@ impl Application {
                     .map(|(intent, flow)| (intent.clone(), flow.url.clone()))
                     .collect(),
             },
-            Duration::from_millis(config.metrics.gauge_interval_ms),
+            config.metrics.gauge_interval,
             shutdown.child_token(),
         ));
         let state = AppState {
@@ -233,7 +229,7 @@ impl Application {
     /// jobs finish within the grace period, hand the rest back to the queue.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let grace = Duration::from_millis(self.state.config.server.shutdown_grace_ms);
+        let grace = self.state.config.server.shutdown_grace;
         let router = http::router(self.state.clone());
         let shutdown = self.shutdown.clone();
         tracing::info!(%addr, instance_id = %self.state.orchestrator.workers().instance_id(), "listening");

@@ -56,7 +56,7 @@ impl Session {
     /// Spawns or connects and completes the handshake within `timeout`. A failed start leaves
     /// no process behind; the error says why (with the server's last stderr lines).
     pub async fn open(server: &str, config: &McpServerConfig) -> Result<Self, String> {
-        let timeout = config.startup_timeout();
+        let timeout = config.startup_timeout;
         let tools_changed = Arc::new(Notify::new());
         let client = Client {
             tools_changed: tools_changed.clone(),
@@ -87,9 +87,7 @@ impl Session {
                 Err(_) => format!("no handshake within {timeout:?}"),
             };
             let tail = child.stderr_tail();
-            child
-                .terminate(Duration::from_millis(config.kill_grace_ms))
-                .await;
+            child.terminate(config.kill_grace).await;
             return Err(if tail.is_empty() {
                 failure
             } else {
