@@ -398,14 +398,18 @@ fn for_each_table(
         return f(path, dict);
     };
     for (name, value) in dict.iter_mut() {
-        if let (true, Value::Dict(_, table)) = (*step == "*" || step == name, value) {
-            let path = match (path, *step) {
-                ("", _) => name.clone(),
-                (_, "*") => format!("{path}.\"{name}\""),
-                _ => format!("{path}.{name}"),
-            };
-            for_each_table(table, rest, &path, f)?;
+        let Value::Dict(_, table) = value else {
+            continue;
+        };
+        if *step != "*" && step != name {
+            continue;
         }
+        let path = match (path, *step) {
+            ("", _) => name.clone(),
+            (_, "*") => format!("{path}.\"{name}\""),
+            _ => format!("{path}.{name}"),
+        };
+        for_each_table(table, rest, &path, f)?;
     }
     Ok(())
 }
@@ -426,26 +430,26 @@ fn rename(table: &mut Dict, path: &str, old: &str) -> Result<(), String> {
 
 /// An integer (or a list of them) of `unit`, as durations; anything else as it is.
 fn in_unit(value: Value, unit: Unit) -> Result<Value, String> {
-    let count: Option<u128> = match &value {
-        Value::Num(_, n) => Some(n.to_u128_lossy().ok_or_else(|| {
+    let count: u128 = match value {
+        Value::Num(_, n) => n.to_u128_lossy().ok_or_else(|| {
             format!(
                 "must be a whole number of {} (or a duration such as \"8s\"), not {}",
                 unit.name(),
                 n.to_actual()
             )
-        })?),
-        Value::String(_, s) => s.trim().parse().ok(),
+        })?,
+        Value::String(_, ref text) => match text.trim().parse() {
+            Ok(count) => count,
+            Err(_) => return Ok(value),
+        },
         Value::Array(_, items) => {
             return items
-                .iter()
-                .map(|item| in_unit(item.clone(), unit))
+                .into_iter()
+                .map(|item| in_unit(item, unit))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::from);
         }
-        _ => None,
-    };
-    let Some(count) = count else {
-        return Ok(value);
+        other => return Ok(other),
     };
     u64::try_from(count)
         .ok()
@@ -490,273 +494,274 @@ mod tests {
             matches!(c.validate(), Err(ConfigError::Invalid { field, .. }) if field == "workers.heartbeat_interval_ms")
         );
     }
-}
 
-#[cfg(test)]
-mod renamed_keys {
-    //! The old spellings of durations (`lease_ms = 2000`) and the new ones (`lease = "2s"`),
-    //! from a file and from the environment, give the same configuration.
+    mod renamed_keys {
+        //! The old spellings of durations (`lease_ms = 2000`) and the new ones (`lease = "2s"`),
+        //! from a file and from the environment, give the same configuration.
 
-    use super::*;
+        use super::*;
 
-    fn json(config: &Config) -> serde_json::Value {
-        serde_json::to_value(config).unwrap()
-    }
-
-    /// The configuration from `toml` and the variables `vars` under `prefix` (unique per test:
-    /// tests run at once in one process).
-    fn load(toml: &str, prefix: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
-        for (key, value) in vars {
-            // SAFETY: test-only variables no other code reads, set before they are read.
-            unsafe { std::env::set_var(format!("{prefix}{key}"), value) };
+        /// The configuration from `toml` and the variables `vars` under `prefix` (unique per test:
+        /// tests run at once in one process).
+        fn load(toml: &str, prefix: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
+            for (key, value) in vars {
+                // SAFETY: test-only variables no other code reads, set before they are read.
+                unsafe { std::env::set_var(format!("{prefix}{key}"), value) };
+            }
+            layered(Some(Toml::string(toml)), Env::prefixed(prefix).split("__"))
+                .extract()
+                .map_err(|e| e.to_string())
         }
-        layered(Some(Toml::string(toml)), Env::prefixed(prefix).split("__"))
-            .extract()
-            .map_err(|e| e.to_string())
-    }
 
-    /// Every renamed key, each set away from its default.
-    const OLD_TOML: &str = r#"
-        [server]
-        sync_timeout_ms = 2000
-        max_sync_timeout_ms = 90000
-        shutdown_grace_ms = 1500
-        [database]
-        acquire_timeout_ms = 250
-        connect_timeout_ms = 600
-        [workers]
-        poll_interval_ms = 200
-        lease_ms = 2000
-        heartbeat_interval_ms = 500
-        maintenance_interval_ms = 200
-        retry_base_ms = 50
-        retry_max_ms = 400
-        [idempotency]
-        ttl_hours = 2
-        [callbacks]
-        timeout_ms = 2000
-        retry_schedule_ms = [100, 60000, 5400000]
-        max_retry_after_ms = 7200000
-        tolerance_secs = 60
-        [metrics]
-        gauge_interval_ms = 100
-        [tools.overrides."system.echo"]
-        timeout_ms = 1500
-        [flows."f.x"]
-        engine = "generic"
-        url = "http://127.0.0.1:1/hook"
-        timeout_ms = 2000
-        callback_deadline_ms = 60000
-        breaker_open_ms = 90000
-        [mcp.servers.s]
-        command = "node"
-        call_timeout_ms = 1500
-        startup_timeout_ms = 20000
-        ping_interval_ms = 0
-        ping_timeout_ms = 500
-        restart_backoff_ms = 100
-        restart_backoff_max_ms = 1000
-        kill_grace_ms = 1000
-        [ssh]
-        idle_timeout_ms = 2000
-        [ssh.hosts.h]
-        address = "10.0.0.5"
-        user = "ops"
-        connect_timeout_ms = 2500
-        command_timeout_ms = 45000
-        max_command_timeout_ms = 3600000
-    "#;
+        /// Every renamed key, each set away from its default.
+        const OLD_TOML: &str = r#"
+            [server]
+            sync_timeout_ms = 2000
+            max_sync_timeout_ms = 90000
+            shutdown_grace_ms = 1500
+            [database]
+            acquire_timeout_ms = 250
+            connect_timeout_ms = 600
+            [workers]
+            poll_interval_ms = 200
+            lease_ms = 2000
+            heartbeat_interval_ms = 500
+            maintenance_interval_ms = 200
+            retry_base_ms = 50
+            retry_max_ms = 400
+            [idempotency]
+            ttl_hours = 2
+            [callbacks]
+            timeout_ms = 2000
+            retry_schedule_ms = [100, 60000, 5400000]
+            max_retry_after_ms = 7200000
+            tolerance_secs = 60
+            [metrics]
+            gauge_interval_ms = 100
+            [tools.overrides."system.echo"]
+            timeout_ms = 1500
+            [flows."f.x"]
+            engine = "generic"
+            url = "http://127.0.0.1:1/hook"
+            timeout_ms = 2000
+            callback_deadline_ms = 60000
+            breaker_open_ms = 90000
+            [mcp.servers.s]
+            command = "node"
+            call_timeout_ms = 1500
+            startup_timeout_ms = 20000
+            ping_interval_ms = 0
+            ping_timeout_ms = 500
+            restart_backoff_ms = 100
+            restart_backoff_max_ms = 1000
+            kill_grace_ms = 1000
+            [ssh]
+            idle_timeout_ms = 2000
+            [ssh.hosts.h]
+            address = "10.0.0.5"
+            user = "ops"
+            connect_timeout_ms = 2500
+            command_timeout_ms = 45000
+            max_command_timeout_ms = 3600000
+        "#;
 
-    const NEW_TOML: &str = r#"
-        [server]
-        sync_timeout = "2s"
-        max_sync_timeout = "1m 30s"
-        shutdown_grace = "1.5s"
-        [database]
-        acquire_timeout = "250ms"
-        connect_timeout = "600ms"
-        [workers]
-        poll_interval = "200ms"
-        lease = "2s"
-        heartbeat_interval = "500ms"
-        maintenance_interval = "200ms"
-        retry_base = "50ms"
-        retry_max = "400ms"
-        [idempotency]
-        ttl = "2h"
-        [callbacks]
-        timeout = "2s"
-        retry_schedule = ["100ms", "1m", "1h 30m"]
-        max_retry_after = "2h"
-        tolerance = "1m"
-        [metrics]
-        gauge_interval = "100ms"
-        [tools.overrides."system.echo"]
-        timeout = "1500ms"
-        [flows."f.x"]
-        engine = "generic"
-        url = "http://127.0.0.1:1/hook"
-        timeout = "2s"
-        callback_deadline = "1m"
-        breaker_open = "90s"
-        [mcp.servers.s]
-        command = "node"
-        call_timeout = "1.5s"
-        startup_timeout = "20s"
-        ping_interval = "0s"
-        ping_timeout = "500ms"
-        restart_backoff = "100ms"
-        restart_backoff_max = "1s"
-        kill_grace = "1s"
-        [ssh]
-        idle_timeout = "2s"
-        [ssh.hosts.h]
-        address = "10.0.0.5"
-        user = "ops"
-        connect_timeout = "2.5s"
-        command_timeout = "45s"
-        max_command_timeout = "1h"
-    "#;
+        const NEW_TOML: &str = r#"
+            [server]
+            sync_timeout = "2s"
+            max_sync_timeout = "1m 30s"
+            shutdown_grace = "1.5s"
+            [database]
+            acquire_timeout = "250ms"
+            connect_timeout = "600ms"
+            [workers]
+            poll_interval = "200ms"
+            lease = "2s"
+            heartbeat_interval = "500ms"
+            maintenance_interval = "200ms"
+            retry_base = "50ms"
+            retry_max = "400ms"
+            [idempotency]
+            ttl = "2h"
+            [callbacks]
+            timeout = "2s"
+            retry_schedule = ["100ms", "1m", "1h 30m"]
+            max_retry_after = "2h"
+            tolerance = "1m"
+            [metrics]
+            gauge_interval = "100ms"
+            [tools.overrides."system.echo"]
+            timeout = "1500ms"
+            [flows."f.x"]
+            engine = "generic"
+            url = "http://127.0.0.1:1/hook"
+            timeout = "2s"
+            callback_deadline = "1m"
+            breaker_open = "90s"
+            [mcp.servers.s]
+            command = "node"
+            call_timeout = "1.5s"
+            startup_timeout = "20s"
+            ping_interval = "0s"
+            ping_timeout = "500ms"
+            restart_backoff = "100ms"
+            restart_backoff_max = "1s"
+            kill_grace = "1s"
+            [ssh]
+            idle_timeout = "2s"
+            [ssh.hosts.h]
+            address = "10.0.0.5"
+            user = "ops"
+            connect_timeout = "2.5s"
+            command_timeout = "45s"
+            max_command_timeout = "1h"
+        "#;
 
-    #[test]
-    fn every_renamed_key_is_in_the_old_file() {
-        for (table, keys) in RENAMED {
-            for key in *keys {
-                assert!(OLD_TOML.contains(&format!("{key} = ")), "{table}.{key}");
-                assert!(Unit::of_key(key).is_some(), "{key} names no unit");
+        #[test]
+        fn every_renamed_key_is_in_the_old_file() {
+            for (table, keys) in RENAMED {
+                for key in *keys {
+                    assert!(OLD_TOML.contains(&format!("{key} = ")), "{table}.{key}");
+                    assert!(Unit::of_key(key).is_some(), "{key} names no unit");
+                }
             }
         }
-    }
 
-    #[test]
-    fn old_and_new_spellings_in_a_file_agree() {
-        let old = load(OLD_TOML, "ORCH_T_FILE_OLD__", &[]).unwrap();
-        let new = load(NEW_TOML, "ORCH_T_FILE_NEW__", &[]).unwrap();
-        assert_eq!(json(&old), json(&new));
-        assert_eq!(old.workers.lease, Duration::from_secs(2));
-        assert_eq!(old.idempotency.ttl, Duration::from_secs(7200));
-        assert_eq!(old.callbacks.tolerance, Duration::from_secs(60));
-        assert_eq!(
-            old.callbacks.retry_schedule,
-            [100, 60_000, 5_400_000].map(Duration::from_millis)
-        );
-        assert_eq!(old.mcp.servers["s"].ping_interval, Duration::ZERO);
-        assert_eq!(
-            old.tools.overrides["system.echo"].timeout,
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            old.ssh.hosts["h"].max_command_timeout,
-            Duration::from_secs(3600)
-        );
-    }
+        #[test]
+        fn old_and_new_spellings_in_a_file_agree() {
+            let old = load(OLD_TOML, "ORCH_T_FILE_OLD__", &[]).unwrap();
+            let new = load(NEW_TOML, "ORCH_T_FILE_NEW__", &[]).unwrap();
+            assert_eq!(json(&old), json(&new));
+            assert_eq!(old.workers.lease, Duration::from_secs(2));
+            assert_eq!(old.idempotency.ttl, Duration::from_secs(7200));
+            assert_eq!(old.callbacks.tolerance, Duration::from_secs(60));
+            assert_eq!(
+                old.callbacks.retry_schedule,
+                [100, 60_000, 5_400_000].map(Duration::from_millis)
+            );
+            assert_eq!(old.mcp.servers["s"].ping_interval, Duration::ZERO);
+            assert_eq!(
+                old.tools.overrides["system.echo"].timeout,
+                Some(Duration::from_millis(1500))
+            );
+            assert_eq!(
+                old.ssh.hosts["h"].max_command_timeout,
+                Duration::from_secs(3600)
+            );
+        }
 
-    #[test]
-    fn old_and_new_spellings_in_the_environment_agree() {
-        let old = load(
-            "",
-            "ORCH_T_ENV_OLD__",
-            &[
-                ("WORKERS__LEASE_MS", "2000"),
-                ("IDEMPOTENCY__TTL_HOURS", "2"),
-                ("CALLBACKS__TOLERANCE_SECS", "60"),
-                ("CALLBACKS__RETRY_SCHEDULE_MS", "[100, 60000]"),
-                ("MCP__SERVERS__S__COMMAND", "node"),
-                ("MCP__SERVERS__S__CALL_TIMEOUT_MS", "1500"),
-            ],
-        )
-        .unwrap();
-        let new = load(
-            "",
-            "ORCH_T_ENV_NEW__",
-            &[
-                ("WORKERS__LEASE", "2s"),
-                ("IDEMPOTENCY__TTL", "\"2h\""),
-                ("CALLBACKS__TOLERANCE", "1m"),
-                ("CALLBACKS__RETRY_SCHEDULE", "[\"100ms\", \"1m\"]"),
-                ("MCP__SERVERS__S__COMMAND", "node"),
-                ("MCP__SERVERS__S__CALL_TIMEOUT", "1.5s"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(json(&old), json(&new));
-        assert_eq!(new.workers.lease, Duration::from_secs(2));
-        assert_eq!(new.idempotency.ttl, Duration::from_secs(7200));
-        assert_eq!(
-            new.mcp.servers["s"].call_timeout,
-            Duration::from_millis(1500)
-        );
-        assert_ne!(json(&new), json(&Config::default()));
-    }
+        #[test]
+        fn old_and_new_spellings_in_the_environment_agree() {
+            let old = load(
+                "",
+                "ORCH_T_ENV_OLD__",
+                &[
+                    ("WORKERS__LEASE_MS", "2000"),
+                    ("IDEMPOTENCY__TTL_HOURS", "2"),
+                    ("CALLBACKS__TOLERANCE_SECS", "60"),
+                    ("CALLBACKS__RETRY_SCHEDULE_MS", "[100, 60000]"),
+                    ("MCP__SERVERS__S__COMMAND", "node"),
+                    ("MCP__SERVERS__S__CALL_TIMEOUT_MS", "1500"),
+                ],
+            )
+            .unwrap();
+            let new = load(
+                "",
+                "ORCH_T_ENV_NEW__",
+                &[
+                    ("WORKERS__LEASE", "2s"),
+                    ("IDEMPOTENCY__TTL", "\"2h\""),
+                    ("CALLBACKS__TOLERANCE", "1m"),
+                    ("CALLBACKS__RETRY_SCHEDULE", "[\"100ms\", \"1m\"]"),
+                    ("MCP__SERVERS__S__COMMAND", "node"),
+                    ("MCP__SERVERS__S__CALL_TIMEOUT", "1.5s"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(json(&old), json(&new));
+            assert_eq!(new.workers.lease, Duration::from_secs(2));
+            assert_eq!(new.idempotency.ttl, Duration::from_secs(7200));
+            assert_eq!(
+                new.mcp.servers["s"].call_timeout,
+                Duration::from_millis(1500)
+            );
+            assert_ne!(json(&new), json(&Config::default()));
+        }
 
-    #[test]
-    fn a_later_source_wins_whichever_spelling_each_uses() {
-        let env_old = load(
-            "[workers]\nlease = \"3s\"",
-            "ORCH_T_MIX_A__",
-            &[("WORKERS__LEASE_MS", "2000")],
-        )
-        .unwrap();
-        assert_eq!(env_old.workers.lease, Duration::from_secs(2));
-        let env_new = load(
-            "[workers]\nlease_ms = 3000",
-            "ORCH_T_MIX_B__",
-            &[("WORKERS__LEASE", "2s")],
-        )
-        .unwrap();
-        assert_eq!(env_new.workers.lease, Duration::from_secs(2));
-        let file_only = load("[workers]\nlease_ms = 3000", "ORCH_T_MIX_C__", &[]).unwrap();
-        assert_eq!(file_only.workers.lease, Duration::from_secs(3));
-    }
+        #[test]
+        fn a_later_source_wins_whichever_spelling_each_uses() {
+            for (file, prefix, var, want) in [
+                (
+                    "lease = \"3s\"",
+                    "ORCH_T_MIX_A__",
+                    Some(("WORKERS__LEASE_MS", "2000")),
+                    2,
+                ),
+                (
+                    "lease_ms = 3000",
+                    "ORCH_T_MIX_B__",
+                    Some(("WORKERS__LEASE", "2s")),
+                    2,
+                ),
+                ("lease_ms = 3000", "ORCH_T_MIX_C__", None, 3),
+            ] {
+                let config = load(&format!("[workers]\n{file}"), prefix, var.as_slice()).unwrap();
+                assert_eq!(
+                    config.workers.lease,
+                    Duration::from_secs(want),
+                    "{file} {var:?}"
+                );
+            }
+        }
 
-    #[test]
-    fn refusals_name_the_key_and_the_value() {
-        let error = |toml: &str| load(toml, "ORCH_T_ERR__", &[]).unwrap_err();
-        let both = error("[workers]\nlease = \"3s\"\nlease_ms = 3000");
-        assert!(
-            both.contains("workers: set lease or lease_ms, not both"),
-            "{both}"
-        );
-        let negative = error("[workers]\nlease_ms = -5");
-        assert!(
-            negative.contains("workers.lease_ms: must be a whole number of milliseconds")
-                && negative.contains("-5"),
-            "{negative}"
-        );
-        let nested =
-            error("[ssh.hosts.h]\naddress = \"a\"\nuser = \"u\"\nconnect_timeout_ms = 1.5");
-        assert!(
-            nested.contains("ssh.hosts.\"h\".connect_timeout_ms: must be a whole number"),
-            "{nested}"
-        );
-        let huge = error("[idempotency]\nttl_hours = 9223372036854775807");
-        assert!(huge.contains("is too long"), "{huge}");
-        let unparsable = error("[server]\nsync_timeout = \"8 secs and a bit\"");
-        assert!(
-            unparsable.contains("`8 secs and a bit` is not a duration"),
-            "{unparsable}"
-        );
-        let bare = error("[server]\nsync_timeout = 8000");
-        assert!(bare.contains("expected a duration with its unit"), "{bare}");
-    }
+        #[test]
+        fn refusals_name_the_key_and_the_value() {
+            let error = |toml: &str| load(toml, "ORCH_T_ERR__", &[]).unwrap_err();
+            let both = error("[workers]\nlease = \"3s\"\nlease_ms = 3000");
+            assert!(
+                both.contains("workers: set lease or lease_ms, not both"),
+                "{both}"
+            );
+            let negative = error("[workers]\nlease_ms = -5");
+            assert!(
+                negative.contains("workers.lease_ms: must be a whole number of milliseconds")
+                    && negative.contains("-5"),
+                "{negative}"
+            );
+            let nested =
+                error("[ssh.hosts.h]\naddress = \"a\"\nuser = \"u\"\nconnect_timeout_ms = 1.5");
+            assert!(
+                nested.contains("ssh.hosts.\"h\".connect_timeout_ms: must be a whole number"),
+                "{nested}"
+            );
+            let huge = error("[idempotency]\nttl_hours = 9223372036854775807");
+            assert!(huge.contains("is too long"), "{huge}");
+            let unparsable = error("[server]\nsync_timeout = \"8 secs and a bit\"");
+            assert!(
+                unparsable.contains("`8 secs and a bit` is not a duration"),
+                "{unparsable}"
+            );
+            let bare = error("[server]\nsync_timeout = 8000");
+            assert!(bare.contains("expected a duration with its unit"), "{bare}");
+        }
 
-    #[test]
-    fn validation_still_names_the_fields() {
-        let field = |toml: &str| match load(toml, "ORCH_T_VALID__", &[]).unwrap().validate() {
-            Err(ConfigError::Invalid { field, .. }) => field,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            field("[callbacks]\ntimeout = \"0s\""),
-            "callbacks.timeout_ms"
-        );
-        assert_eq!(
-            field("[idempotency]\nttl_hours = 0"),
-            "idempotency.ttl_hours"
-        );
-        assert_eq!(
-            field("[server]\nsync_timeout = \"2m\""),
-            "server.sync_timeout_ms"
-        );
+        #[test]
+        fn validation_still_names_the_fields() {
+            let field = |toml: &str| match load(toml, "ORCH_T_VALID__", &[]).unwrap().validate() {
+                Err(ConfigError::Invalid { field, .. }) => field,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                field("[callbacks]\ntimeout = \"0s\""),
+                "callbacks.timeout_ms"
+            );
+            assert_eq!(
+                field("[idempotency]\nttl_hours = 0"),
+                "idempotency.ttl_hours"
+            );
+            assert_eq!(
+                field("[server]\nsync_timeout = \"2m\""),
+                "server.sync_timeout_ms"
+            );
+        }
     }
 }
