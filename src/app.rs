@@ -115,14 +115,10 @@ impl Application {
                 instance_id,
                 DeliverySettings {
                     concurrency: callbacks.delivery_concurrency,
-                    timeout: Duration::from_millis(callbacks.timeout_ms),
-                    schedule: callbacks
-                        .retry_schedule_ms
-                        .iter()
-                        .map(|ms| Duration::from_millis(*ms))
-                        .collect(),
-                    max_retry_after: Duration::from_millis(callbacks.max_retry_after_ms),
-                    poll: Duration::from_millis(config.workers.poll_interval_ms),
+                    timeout: callbacks.timeout,
+                    schedule: callbacks.retry_schedule.clone(),
+                    max_retry_after: callbacks.max_retry_after,
+                    poll: config.workers.poll_interval,
                 },
                 redactor.clone(),
             )) as Arc<dyn Sidecar>
@@ -159,17 +155,13 @@ impl Application {
                     .map(|s| SecretKey::parse(s.expose()))
                     .collect::<Result<Vec<_>, _>>()
                     .context("callbacks.ingest_secret")?,
-                callbacks.tolerance_secs,
+                callbacks.tolerance,
             ),
             workers.waiters.clone(),
             workers.instance_id(),
             redactor,
         ));
-        let intake = Arc::new(Intake::new(
-            store.clone(),
-            workers,
-            Duration::from_secs(config.idempotency.ttl_hours * 3600),
-        ));
+        let intake = Arc::new(Intake::new(store.clone(), workers, config.idempotency.ttl));
         let shutdown = CancellationToken::new();
         tokio::spawn(gauges::run(
             gauges::GaugeSources {
@@ -181,7 +173,7 @@ impl Application {
                     .map(|(intent, flow)| (intent.clone(), flow.url.clone()))
                     .collect(),
             },
-            Duration::from_millis(config.metrics.gauge_interval_ms),
+            config.metrics.gauge_interval,
             shutdown.child_token(),
         ));
         let state = AppState {
@@ -222,7 +214,7 @@ impl Application {
     /// jobs finish within the grace period, hand the rest back to the queue.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let grace = Duration::from_millis(self.state.config.server.shutdown_grace_ms);
+        let grace = self.state.config.server.shutdown_grace;
         let router = http::router(self.state.clone());
         let shutdown = self.shutdown.clone();
         tracing::info!(%addr, instance_id = %self.state.intake.workers().instance_id(), "listening");

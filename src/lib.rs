@@ -12,6 +12,7 @@ pub mod callbacks;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod duration;
 pub mod glob;
 pub mod http;
 pub mod ids;

@@ -1,6 +1,8 @@
 //! `[callbacks]`: signing and verification secrets, where callbacks may go, and the delivery
 //! schedule.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -21,13 +23,17 @@ pub struct CallbacksConfig {
     /// Non-public networks (CIDRs) that callback and flow URLs may reach. Default: none.
     pub allow_networks: Vec<ipnet::IpNet>,
     /// One delivery attempt's time limit.
-    pub timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub timeout: Duration,
     /// Delays between attempts (±20 % jitter); after the last one the delivery is exhausted.
-    pub retry_schedule_ms: Vec<u64>,
+    #[serde(with = "crate::duration::human_list")]
+    pub retry_schedule: Vec<Duration>,
     /// The most a receiver's `Retry-After` may postpone the next attempt.
-    pub max_retry_after_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub max_retry_after: Duration,
     /// Inbound signatures older or newer than this are refused.
-    pub tolerance_secs: u64,
+    #[serde(with = "crate::duration::human")]
+    pub tolerance: Duration,
     /// Deliveries in flight at once on this instance (0: this instance delivers nothing).
     pub delivery_concurrency: usize,
 }
@@ -40,12 +46,12 @@ impl Default for CallbacksConfig {
             ingest_secret: Secret::default(),
             ingest_secrets: Vec::new(),
             allow_networks: Vec::new(),
-            timeout_ms: 15_000,
-            retry_schedule_ms: [5, 300, 1800, 7200, 18000, 36000, 36000]
-                .map(|s| s * 1000)
+            timeout: Duration::from_secs(15),
+            retry_schedule: [5, 300, 1800, 7200, 18000, 36000, 36000]
+                .map(Duration::from_secs)
                 .to_vec(),
-            max_retry_after_ms: 36_000_000,
-            tolerance_secs: 300,
+            max_retry_after: Duration::from_secs(36_000),
+            tolerance: Duration::from_secs(300),
             delivery_concurrency: 16,
         }
     }

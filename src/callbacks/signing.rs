@@ -1,6 +1,8 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`, keyed by the
 //! base64 part of a `whsec_` secret. Several keys sign (rotation) and any one verifies.
 
+use std::time::Duration;
+
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{KeyInit, Mac};
 use rand::RngCore;
@@ -125,10 +127,10 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(keys: Vec<SecretKey>, tolerance_secs: u64) -> Self {
+    pub fn new(keys: Vec<SecretKey>, tolerance: Duration) -> Self {
         Self {
             keys,
-            tolerance_secs: tolerance_secs as i64,
+            tolerance_secs: i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX),
         }
     }
 
@@ -193,7 +195,7 @@ mod tests {
             .sign(ID, TS, BODY);
         assert_eq!(both.split(' ').count(), 2);
         for key in [old, new] {
-            let verifier = Verifier::new(vec![key], 300);
+            let verifier = Verifier::new(vec![key], Duration::from_secs(300));
             let headers = WebhookHeaders {
                 id: ID,
                 timestamp: "1649367553",
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn refuses_tampering_stale_timestamps_and_garbage() {
-        let verifier = Verifier::new(vec![SecretKey::parse(SECRET).unwrap()], 300);
+        let verifier = Verifier::new(
+            vec![SecretKey::parse(SECRET).unwrap()],
+            Duration::from_secs(300),
+        );
         let good = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
         let h = |timestamp, signature| WebhookHeaders {
             id: ID,
@@ -230,7 +235,7 @@ mod tests {
             Err(VerifyError::BadSignature)
         );
         assert_eq!(
-            Verifier::new(vec![], 300).verify(h("1649367553", good), BODY, TS),
+            Verifier::new(vec![], Duration::from_secs(300)).verify(h("1649367553", good), BODY, TS),
             Err(VerifyError::NotConfigured)
         );
     }

@@ -32,7 +32,8 @@ pub enum CatalogError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IntentOverride {
-    pub timeout_ms: Option<u64>,
+    #[serde(with = "crate::duration::human_option")]
+    pub timeout: Option<Duration>,
     pub max_attempts: Option<i32>,
     pub priority: Option<i16>,
 }
@@ -75,10 +76,7 @@ impl Intent {
         let o = overrides.cloned().unwrap_or_default();
         Ok(Self {
             mode,
-            timeout: o
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(spec.timeout),
+            timeout: o.timeout.unwrap_or(spec.timeout),
             max_attempts: o.max_attempts.unwrap_or(spec.max_attempts),
             priority: o.priority.unwrap_or(spec.priority),
             validator,

@@ -29,9 +29,11 @@ pub struct DatabaseConfig {
     /// `postgres://…`; `DATABASE_URL` wins. Unset: the private cluster (if `embedded`).
     pub url: Option<String>,
     pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub acquire_timeout: Duration,
     /// How long start-up keeps retrying a database that does not answer before giving up.
-    pub connect_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub connect_timeout: Duration,
     /// With no URL configured at all, run a private cluster (PostgreSQL's server binaries
     /// must be installed). Never used when a URL is configured.
     pub embedded: bool,
@@ -45,8 +47,8 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: 32,
-            acquire_timeout_ms: 3_000,
-            connect_timeout_ms: 30_000,
+            acquire_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(30),
             embedded: true,
             embedded_data_dir: None,
         }
@@ -143,13 +145,13 @@ fn is_transient(e: &sqlx::Error) -> bool {
 }
 
 /// Connects (creating the database if needed), retrying transient failures until
-/// `database.connect_timeout_ms` has passed.
+/// `database.connect_timeout` has passed.
 async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Result<PgPool> {
     let opts = check_url(url)?
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
         .application_name("orchestrator");
-    let give_up = Instant::now() + Duration::from_millis(config.connect_timeout_ms);
+    let give_up = Instant::now() + config.connect_timeout;
     let mut pause = Duration::from_millis(250);
     loop {
         let attempt = async {
@@ -157,7 +159,7 @@ async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Res
             PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .min_connections(2.min(config.max_connections))
-                .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+                .acquire_timeout(config.acquire_timeout)
                 .connect_with(opts.clone())
                 .await
         };

@@ -261,13 +261,12 @@ fn wait_for(
     config: &crate::config::ServerConfig,
     limits: AnswerLimits,
 ) -> Duration {
-    Duration::from_millis(
-        timeout_ms
-            .or(prefer.wait_secs.map(|s| s.saturating_mul(1000)))
-            .unwrap_or(config.sync_timeout_ms)
-            .min(config.max_sync_timeout_ms),
-    )
-    .min(limits.max_wait.unwrap_or(Duration::MAX))
+    timeout_ms
+        .map(Duration::from_millis)
+        .or(prefer.wait_secs.map(Duration::from_secs))
+        .unwrap_or(config.sync_timeout)
+        .min(config.max_sync_timeout)
+        .min(limits.max_wait.unwrap_or(Duration::MAX))
 }
 
 /// The answer when the job finished within the wait.

@@ -3,7 +3,7 @@
 
 pub mod gauges;
 
-use std::{io::IsTerminal, sync::OnceLock};
+use std::{io::IsTerminal, sync::OnceLock, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -175,7 +175,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "orchestrator_db_pool_timeouts_total",
-        "Waits for a pool connection that gave up (database.acquire_timeout_ms): the pool was exhausted."
+        "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
     );
 }
 
@@ -210,13 +210,14 @@ impl Default for LogConfig {
 pub struct MetricsConfig {
     /// How often the queue, pool and breaker gauges are sampled (one query per sample, not per
     /// scrape).
-    pub gauge_interval_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub gauge_interval: Duration,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            gauge_interval_ms: 15_000,
+            gauge_interval: Duration::from_secs(15),
         }
     }
 }

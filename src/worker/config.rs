@@ -1,5 +1,7 @@
 //! `[workers]` and `[retention]`: how an instance runs jobs and keeps their history.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// `[workers]`.
@@ -11,15 +13,21 @@ pub struct WorkersConfig {
     /// The most jobs one claim takes.
     pub claim_batch: i64,
     /// Fallback poll for new work when no wake-up arrives.
-    pub poll_interval_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub poll_interval: Duration,
     /// A claim's lease; the heartbeat extends it while the job runs.
-    pub lease_ms: u64,
-    pub heartbeat_interval_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub lease: Duration,
+    #[serde(with = "crate::duration::human")]
+    pub heartbeat_interval: Duration,
     /// How often maintenance looks for expired leases and expired idempotency keys.
-    pub maintenance_interval_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub maintenance_interval: Duration,
     /// Retry backoff: base * 2^(attempt-1), capped, with ±20 % jitter.
-    pub retry_base_ms: u64,
-    pub retry_max_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub retry_base: Duration,
+    #[serde(with = "crate::duration::human")]
+    pub retry_max: Duration,
     /// The most completions written in one statement.
     pub completion_batch: usize,
 }
@@ -29,12 +37,12 @@ impl Default for WorkersConfig {
         Self {
             concurrency: 64,
             claim_batch: 64,
-            poll_interval_ms: 1_000,
-            lease_ms: 30_000,
-            heartbeat_interval_ms: 10_000,
-            maintenance_interval_ms: 5_000,
-            retry_base_ms: 1_000,
-            retry_max_ms: 600_000,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            maintenance_interval: Duration::from_secs(5),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
             completion_batch: 256,
         }
     }

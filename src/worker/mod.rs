@@ -129,17 +129,17 @@ impl Workers {
         let executor = Arc::new(Executor::new(
             instance_id,
             config.concurrency,
-            Duration::from_millis(config.lease_ms),
+            config.lease,
             registry,
             completer,
             backoff::Backoff {
-                base: Duration::from_millis(config.retry_base_ms),
-                max: Duration::from_millis(config.retry_max_ms),
+                base: config.retry_base,
+                max: config.retry_max,
             },
             redactor,
         ));
         let stop_claiming = CancellationToken::new();
-        let lease_secs = config.lease_ms as f64 / 1000.0;
+        let lease_secs = config.lease.as_secs_f64();
         tracing::info!(%instance_id, concurrency = config.concurrency, "workers starting");
 
         let claimer = (config.concurrency > 0).then(|| {
@@ -150,7 +150,7 @@ impl Workers {
                 stop_claiming.clone(),
                 config.claim_batch as usize,
                 lease_secs,
-                Duration::from_millis(config.poll_interval_ms),
+                config.poll_interval,
             ))
         });
         let delivery_wake = Arc::new(Notify::new());
@@ -167,7 +167,7 @@ impl Workers {
                 store.clone(),
                 executor.clone(),
                 lease_secs,
-                Duration::from_millis(config.heartbeat_interval_ms),
+                config.heartbeat_interval,
             )),
             tokio::spawn(listener::run(
                 store.clone(),

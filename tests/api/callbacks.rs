@@ -154,7 +154,7 @@ async fn redirects_are_not_followed() {
         HOOK,
         Reply::status(302).header("location", receiver.url("/elsewhere")),
     );
-    let app = spawn_with(|c| c.callbacks.retry_schedule_ms = vec![50]).await;
+    let app = spawn_with(|c| c.callbacks.retry_schedule = vec![Duration::from_millis(50)]).await;
     let id = echo_with_callback(&app, &receiver.url(HOOK)).await;
     let record = delivery_reaches(&app, &id, "exhausted").await;
     assert!(receiver.requests("/elsewhere").is_empty(), "never followed");
@@ -170,7 +170,7 @@ async fn redirects_are_not_followed() {
 async fn a_slow_receiver_times_out_and_is_tried_again() {
     let receiver = MockServer::start().await;
     receiver.script(HOOK, vec![Reply::status(200).after(Duration::from_secs(3))]);
-    let app = spawn_with(|c| c.callbacks.timeout_ms = 300).await;
+    let app = spawn_with(|c| c.callbacks.timeout = Duration::from_millis(300)).await;
     let id = echo_with_callback(&app, &receiver.url(HOOK)).await;
     let record = delivery_reaches(&app, &id, "delivered").await;
     let attempts = record["attempts"].as_array().unwrap();
@@ -202,7 +202,7 @@ async fn retry_after_is_honoured() {
 async fn an_exhausted_delivery_can_be_sent_again() {
     let receiver = MockServer::start().await;
     receiver.script(HOOK, vec![Reply::status(500), Reply::status(500)]);
-    let app = spawn_with(|c| c.callbacks.retry_schedule_ms = vec![50]).await;
+    let app = spawn_with(|c| c.callbacks.retry_schedule = vec![Duration::from_millis(50)]).await;
     let id = echo_with_callback(&app, &receiver.url(HOOK)).await;
     delivery_reaches(&app, &id, "exhausted").await;
 

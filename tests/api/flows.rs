@@ -18,9 +18,9 @@ fn flow(engine: FlowEngine, url: String, completion: Completion) -> FlowConfig {
         engine,
         url,
         method: "POST".into(),
-        timeout_ms: 2_000,
+        timeout: Duration::from_secs(2),
         completion,
-        callback_deadline_ms: 60_000,
+        callback_deadline: Duration::from_secs(60),
         auth: None,
         description: Some("Triage the inbox".into()),
         input_schema: Some(json!({
@@ -32,7 +32,7 @@ fn flow(engine: FlowEngine, url: String, completion: Completion) -> FlowConfig {
         read_only: false,
         max_attempts: 3,
         breaker_threshold: 5,
-        breaker_open_ms: 60_000,
+        breaker_open: Duration::from_secs(60),
     }
 }
 
@@ -441,7 +441,7 @@ async fn a_flow_that_never_calls_back_times_out_at_its_deadline() {
         n8n.url("/webhook/started"),
         Completion::Async,
     );
-    config.callback_deadline_ms = 300;
+    config.callback_deadline = Duration::from_millis(300);
     let app = app_with_flows(vec![("gmail.triage", config)]).await;
     let (_, body) = app
         .orchestrate_json(
@@ -517,7 +517,7 @@ async fn client_errors_fail_at_once_and_server_errors_are_retried() {
     );
     let app = spawn_with(move |c| {
         // Retry-After is honoured up to the retry cap.
-        c.workers.retry_max_ms = 5_000;
+        c.workers.retry_max = Duration::from_secs(5);
         c.flows.insert("slack.missing".into(), missing);
         c.flows.insert("slack.summarize".into(), flaky);
     })

@@ -206,22 +206,22 @@ pub fn test_config(db: &TestDb) -> Config {
     c.database.url = Some(db.url.clone());
     c.database.max_connections = 8;
     // Generous: test machines may be busy; an acquire timeout would read as a 503.
-    c.database.acquire_timeout_ms = 20_000;
+    c.database.acquire_timeout = Duration::from_secs(20);
     c.database.embedded = false;
     c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.shutdown_grace_ms = 3_000;
+    c.server.shutdown_grace = Duration::from_secs(3);
     c.workers.concurrency = 8;
-    c.workers.poll_interval_ms = 200;
-    c.workers.maintenance_interval_ms = 200;
-    c.workers.lease_ms = 2_000;
-    c.workers.heartbeat_interval_ms = 500;
-    c.workers.retry_base_ms = 50;
-    c.workers.retry_max_ms = 400;
+    c.workers.poll_interval = Duration::from_millis(200);
+    c.workers.maintenance_interval = Duration::from_millis(200);
+    c.workers.lease = Duration::from_secs(2);
+    c.workers.heartbeat_interval = Duration::from_millis(500);
+    c.workers.retry_base = Duration::from_millis(50);
+    c.workers.retry_max = Duration::from_millis(400);
     c.callbacks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
     c.callbacks.signing_secret = SIGNING_SECRET.into();
     c.callbacks.ingest_secret = INGEST_SECRET.into();
-    c.callbacks.retry_schedule_ms = vec![100, 100, 100];
-    c.callbacks.timeout_ms = 2_000;
+    c.callbacks.retry_schedule = vec![Duration::from_millis(100); 3];
+    c.callbacks.timeout = Duration::from_secs(2);
     c
 }
 

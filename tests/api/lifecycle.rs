@@ -99,7 +99,7 @@ async fn cancel_and_status_of_unknown_or_malformed_jobs() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_running_jobs_finish() {
-    let mut app = spawn_with(|c| c.server.shutdown_grace_ms = 5_000).await;
+    let mut app = spawn_with(|c| c.server.shutdown_grace = Duration::from_secs(5)).await;
     let (status, body) = app
         .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": 800}, "async": true}))
         .await;
@@ -118,7 +118,7 @@ async fn graceful_shutdown_lets_running_jobs_finish() {
 
 #[tokio::test]
 async fn graceful_shutdown_releases_jobs_that_outlast_the_grace_period() {
-    let mut app = spawn_with(|c| c.server.shutdown_grace_ms = 300).await;
+    let mut app = spawn_with(|c| c.server.shutdown_grace = Duration::from_millis(300)).await;
     let (_, body) = app
         .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": 60000}, "async": true}))
         .await;
@@ -165,7 +165,7 @@ async fn start_long_job(
     let app = spawn(Spawn {
         db: Some(db),
         tools: vec![Recording::new(recorder.clone())],
-        configure: Box::new(|c| c.workers.maintenance_interval_ms = 60_000),
+        configure: Box::new(|c| c.workers.maintenance_interval = Duration::from_secs(60)),
     })
     .await;
     let (_, body) = app
@@ -300,7 +300,7 @@ async fn other_instances_wake_at_once_through_notify_and_wake_waiters() {
     .await;
     let _worker = spawn(Spawn {
         db: Some(db.clone()),
-        configure: Box::new(|c| c.workers.poll_interval_ms = 60_000),
+        configure: Box::new(|c| c.workers.poll_interval = Duration::from_secs(60)),
         ..Default::default()
     })
     .await;

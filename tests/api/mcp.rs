@@ -38,8 +38,8 @@ async fn with_config(configure: impl FnOnce(&mut Config) + Send + 'static) -> Te
     spawn_with(|c| {
         // Node and Python servers starting beside the tests load the machine: leases as
         // short as the harness's (2 s) would expire and turn these tests into lease tests.
-        c.workers.lease_ms = 20_000;
-        c.workers.heartbeat_interval_ms = 2_000;
+        c.workers.lease = Duration::from_secs(20);
+        c.workers.heartbeat_interval = Duration::from_secs(2);
         configure(c)
     })
     .await
@@ -328,7 +328,7 @@ async fn a_slow_call_times_out_with_our_timeout_and_is_cancelled_on_the_server()
     let log = dir.path().join("received.jsonl");
     let marker = marker();
     let mut slow = recorded_everything(&log, &marker);
-    slow.call_timeout_ms = 1_500;
+    slow.call_timeout = Duration::from_millis(1_500);
     slow.max_attempts = 1;
     let app = with_servers(vec![("slow", slow)]).await;
     let node = server_pid(&marker, "node").await;
@@ -408,8 +408,8 @@ async fn a_server_killed_mid_call_is_restarted_and_the_call_retried() {
 async fn a_hung_server_is_restarted() {
     let marker = marker();
     let mut hung = everything_stdio(&marker);
-    hung.call_timeout_ms = 2_000;
-    hung.ping_timeout_ms = 500;
+    hung.call_timeout = Duration::from_secs(2);
+    hung.ping_timeout = Duration::from_millis(500);
     let app = with_servers(vec![("hung", hung)]).await;
     let old = server_pid(&marker, "node").await;
     signal(old, Signal::SIGSTOP);
@@ -472,10 +472,10 @@ async fn streamable_http_servers_are_called_and_reconnected_after_a_restart() {
     // server-everything answers a request for a session it does not know with an error that
     // names no request id, so the call only ends by our timeout (then a ping fails and the
     // session is opened again).
-    config.call_timeout_ms = 2_000;
-    config.ping_timeout_ms = 500;
-    config.restart_backoff_ms = 100;
-    config.restart_backoff_max_ms = 1_000;
+    config.call_timeout = Duration::from_secs(2);
+    config.ping_timeout = Duration::from_millis(500);
+    config.restart_backoff = Duration::from_millis(100);
+    config.restart_backoff_max = Duration::from_secs(1);
     config
         .headers
         .insert("X-Orchestrator-Test".into(), "1".into());

@@ -81,10 +81,10 @@ fn with_marker(mut config: McpServerConfig, marker: &str) -> McpServerConfig {
 
 /// Fast restarts and kills for tests.
 fn quick(mut config: McpServerConfig) -> McpServerConfig {
-    config.restart_backoff_ms = 100;
-    config.restart_backoff_max_ms = 1_000;
-    config.kill_grace_ms = 1_000;
-    config.startup_timeout_ms = 20_000;
+    config.restart_backoff = Duration::from_millis(100);
+    config.restart_backoff_max = Duration::from_secs(1);
+    config.kill_grace = Duration::from_secs(1);
+    config.startup_timeout = Duration::from_secs(20);
     config
 }
 

@@ -217,8 +217,8 @@ async fn async_requests_answer_at_once_and_prefer_headers_are_honoured() {
 #[tokio::test]
 async fn the_wait_is_capped_by_config() {
     let app = crate::helpers::spawn_with(|c| {
-        c.server.sync_timeout_ms = 200;
-        c.server.max_sync_timeout_ms = 300;
+        c.server.sync_timeout = Duration::from_millis(200);
+        c.server.max_sync_timeout = Duration::from_millis(300);
     })
     .await;
     let started = std::time::Instant::now();

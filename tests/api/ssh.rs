@@ -850,7 +850,7 @@ async fn concurrent_commands_share_one_connection_within_the_session_limit() {
 async fn the_connection_is_reused_then_closed_when_idle() {
     let sshd = Sshd::start().await;
     // Long enough that a loaded CI machine never idles out between two requests.
-    let app = app_with(sshd.host(), |ssh| ssh.idle_timeout_ms = 2_000).await;
+    let app = app_with(sshd.host(), |ssh| ssh.idle_timeout = Duration::from_secs(2)).await;
     let client_port = |body: &Value| -> String {
         let out = body["result"]["stdout"].as_str().unwrap().to_owned();
         out.split_whitespace().nth(2).unwrap().to_owned()

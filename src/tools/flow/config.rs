@@ -1,5 +1,7 @@
 //! `[flows."<intent>"]`: one webhook-backed intent each.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,13 +50,13 @@ pub struct FlowConfig {
     #[serde(default = "default_method")]
     pub method: String,
     /// One request's time limit (also the attempt timeout).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    #[serde(default = "default_timeout", with = "crate::duration::human")]
+    pub timeout: Duration,
     #[serde(default)]
     pub completion: Completion,
     /// For `async` flows: how long to wait for the callback before the job ends `timed_out`.
-    #[serde(default = "default_deadline_ms")]
-    pub callback_deadline_ms: u64,
+    #[serde(default = "default_deadline", with = "crate::duration::human")]
+    pub callback_deadline: Duration,
     #[serde(default)]
     pub auth: Option<FlowAuth>,
     #[serde(default)]
@@ -72,18 +74,18 @@ pub struct FlowConfig {
     #[serde(default = "default_breaker_threshold")]
     pub breaker_threshold: u32,
     /// …for this long, after which one probe may close it again.
-    #[serde(default = "default_breaker_open_ms")]
-    pub breaker_open_ms: u64,
+    #[serde(default = "default_breaker_open", with = "crate::duration::human")]
+    pub breaker_open: Duration,
 }
 
 fn default_method() -> String {
     "POST".into()
 }
-fn default_timeout_ms() -> u64 {
-    30_000
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_deadline_ms() -> u64 {
-    3_600_000
+fn default_deadline() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_attempts() -> i32 {
     3
@@ -91,8 +93,8 @@ fn default_attempts() -> i32 {
 fn default_breaker_threshold() -> u32 {
     5
 }
-fn default_breaker_open_ms() -> u64 {
-    30_000
+fn default_breaker_open() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl FlowConfig {
@@ -111,7 +113,7 @@ impl FlowConfig {
                 "must be POST, PUT or PATCH (the request has a body)".into(),
             ));
         }
-        if self.timeout_ms == 0 || self.callback_deadline_ms == 0 {
+        if self.timeout.is_zero() || self.callback_deadline.is_zero() {
             return Err((
                 "timeout_ms",
                 "timeouts and deadlines must be positive".into(),

@@ -99,7 +99,7 @@ impl FlowTool {
                 Effect::Write
             },
             // The attempt outlives the request slightly, so the request's own timeout reports.
-            timeout: Duration::from_millis(config.timeout_ms) + Duration::from_secs(5),
+            timeout: config.timeout + Duration::from_secs(5),
             max_attempts: config.max_attempts,
             priority: 0,
             public: false,
@@ -120,7 +120,7 @@ impl FlowTool {
             breaker: deps.breakers.get_or_create(
                 &config.url,
                 config.breaker_threshold,
-                Duration::from_millis(config.breaker_open_ms),
+                config.breaker_open,
             ),
             config: config.clone(),
         })
@@ -200,7 +200,7 @@ impl Tool for FlowTool {
                 "callback": {"url": self.callback_url, "token": token},
             });
             let message_id = format!("msg_{}", ctx.job_id.uuid().simple());
-            let timeout = Duration::from_millis(self.config.timeout_ms);
+            let timeout = self.config.timeout;
             let sent = self
                 .client
                 .send(SignedRequest {
@@ -243,7 +243,7 @@ impl Tool for FlowTool {
                 status: resp.status,
                 headers: &resp.headers,
                 body: &resp.body,
-                callback_deadline: Duration::from_millis(self.config.callback_deadline_ms),
+                callback_deadline: self.config.callback_deadline,
             })
         }
         .boxed()

@@ -63,9 +63,11 @@ pub struct McpServerConfig {
     pub protocol_version: String,
     /// Every `tools/call` gets this long (waiting for a free call slot and for the session
     /// included); the intent's attempt timeout is a second longer.
-    pub call_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub call_timeout: Duration,
     /// Spawning (or connecting), the handshake and `tools/list`.
-    pub startup_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub startup_timeout: Duration,
     /// Calls in flight to this server at once; more wait for a slot.
     pub max_concurrent_calls: usize,
     /// Attempts per job (transport failures and timeouts are retried; `isError` is not).
@@ -76,16 +78,21 @@ pub struct McpServerConfig {
     /// Friendly intent name → tool name, published beside `mcp.<server>.<tool>`.
     pub aliases: BTreeMap<String, String>,
     pub effect: EffectPolicy,
-    /// A `ping` this often checks an idle session (0: only after a failed or timed-out call).
-    pub ping_interval_ms: u64,
+    /// A `ping` this often checks an idle session (zero: only after a failed or timed-out call).
+    #[serde(with = "crate::duration::human")]
+    pub ping_interval: Duration,
     /// A ping not answered within this is a hung server: it is restarted.
-    pub ping_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub ping_timeout: Duration,
     /// Restarts back off from this delay, doubling up to the max; the delay resets once a
     /// session has stayed up for the max.
-    pub restart_backoff_ms: u64,
-    pub restart_backoff_max_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub restart_backoff: Duration,
+    #[serde(with = "crate::duration::human")]
+    pub restart_backoff_max: Duration,
     /// On restart and shutdown the process group gets SIGTERM, then SIGKILL after this.
-    pub kill_grace_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub kill_grace: Duration,
 }
 
 impl Default for McpServerConfig {
@@ -101,19 +108,19 @@ impl Default for McpServerConfig {
             header_env: BTreeMap::new(),
             start: StartPolicy::Boot,
             protocol_version: "2025-11-25".into(),
-            call_timeout_ms: 60_000,
-            startup_timeout_ms: 30_000,
+            call_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(30),
             max_concurrent_calls: 16,
             max_attempts: 3,
             allow_tools: Vec::new(),
             deny_tools: Vec::new(),
             aliases: BTreeMap::new(),
             effect: EffectPolicy::Auto,
-            ping_interval_ms: 30_000,
-            ping_timeout_ms: 5_000,
-            restart_backoff_ms: 500,
-            restart_backoff_max_ms: 30_000,
-            kill_grace_ms: 2_000,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(5),
+            restart_backoff: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(2),
         }
     }
 }
@@ -137,14 +144,6 @@ impl McpServerConfig {
             url: Some(url.into()),
             ..Self::default()
         }
-    }
-
-    pub fn call_timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms)
-    }
-
-    pub fn startup_timeout(&self) -> Duration {
-        Duration::from_millis(self.startup_timeout_ms)
     }
 
     /// Whether a tool of this name is published.
@@ -205,16 +204,16 @@ impl McpServerConfig {
             );
         }
         for (key, value) in [
-            ("call_timeout_ms", self.call_timeout_ms),
-            ("startup_timeout_ms", self.startup_timeout_ms),
-            ("ping_timeout_ms", self.ping_timeout_ms),
-            ("restart_backoff_ms", self.restart_backoff_ms),
+            ("call_timeout_ms", self.call_timeout),
+            ("startup_timeout_ms", self.startup_timeout),
+            ("ping_timeout_ms", self.ping_timeout),
+            ("restart_backoff_ms", self.restart_backoff),
         ] {
-            if value == 0 {
+            if value.is_zero() {
                 return fail(key, "must be positive");
             }
         }
-        if self.restart_backoff_max_ms < self.restart_backoff_ms {
+        if self.restart_backoff_max < self.restart_backoff {
             return fail(
                 "restart_backoff_max_ms",
                 "must be at least restart_backoff_ms",

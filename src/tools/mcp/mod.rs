@@ -56,7 +56,7 @@ impl McpManager {
         futures::future::join_all(
             booting
                 .iter()
-                .map(|s| s.first_attempt(s.config.startup_timeout() * 2)),
+                .map(|s| s.first_attempt(s.config.startup_timeout * 2)),
         )
         .await;
         tasks.close();
@@ -92,7 +92,7 @@ impl LazySource for Lazy {
         let server = self.0.clone();
         Box::pin(async move {
             server.request_start();
-            let wait: Duration = server.config.startup_timeout() * 2;
+            let wait: Duration = server.config.startup_timeout * 2;
             server.first_attempt(wait).await;
         })
     }

@@ -54,14 +54,14 @@ impl McpServer {
     /// included). Dropping the future (the job was cancelled, its attempt timed out) tells the
     /// server with `notifications/cancelled`.
     pub async fn call(&self, tool: &str, arguments: JsonObject) -> ToolResult {
-        let budget = self.config.call_timeout();
+        let budget = self.config.call_timeout;
         let call = async {
             let _slot = self
                 .calls
                 .acquire()
                 .await
                 .map_err(|_| self.unavailable("stopped"))?;
-            let peer = self.peer(budget.min(self.config.startup_timeout())).await?;
+            let peer = self.peer(budget.min(self.config.startup_timeout)).await?;
             let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
             peer.call_tool(params)
                 .await

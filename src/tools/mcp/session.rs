@@ -87,7 +87,7 @@ impl Session {
     /// Spawns or connects and completes the handshake within `timeout`. A failed start leaves
     /// no process behind; the error says why (with the server's last stderr lines).
     pub async fn open(server: &str, config: &McpServerConfig) -> Result<Self, OpenError> {
-        let timeout = config.startup_timeout();
+        let timeout = config.startup_timeout;
         let tools_changed = Arc::new(Notify::new());
         let client = Client {
             tools_changed: tools_changed.clone(),
@@ -127,9 +127,7 @@ impl Session {
                 return Ok(Self::running(service, tools_changed, Some(child)));
             }
             let stderr = child.stderr_tail();
-            child
-                .terminate(Duration::from_millis(config.kill_grace_ms))
-                .await;
+            child.terminate(config.kill_grace).await;
             return Err(match outcome {
                 Ok(Err(e)) => OpenError::Handshake {
                     reason: e.to_string(),

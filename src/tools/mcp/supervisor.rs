@@ -34,9 +34,9 @@ enum End {
 
 pub async fn supervise(server: Arc<McpServer>, registry: Arc<Registry>, stop: CancellationToken) {
     let config = &server.config;
-    let grace = Duration::from_millis(config.kill_grace_ms);
-    let first_delay = Duration::from_millis(config.restart_backoff_ms);
-    let max_delay = Duration::from_millis(config.restart_backoff_max_ms);
+    let grace = config.kill_grace;
+    let first_delay = config.restart_backoff;
+    let max_delay = config.restart_backoff_max;
     let mut delay = first_delay;
     if config.start == StartPolicy::Lazy {
         tokio::select! {
@@ -111,9 +111,7 @@ async fn open_and_publish(
                 Ok(session)
             }
             Err(e) => {
-                session
-                    .close(Duration::from_millis(server.config.kill_grace_ms))
-                    .await;
+                session.close(server.config.kill_grace).await;
                 Err(e)
             }
         },
@@ -132,9 +130,8 @@ async fn serve(
     grace: Duration,
 ) -> End {
     let config = &server.config;
-    let ping_timeout = Duration::from_millis(config.ping_timeout_ms);
-    let ping_every =
-        (config.ping_interval_ms > 0).then(|| Duration::from_millis(config.ping_interval_ms));
+    let ping_timeout = config.ping_timeout;
+    let ping_every = (!config.ping_interval.is_zero()).then_some(config.ping_interval);
     let tools_changed = session.tools_changed.clone();
     let end = loop {
         let idle_ping = async {
@@ -176,7 +173,7 @@ async fn publish(
     registry: &Registry,
     session: &Session,
 ) -> Result<usize, StartError> {
-    let timeout = server.config.startup_timeout();
+    let timeout = server.config.startup_timeout;
     let listing = tokio::time::timeout(timeout, session.peer.list_all_tools());
     let tools = match session.unless_gone(listing).await {
         Some(Ok(Ok(tools))) => tools,

@@ -102,7 +102,7 @@ fn spec(server: &McpServer, name: String, t: &rmcp::model::Tool) -> ToolSpec {
         description,
         input_schema: Value::Object((*t.input_schema).clone()),
         effect,
-        timeout: config.call_timeout() + ATTEMPT_MARGIN,
+        timeout: config.call_timeout + ATTEMPT_MARGIN,
         max_attempts: config.max_attempts,
         priority: 0,
         public: false,

@@ -216,8 +216,8 @@ pub type Session = Handle<Verifier>;
 /// Connects and authenticates within the host's connect timeout.
 pub async fn connect(target: &Target) -> Result<Session, ConnectError> {
     let host = target.name.clone();
-    let ms = target.config.connect_timeout_ms;
-    tokio::time::timeout(target.config.connect_timeout(), connect_inner(target))
+    let ms = target.config.connect_timeout.as_millis() as u64;
+    tokio::time::timeout(target.config.connect_timeout, connect_inner(target))
         .await
         .unwrap_or(Err(ConnectError::Timeout { host, ms }))
 }

@@ -19,7 +19,8 @@ pub struct SshConfig {
     /// The most bytes kept of each of stdout and stderr; the rest is read and dropped.
     pub max_output_bytes: usize,
     /// How long an unused connection stays open for the next command.
-    pub idle_timeout_ms: u64,
+    #[serde(with = "crate::duration::human")]
+    pub idle_timeout: Duration,
     pub peek: PeekConfig,
 }
 
@@ -28,7 +29,7 @@ impl Default for SshConfig {
         Self {
             hosts: BTreeMap::new(),
             max_output_bytes: 1024 * 1024,
-            idle_timeout_ms: 60_000,
+            idle_timeout: Duration::from_secs(60),
             peek: PeekConfig::default(),
         }
     }
@@ -67,14 +68,17 @@ pub struct HostConfig {
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// TCP connect, key exchange and authentication.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
+    #[serde(default = "default_connect_timeout", with = "crate::duration::human")]
+    pub connect_timeout: Duration,
     /// A command's time limit when the request gives none.
-    #[serde(default = "default_command_timeout_ms")]
-    pub command_timeout_ms: u64,
+    #[serde(default = "default_command_timeout", with = "crate::duration::human")]
+    pub command_timeout: Duration,
     /// The most a request may ask for with `timeout_ms`.
-    #[serde(default = "default_max_command_timeout_ms")]
-    pub max_command_timeout_ms: u64,
+    #[serde(
+        default = "default_max_command_timeout",
+        with = "crate::duration::human"
+    )]
+    pub max_command_timeout: Duration,
     /// `[ssh.hosts."<name>".peek]`: the paths `ssh.exec.peek` may name on this host.
     #[serde(default)]
     pub peek: HostPeekConfig,
@@ -97,14 +101,14 @@ fn default_port() -> u16 {
 fn default_max_sessions() -> usize {
     4
 }
-fn default_connect_timeout_ms() -> u64 {
-    10_000
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_command_timeout_ms() -> u64 {
-    30_000
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_max_command_timeout_ms() -> u64 {
-    600_000
+fn default_max_command_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl HostConfig {
@@ -122,9 +126,9 @@ impl HostConfig {
             known_hosts: None,
             intents: None,
             max_sessions: default_max_sessions(),
-            connect_timeout_ms: default_connect_timeout_ms(),
-            command_timeout_ms: default_command_timeout_ms(),
-            max_command_timeout_ms: default_max_command_timeout_ms(),
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+            max_command_timeout: default_max_command_timeout(),
             peek: HostPeekConfig::default(),
         }
     }
@@ -133,10 +137,6 @@ impl HostConfig {
         self.intents
             .as_ref()
             .is_none_or(|list| list.iter().any(|i| i == intent))
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
     }
 
     /// The pinned key, parsed.
@@ -157,7 +157,7 @@ impl SshConfig {
                 "must be at least 1024".into(),
             ));
         }
-        if self.idle_timeout_ms == 0 {
+        if self.idle_timeout.is_zero() {
             out.push(("ssh.idle_timeout_ms".into(), "must be positive".into()));
         }
         for (name, h) in &self.hosts {
@@ -209,10 +209,10 @@ impl SshConfig {
             if !(1..=64).contains(&h.max_sessions) {
                 bad("max_sessions", "must be 1 to 64");
             }
-            if h.connect_timeout_ms == 0 {
+            if h.connect_timeout.is_zero() {
                 bad("connect_timeout_ms", "must be positive");
             }
-            if h.command_timeout_ms == 0 || h.command_timeout_ms > h.max_command_timeout_ms {
+            if h.command_timeout.is_zero() || h.command_timeout > h.max_command_timeout {
                 bad(
                     "command_timeout_ms",
                     "must be positive and at most max_command_timeout_ms",
@@ -266,7 +266,7 @@ mod tests {
             host_key: Some("ssh-ed25519 not-base64".into()),
             intents: Some(vec!["ssh.exec".into(), "memory.write".into()]),
             max_sessions: 0,
-            command_timeout_ms: 700_000,
+            command_timeout: Duration::from_secs(700),
             ..host()
         };
         assert_eq!(
@@ -334,12 +334,9 @@ mod tests {
         let host = &file.ssh.hosts["web-1"];
         assert_eq!(host.user, "ops");
         assert_eq!(host.max_sessions, default_max_sessions());
-        assert_eq!(host.command_timeout_ms, default_command_timeout_ms());
-        assert_eq!(
-            host.max_command_timeout_ms,
-            default_max_command_timeout_ms()
-        );
-        assert_eq!(host.connect_timeout_ms, default_connect_timeout_ms());
+        assert_eq!(host.command_timeout, default_command_timeout());
+        assert_eq!(host.max_command_timeout, default_max_command_timeout());
+        assert_eq!(host.connect_timeout, default_connect_timeout());
         assert!(file.ssh.peek.programs.contains_key("lsblk"));
         assert_eq!(
             host.peek.allow_paths.as_deref(),

@@ -70,7 +70,7 @@ pub fn tools(
         })
         .collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared {
-        pools: Pools::new(targets, Duration::from_millis(config.idle_timeout_ms)),
+        pools: Pools::new(targets, config.idle_timeout),
         allowlist: Allowlist::new(&config.peek),
         paths: path_policies,
         store: store.clone(),
@@ -80,8 +80,8 @@ pub fn tools(
         let timeout = default_attempt_timeout(config, name);
         let budget = overrides
             .get(name)
-            .and_then(|o| o.timeout_ms)
-            .map_or(timeout, Duration::from_millis);
+            .and_then(|o| o.timeout)
+            .unwrap_or(timeout);
         let spec = ToolSpec {
             name: name.into(),
             description: description.into(),
@@ -134,10 +134,10 @@ fn default_attempt_timeout(config: &SshConfig, intent: &str) -> Duration {
         .hosts
         .values()
         .filter(|h| h.allows(intent))
-        .map(|h| h.connect_timeout_ms + h.max_command_timeout_ms)
+        .map(|h| h.connect_timeout + h.max_command_timeout)
         .max()
-        .unwrap_or(0);
-    Duration::from_millis(worst + 10_000)
+        .unwrap_or_default();
+    worst + Duration::from_secs(10)
 }
 
 fn host_list(pools: &Pools) -> String {
@@ -157,7 +157,7 @@ fn inputs_schema(hosts: &str, exec: bool) -> Value {
                     }},
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS,
                        "description": "The command's time limit (default: the host's; at \
-                                       most the host's max_command_timeout_ms)."},
+                                       most the host's max_command_timeout)."},
     });
     if exec {
         properties["confirm_dangerous"] = json!({
@@ -264,12 +264,18 @@ impl SshTool {
     /// changed configuration, may have accepted it).
     fn plan(&self, input: &Inputs) -> Result<(&Arc<HostPool>, Plan), Refusal> {
         let pool = self.host(&input.host)?;
-        let max = pool.target.config.max_command_timeout_ms;
-        if input.timeout_ms.is_some_and(|t| t > max) {
+        let max = pool.target.config.max_command_timeout;
+        if input
+            .timeout_ms
+            .is_some_and(|t| Duration::from_millis(t) > max)
+        {
             return Err(Refusal {
                 field: "inputs.timeout_ms",
                 code: None,
-                message: format!("must be at most {max} (the host's max_command_timeout_ms)"),
+                message: format!(
+                    "must be at most {} (the host's max_command_timeout)",
+                    max.as_millis()
+                ),
             });
         }
         if !self.is_peek() {
@@ -397,7 +403,9 @@ impl SshTool {
         d["reused_connection"] = json!(!lease.fresh);
         self.record(ctx, "ssh.run", d).await?;
 
-        let limit = Duration::from_millis(input.timeout_ms.unwrap_or(host.command_timeout_ms));
+        let limit = input
+            .timeout_ms
+            .map_or(host.command_timeout, Duration::from_millis);
         let deadline = (tokio::time::Instant::now() + limit).min(budget_end);
         let outcome = exec::run(
             lease,

@@ -1,7 +1,7 @@
 //! Connections per host, reused across commands: each command gets a channel of its own on the
 //! host's one authenticated connection, at most `max_sessions` at once. A connection found dead
 //! is replaced (opening a channel runs nothing, so that retry is safe); one left unused for
-//! `ssh.idle_timeout_ms` is closed.
+//! `ssh.idle_timeout` is closed.
 
 use std::{
     collections::BTreeMap,
@@ -130,7 +130,7 @@ impl HostPool {
             pool: self.clone(),
             _permit: permit,
         };
-        let limit = self.target.config.connect_timeout();
+        let limit = self.target.config.connect_timeout;
         let mut last_error = None;
         for _ in 0..2 {
             let (conn, fresh) = self.connection().await?;
