@@ -19,6 +19,7 @@ use crate::{
     callbacks::CallbacksConfig,
     db::DatabaseConfig,
     duration::{self, Unit},
+    model::ConfigProblem,
     telemetry::{LogConfig, MetricsConfig},
     tools::flow::FlowAuth,
     worker::{MaintenanceSettings, RetentionConfig, WorkersConfig},
@@ -28,14 +29,21 @@ use crate::{
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
-    #[error("configuration: {field}: {message}")]
-    Invalid { field: String, message: String },
+    #[error("configuration: {}", list(problems))]
+    Invalid { problems: Vec<ConfigProblem> },
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ConfigProblem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        field: field.to_owned(),
-        message: message.into(),
+        problems: vec![ConfigProblem::new(field, message)],
     }
 }
 
@@ -102,6 +110,41 @@ impl Default for IdempotencyConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if let Err(e) = url::Url::parse(&self.public_url) {
+            out.push(ConfigProblem::new("server.public_url", e.to_string()));
+        }
+        if self.sync_timeout > self.max_sync_timeout {
+            out.push(ConfigProblem::new(
+                "server.sync_timeout_ms",
+                "must not exceed server.max_sync_timeout_ms",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            out.push(ConfigProblem::new(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        out
+    }
+}
+
+impl IdempotencyConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        if self.ttl.is_zero() {
+            vec![ConfigProblem::new(
+                "idempotency.ttl_hours",
+                "must be positive",
+            )]
+        } else {
+            Vec::new()
         }
     }
 }
@@ -188,100 +231,31 @@ impl Config {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let s = &self.server;
-        url::Url::parse(&s.public_url).map_err(|e| invalid("server.public_url", e.to_string()))?;
-        if s.sync_timeout > s.max_sync_timeout {
-            return Err(invalid(
-                "server.sync_timeout_ms",
-                "must not exceed server.max_sync_timeout_ms",
-            ));
-        }
-        if s.max_body_bytes < 1024 {
-            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
-        }
-        if let Some(url) = &self.database.url {
-            crate::db::check_url(url).map_err(|e| invalid("database.url", format!("{e:#}")))?;
-        }
-        if let Some(dir) = &self.database.embedded_data_dir
-            && !dir.is_absolute()
-        {
-            return Err(invalid(
-                "database.embedded_data_dir",
-                format!(
-                    "must be an absolute path (so every command reaches the same cluster), not {}",
-                    dir.display()
-                ),
-            ));
-        }
-        let w = &self.workers;
-        if w.claim_batch < 1 {
-            return Err(invalid("workers.claim_batch", "must be at least 1"));
-        }
-        if w.completion_batch < 1 {
-            return Err(invalid("workers.completion_batch", "must be at least 1"));
-        }
-        if w.heartbeat_interval.is_zero() || w.heartbeat_interval * 2 > w.lease {
-            return Err(invalid(
-                "workers.heartbeat_interval_ms",
-                "must be positive and at most half of workers.lease_ms",
-            ));
-        }
-        if w.poll_interval.is_zero() || w.maintenance_interval.is_zero() {
-            return Err(invalid(
-                "workers.poll_interval_ms",
-                "poll and maintenance intervals must be positive",
-            ));
-        }
-        if self.metrics.gauge_interval.is_zero() {
-            return Err(invalid("metrics.gauge_interval_ms", "must be positive"));
-        }
-        if self.idempotency.ttl.is_zero() {
-            return Err(invalid("idempotency.ttl_hours", "must be positive"));
-        }
-        for (field, secret) in self
-            .callbacks
-            .signing_keys()
-            .map(|s| ("callbacks.signing_secret", s))
-            .chain(
-                self.callbacks
-                    .ingest_keys()
-                    .map(|s| ("callbacks.ingest_secret", s)),
-            )
-        {
-            crate::callbacks::SecretKey::parse(secret.expose())
-                .map_err(|e| invalid(field, e.to_string()))?;
-        }
-        if self.callbacks.timeout.is_zero() {
-            return Err(invalid("callbacks.timeout_ms", "must be positive"));
-        }
+    /// Every problem of every section, so an operator fixes them in one go.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = self.server.problems();
+        out.extend(self.database.problems());
+        out.extend(self.workers.problems());
+        out.extend(self.metrics.problems());
+        out.extend(self.idempotency.problems());
+        out.extend(self.callbacks.problems());
         for (intent, flow) in &self.flows {
-            flow.validate().map_err(|(field, message)| {
-                invalid(&format!("flows.\"{intent}\".{field}"), message)
-            })?;
+            out.extend(flow.problems(intent));
         }
-        self.routing
-            .validate()
-            .and_then(|()| self.mcp.validate())
-            .map_err(|(field, message)| invalid(&field, message))?;
-        if let Some((field, message)) = self.ssh.problems().into_iter().next() {
-            return Err(invalid(&field, message));
+        out.extend(self.routing.problems());
+        out.extend(self.mcp.problems());
+        out.extend(self.ssh.problems());
+        out.extend(self.tools.problems());
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
         }
-        for (intent, o) in &self.tools.overrides {
-            if o.max_attempts.is_some_and(|n| n < 1) {
-                return Err(invalid(
-                    &format!("tools.overrides.\"{intent}\".max_attempts"),
-                    "must be at least 1",
-                ));
-            }
-            if o.timeout.is_some_and(|t| t.is_zero()) {
-                return Err(invalid(
-                    &format!("tools.overrides.\"{intent}\".timeout_ms"),
-                    "must be positive",
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -488,11 +462,35 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut c = Config::default();
+        c.server.max_body_bytes = 10;
+        c.workers.claim_batch = 0;
+        c.routing.prefer = vec![crate::model::Mode::Auto];
+        c.callbacks.signing_secret = "not-a-secret".into();
+        let Err(ConfigError::Invalid { problems }) = c.validate() else {
+            panic!("invalid");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.max_body_bytes",
+                "workers.claim_batch",
+                "callbacks.signing_secret",
+                "routing.prefer"
+            ]
+        );
+        let text = ConfigError::Invalid { problems }.to_string();
+        assert!(text.contains("workers.claim_batch: must be at least 1; "), "{text}");
+    }
+
+    #[test]
     fn rejects_heartbeat_slower_than_half_the_lease() {
         let mut c = Config::default();
         c.workers.heartbeat_interval = c.workers.lease;
         assert!(
-            matches!(c.validate(), Err(ConfigError::Invalid { field, .. }) if field == "workers.heartbeat_interval_ms")
+            matches!(c.validate(), Err(ConfigError::Invalid { problems }) if problems.iter().any(|p| p.field == "workers.heartbeat_interval_ms"))
         );
     }
 
@@ -748,7 +746,7 @@ mod tests {
         #[test]
         fn validation_still_names_the_fields() {
             let field = |toml: &str| match load(toml, "ORCH_T_VALID__", &[]).unwrap().validate() {
-                Err(ConfigError::Invalid { field, .. }) => field,
+                Err(ConfigError::Invalid { problems }) => problems[0].field.clone(),
                 other => panic!("{other:?}"),
             };
             assert_eq!(

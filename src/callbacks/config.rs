@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
+use super::SecretKey;
+use crate::{model::ConfigProblem, secret::Secret};
 
 /// `[callbacks]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,5 +69,27 @@ impl CallbacksConfig {
         std::iter::once(&self.ingest_secret)
             .chain(&self.ingest_secrets)
             .filter(|s| !s.is_empty())
+    }
+}
+
+impl CallbacksConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let secrets = self
+            .signing_keys()
+            .map(|s| ("callbacks.signing_secret", s))
+            .chain(self.ingest_keys().map(|s| ("callbacks.ingest_secret", s)));
+        for (field, secret) in secrets {
+            if let Err(e) = SecretKey::parse(secret.expose()) {
+                out.push(ConfigProblem::new(field, e.to_string()));
+            }
+        }
+        if self.timeout.is_zero() {
+            out.push(ConfigProblem::new(
+                "callbacks.timeout_ms",
+                "must be positive",
+            ));
+        }
+        out
     }
 }

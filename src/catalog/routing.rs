@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{glob::Glob, model::Mode};
+use crate::{
+    glob::Glob,
+    model::{ConfigProblem, Mode},
+};
 
 /// `[routing]`: explicit routes first, then the one engine that serves the intent, then
 /// `prefer` when several do.
@@ -33,36 +36,37 @@ pub struct Route {
 }
 
 impl RoutingConfig {
-    /// Field path and message of the first problem.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Every problem.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             let field = |key: &str| format!("routing.routes[{i}].{key}");
             if route.intent.trim().is_empty() {
-                return Err((field("intent"), "must not be empty".into()));
+                out.push(ConfigProblem::new(field("intent"), "must not be empty"));
             }
             if route.mode == Mode::Auto {
-                return Err((
+                out.push(ConfigProblem::new(
                     field("mode"),
-                    "must name an engine: agent, flow or mcp".into(),
+                    "must name an engine: agent, flow or mcp",
                 ));
             }
             if let Some(target) = &route.target {
                 let stars = |s: &str| s.matches('*').count();
                 if target.contains('?') || stars(target) > stars(&route.intent) {
-                    return Err((
+                    out.push(ConfigProblem::new(
                         field("target"),
-                        "may only use `*`, at most as many as `intent` has".into(),
+                        "may only use `*`, at most as many as `intent` has",
                     ));
                 }
             }
         }
         if self.prefer.contains(&Mode::Auto) {
-            return Err((
-                "routing.prefer".into(),
-                "must list engines, not auto".into(),
+            out.push(ConfigProblem::new(
+                "routing.prefer",
+                "must list engines, not auto",
             ));
         }
-        Ok(())
+        out
     }
 
     /// The intents explicit routes send `name` to, in order: (engine, intent on it).
@@ -120,7 +124,7 @@ mod tests {
             ],
             prefer: vec![],
         };
-        routing.validate().unwrap();
+        assert!(routing.problems().is_empty());
         let targets: Vec<_> = routing.targets("time.now").collect();
         assert_eq!(
             targets,
@@ -141,7 +145,7 @@ mod tests {
             }],
             prefer: vec![],
         };
-        assert_eq!(bad.validate().unwrap_err().0, "routing.routes[0].mode");
+        assert_eq!(bad.problems()[0].field, "routing.routes[0].mode");
         let bad = RoutingConfig {
             routes: vec![Route {
                 intent: "a.b".into(),
@@ -150,7 +154,7 @@ mod tests {
             }],
             prefer: vec![],
         };
-        assert_eq!(bad.validate().unwrap_err().0, "routing.routes[0].target");
+        assert_eq!(bad.problems()[0].field, "routing.routes[0].target");
     }
 
     #[test]
@@ -159,7 +163,7 @@ mod tests {
             "routes": [{"intent": "v?.*", "mode": "mcp", "target": "mcp.api.*"}],
         }))
         .unwrap();
-        routing.validate().unwrap();
+        assert!(routing.problems().is_empty());
         let targets: Vec<_> = routing.targets("v2.users.list").collect();
         assert_eq!(targets, [(Mode::Mcp, "mcp.api.users.list".to_owned())]);
         assert_eq!(routing.targets("v10.users").count(), 0);

@@ -22,6 +22,8 @@ pub mod embedded;
 
 use embedded::{ClusterUser, EmbeddedPostgres, default_data_dir};
 
+use crate::model::ConfigProblem;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 /// `[database]`.
@@ -52,6 +54,29 @@ impl Default for DatabaseConfig {
             embedded: true,
             embedded_data_dir: None,
         }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if let Some(url) = &self.url
+            && let Err(e) = check_url(url)
+        {
+            out.push(ConfigProblem::new("database.url", format!("{e:#}")));
+        }
+        if let Some(dir) = &self.embedded_data_dir
+            && !dir.is_absolute()
+        {
+            out.push(ConfigProblem::new(
+                "database.embedded_data_dir",
+                format!(
+                    "must be an absolute path (so every command reaches the same cluster), not {}",
+                    dir.display()
+                ),
+            ));
+        }
+        out
     }
 }
 

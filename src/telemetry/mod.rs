@@ -221,3 +221,16 @@ impl Default for MetricsConfig {
         }
     }
 }
+
+impl MetricsConfig {
+    pub fn problems(&self) -> Vec<crate::model::ConfigProblem> {
+        if self.gauge_interval.is_zero() {
+            vec![crate::model::ConfigProblem::new(
+                "metrics.gauge_interval_ms",
+                "must be positive",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}

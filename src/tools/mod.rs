@@ -49,6 +49,25 @@ impl Default for ToolsConfig {
     }
 }
 
+impl ToolsConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (intent, o) in &self.overrides {
+            let field = |key: &str| format!("tools.overrides.\"{intent}\".{key}");
+            if o.max_attempts.is_some_and(|n| n < 1) {
+                out.push(ConfigProblem::new(
+                    field("max_attempts"),
+                    "must be at least 1",
+                ));
+            }
+            if o.timeout.is_some_and(|t| t.is_zero()) {
+                out.push(ConfigProblem::new(field("timeout_ms"), "must be positive"));
+            }
+        }
+        out
+    }
+}
+
 /// The intents served by this process's own tools (memory, system, SSH).
 pub fn local_catalog(
     config: &ToolsConfig,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::ConfigProblem;
+
 /// `[workers]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,4 +57,35 @@ pub struct RetentionConfig {
     /// Drop finished jobs' inputs and results after this many days (0: keep them). Reporting
     /// columns and the audit trail stay.
     pub payload_days: u32,
+}
+
+impl WorkersConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.claim_batch < 1 {
+            out.push(ConfigProblem::new(
+                "workers.claim_batch",
+                "must be at least 1",
+            ));
+        }
+        if self.completion_batch < 1 {
+            out.push(ConfigProblem::new(
+                "workers.completion_batch",
+                "must be at least 1",
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval * 2 > self.lease {
+            out.push(ConfigProblem::new(
+                "workers.heartbeat_interval_ms",
+                "must be positive and at most half of workers.lease_ms",
+            ));
+        }
+        if self.poll_interval.is_zero() || self.maintenance_interval.is_zero() {
+            out.push(ConfigProblem::new(
+                "workers.poll_interval_ms",
+                "poll and maintenance intervals must be positive",
+            ));
+        }
+        out
+    }
 }

@@ -1,5 +1,6 @@
 //! `[flows."<intent>"]`: one webhook-backed intent each.
 
+use crate::model::ConfigProblem;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -98,45 +99,54 @@ fn default_breaker_open() -> Duration {
 }
 
 impl FlowConfig {
-    /// `Err((field, message))`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let url = url::Url::parse(&self.url).map_err(|e| ("url", e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(("url", "must be http or https".into()));
+    /// Every problem of the flow behind `intent`.
+    pub fn problems(&self, intent: &str) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(ConfigProblem::new(
+                format!("flows.\"{intent}\".{key}"),
+                message,
+            ));
+        };
+        match url::Url::parse(&self.url) {
+            Err(e) => bad("url", e.to_string()),
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                bad("url", "must be http or https".into())
+            }
+            Ok(_) => {}
         }
         if !matches!(
             self.method.to_ascii_uppercase().as_str(),
             "POST" | "PUT" | "PATCH"
         ) {
-            return Err((
+            bad(
                 "method",
                 "must be POST, PUT or PATCH (the request has a body)".into(),
-            ));
+            );
         }
         if self.timeout.is_zero() || self.callback_deadline.is_zero() {
-            return Err((
+            bad(
                 "timeout_ms",
                 "timeouts and deadlines must be positive".into(),
-            ));
+            );
         }
         if self.max_attempts < 1 {
-            return Err(("max_attempts", "must be at least 1".into()));
+            bad("max_attempts", "must be at least 1".into());
         }
         if self.breaker_threshold == 0 {
-            return Err(("breaker_threshold", "must be at least 1".into()));
+            bad("breaker_threshold", "must be at least 1".into());
         }
-        if let Some(schema) = &self.input_schema {
-            jsonschema::validator_for(schema)
-                .map_err(|e| ("input_schema", format!("is not a valid JSON Schema: {e}")))?;
+        if let Some(schema) = &self.input_schema
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            bad("input_schema", format!("is not a valid JSON Schema: {e}"));
         }
-        if let Some(auth) = &self.auth {
-            for var in auth.env_vars() {
-                if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
-                    return Err(("auth", format!("environment variable {var} is not set")));
-                }
+        for var in self.auth.iter().flat_map(FlowAuth::env_vars) {
+            if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                bad("auth", format!("environment variable {var} is not set"));
             }
         }
-        Ok(())
+        out
     }
 }
 

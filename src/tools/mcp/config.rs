@@ -1,5 +1,6 @@
 //! `[mcp.servers.<name>]`: how to reach each MCP server and the policy its calls run under.
 
+use crate::model::ConfigProblem;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
@@ -152,53 +153,53 @@ impl McpServerConfig {
         (self.allow_tools.is_empty() || matches(&self.allow_tools)) && !matches(&self.deny_tools)
     }
 
-    fn validate(&self, name: &str) -> Result<(), (String, String)> {
-        let field = |key: &str| format!("mcp.servers.{name}.{key}");
-        let fail = |key: &str, message: &str| Err((field(key), message.to_owned()));
+    fn problems(&self, name: &str) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut fail = |key: &str, message: &str| {
+            out.push(ConfigProblem::new(
+                format!("mcp.servers.{name}.{key}"),
+                message,
+            ));
+        };
         match (&self.command, &self.url) {
-            (Some(_), Some(_)) | (None, None) => {
-                return fail(
-                    "command",
-                    "set exactly one of `command` (stdio) or `url` (HTTP)",
-                );
-            }
+            (Some(_), Some(_)) | (None, None) => fail(
+                "command",
+                "set exactly one of `command` (stdio) or `url` (HTTP)",
+            ),
             (Some(command), None) => {
                 if command.trim().is_empty() {
-                    return fail("command", "must not be empty");
+                    fail("command", "must not be empty");
                 }
                 if !self.headers.is_empty() || !self.header_env.is_empty() {
-                    return fail("headers", "headers apply to `url` servers only");
+                    fail("headers", "headers apply to `url` servers only");
                 }
             }
             (None, Some(url)) => {
-                match url::Url::parse(url) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                    _ => return fail("url", "must be an http:// or https:// URL"),
+                if !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                    fail("url", "must be an http:// or https:// URL");
                 }
                 if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
-                    return fail("args", "args, env and cwd apply to `command` servers only");
+                    fail("args", "args, env and cwd apply to `command` servers only");
                 }
             }
         }
         for header in self.headers.keys().chain(self.header_env.keys()) {
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return fail("headers", &format!("`{header}` is not a valid header name"));
+                fail("headers", &format!("`{header}` is not a valid header name"));
             }
         }
         for (header, var) in &self.header_env {
             match std::env::var(var) {
                 Ok(v) if reqwest::header::HeaderValue::from_str(&v).is_ok() => {}
-                Ok(_) => {
-                    return fail(
-                        "header_env",
-                        &format!("{header}: ${var} is not a valid header value"),
-                    );
-                }
-                Err(_) => return fail("header_env", &format!("{header}: ${var} is not set")),
+                Ok(_) => fail(
+                    "header_env",
+                    &format!("{header}: ${var} is not a valid header value"),
+                ),
+                Err(_) => fail("header_env", &format!("{header}: ${var} is not set")),
             }
         }
         if !OFFERED_PROTOCOLS.contains(&self.protocol_version.as_str()) {
-            return fail(
+            fail(
                 "protocol_version",
                 &format!("must be one of {}", OFFERED_PROTOCOLS.join(", ")),
             );
@@ -210,50 +211,51 @@ impl McpServerConfig {
             ("restart_backoff_ms", self.restart_backoff),
         ] {
             if value.is_zero() {
-                return fail(key, "must be positive");
+                fail(key, "must be positive");
             }
         }
         if self.restart_backoff_max < self.restart_backoff {
-            return fail(
+            fail(
                 "restart_backoff_max_ms",
                 "must be at least restart_backoff_ms",
             );
         }
         if self.max_concurrent_calls == 0 {
-            return fail("max_concurrent_calls", "must be at least 1");
+            fail("max_concurrent_calls", "must be at least 1");
         }
         if self.max_attempts < 1 {
-            return fail("max_attempts", "must be at least 1");
+            fail("max_attempts", "must be at least 1");
         }
         for alias in self.aliases.keys() {
             if alias.is_empty() || alias.len() > 200 || alias.chars().any(char::is_whitespace) {
-                return fail("aliases", &format!("`{alias}` is not a valid intent name"));
+                fail("aliases", &format!("`{alias}` is not a valid intent name"));
             }
         }
-        Ok(())
+        out
     }
 }
 
 impl McpConfig {
-    /// Field path and message of the first problem.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Every problem.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
         for (name, server) in &self.servers {
             let valid_name = !name.is_empty()
                 && name.len() <= 64
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid_name {
-                return Err((
+            if valid_name {
+                out.extend(server.problems(name));
+            } else {
+                out.push(ConfigProblem::new(
                     format!("mcp.servers.{name}"),
                     "server names are 1 to 64 letters, digits, `_` or `-` (they become part of \
-                     intent names)"
-                        .into(),
+                     intent names)",
                 ));
             }
-            server.validate(name)?;
         }
-        Ok(())
+        out
     }
 }
 
@@ -264,7 +266,7 @@ mod tests {
     fn problem(config: McpServerConfig) -> String {
         let mut mcp = McpConfig::default();
         mcp.servers.insert("s".into(), config);
-        mcp.validate().unwrap_err().0
+        mcp.problems()[0].field.clone()
     }
 
     #[test]
@@ -295,7 +297,7 @@ mod tests {
         let mut mcp = McpConfig::default();
         mcp.servers
             .insert("a.b".into(), McpServerConfig::stdio("node", ["x"]));
-        assert_eq!(mcp.validate().unwrap_err().0, "mcp.servers.a.b");
+        assert_eq!(mcp.problems()[0].field.clone(), "mcp.servers.a.b");
     }
 
     /// The server block documented in orchestrator.example.toml, uncommented.
@@ -326,7 +328,7 @@ mod tests {
         let expected =
             McpServerConfig::stdio("npx", ["-y", "@modelcontextprotocol/server-everything"]);
         assert_eq!(documented, &expected);
-        config.validate().unwrap();
+        assert!(config.problems().is_empty());
         let block = documented_server();
         let keys = serde_json::to_value(McpServerConfig::default()).unwrap();
         for key in keys.as_object().unwrap().keys() {

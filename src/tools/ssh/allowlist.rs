@@ -10,7 +10,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::glob::Glob;
+use crate::{glob::Glob, model::ConfigProblem};
 
 const BUILTIN: &str = include_str!("allowlist.toml");
 
@@ -60,14 +60,14 @@ impl Default for PeekConfig {
 }
 
 impl PeekConfig {
-    /// Problems with the configured rules, as `(field, message)`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Problems with the configured rules.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for name in self.remove.iter().chain(self.programs.keys()) {
             if !valid_program_name(name) {
-                out.push((
+                out.push(ConfigProblem::new(
                     format!("ssh.peek: program \"{name}\""),
-                    "must be a bare program name (no `/`, spaces or quotes)".into(),
+                    "must be a bare program name (no `/`, spaces or quotes)",
                 ));
             }
         }
@@ -78,10 +78,9 @@ impl PeekConfig {
                 .chain(&rule.value_options)
                 .chain(&rule.require_one_of);
             if patterns.clone().any(|p| p.len() < 2 || !p.starts_with('-')) {
-                out.push((
+                out.push(ConfigProblem::new(
                     format!("ssh.peek.programs.\"{name}\""),
-                    "deny, value_options and require_one_of hold options (starting with `-`)"
-                        .into(),
+                    "deny, value_options and require_one_of hold options (starting with `-`)",
                 ));
             }
         }

@@ -1,6 +1,7 @@
 //! `[ssh]`: the host inventory, output limits and the peek allowlist. Holds no secret: a key
 //! passphrase is named by the environment variable that carries it, never written here.
 
+use crate::model::ConfigProblem;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use russh::keys::ssh_key::PublicKey;
@@ -148,21 +149,27 @@ impl HostConfig {
 }
 
 impl SshConfig {
-    /// Every problem, as `(field, message)`; files are checked when the tools are built.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Every problem; files are checked when the tools are built.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = self.peek.problems();
         if self.max_output_bytes < 1024 {
-            out.push((
-                "ssh.max_output_bytes".into(),
-                "must be at least 1024".into(),
+            out.push(ConfigProblem::new(
+                "ssh.max_output_bytes",
+                "must be at least 1024",
             ));
         }
         if self.idle_timeout.is_zero() {
-            out.push(("ssh.idle_timeout_ms".into(), "must be positive".into()));
+            out.push(ConfigProblem::new(
+                "ssh.idle_timeout_ms",
+                "must be positive",
+            ));
         }
         for (name, h) in &self.hosts {
             let mut bad = |key: &str, message: &str| {
-                out.push((format!("ssh.hosts.\"{name}\".{key}"), message.to_owned()));
+                out.push(ConfigProblem::new(
+                    format!("ssh.hosts.\"{name}\".{key}"),
+                    message.to_owned(),
+                ));
             };
             if name.is_empty() || name.len() > 100 || name.chars().any(char::is_whitespace) {
                 bad("", "host names are 1 to 100 characters without spaces");
@@ -251,7 +258,7 @@ mod tests {
     fn problems_of(h: HostConfig) -> Vec<String> {
         let mut c = SshConfig::default();
         c.hosts.insert("web-1".into(), h);
-        c.problems().into_iter().map(|(f, _)| f).collect()
+        c.problems().into_iter().map(|p| p.field).collect()
     }
 
     #[test]
