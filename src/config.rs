@@ -482,7 +482,10 @@ mod tests {
             ]
         );
         let text = ConfigError::Invalid { problems }.to_string();
-        assert!(text.contains("workers.claim_batch: must be at least 1; "), "{text}");
+        assert!(
+            text.contains("workers.claim_batch: must be at least 1; "),
+            "{text}"
+        );
     }
 
     #[test]

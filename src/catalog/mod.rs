@@ -8,5 +8,6 @@ mod tool;
 
 pub use registry::{
     Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError,
+    schema_error_fields,
 };
 pub use tool::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};

@@ -97,7 +97,7 @@ impl Intent {
         let mut errors: Vec<FieldError> = self
             .validator
             .iter_errors(inputs)
-            .flat_map(schema_error_fields)
+            .flat_map(|e| schema_error_fields(&e, "inputs"))
             .collect();
         if errors.is_empty()
             && let Err(mut more) = self.tool.check_inputs(inputs)
@@ -113,34 +113,38 @@ impl Intent {
     }
 }
 
-/// JSON Pointer `/tags/0` → `inputs.tags[0]`.
-fn field_path(pointer: &str) -> String {
-    let mut out = String::from("inputs");
+/// `root` + JSON Pointer: `inputs` + `/tags/0` → `inputs.tags[0]` (`""` + `/mode` → `mode`).
+fn field_path(root: &str, pointer: &str) -> String {
+    let mut out = String::from(root);
     for raw in pointer.split('/').skip(1) {
-        let seg = raw.replace("~1", "/").replace("~0", "~");
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
-            out.push('[');
-            out.push_str(&seg);
-            out.push(']');
-        } else {
-            out.push('.');
-            out.push_str(&seg);
-        }
+        out = join(&out, &raw.replace("~1", "/").replace("~0", "~"));
     }
     out
 }
 
-fn schema_error_fields(e: jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+/// `base` and one more segment: `a` + `0` → `a[0]`, `a` + `b` → `a.b`, `""` + `b` → `b`.
+fn join(base: &str, seg: &str) -> String {
+    if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{base}[{seg}]")
+    } else if base.is_empty() {
+        seg.to_owned()
+    } else {
+        format!("{base}.{seg}")
+    }
+}
+
+/// The fields a JSON Schema validation error is about, under `root` (one error per field).
+pub fn schema_error_fields(e: &jsonschema::ValidationError<'_>, root: &str) -> Vec<FieldError> {
     use jsonschema::error::ValidationErrorKind as K;
-    let base = field_path(e.instance_path().as_str());
+    let base = field_path(root, e.instance_path().as_str());
     match e.kind() {
         K::Required { property } => {
             let name = property.as_str().unwrap_or_default();
-            vec![FieldError::new(format!("{base}.{name}"), "is required")]
+            vec![FieldError::new(join(&base, name), "is required")]
         }
         K::AdditionalProperties { unexpected } => unexpected
             .iter()
-            .map(|p| FieldError::new(format!("{base}.{p}"), "is not an allowed property"))
+            .map(|p| FieldError::new(join(&base, p), "is not an allowed property"))
             .collect(),
         _ => vec![FieldError::new(base, e.masked().to_string())],
     }
@@ -584,6 +588,8 @@ mod tests {
 
     #[test]
     fn pointers_become_field_paths() {
+        let field_path = |pointer| super::field_path("inputs", pointer);
+        assert_eq!(super::field_path("", "/mode"), "mode");
         assert_eq!(field_path(""), "inputs");
         assert_eq!(field_path("/text"), "inputs.text");
         assert_eq!(field_path("/tags/0"), "inputs.tags[0]");

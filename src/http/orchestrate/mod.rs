@@ -1,5 +1,14 @@
 //! `POST /orchestrate`: validate, file the job, wait for it within the sync budget, answer 200
-//! with the outcome or 202 with where to find it.
+//! with the outcome or 202 with where to find it. The body is `request`'s; how long to wait
+//! comes from the body or `prefer`.
+
+mod prefer;
+mod request;
+
+pub use request::OrchestrateRequest;
+
+use prefer::{Preferences, preferences};
+use request::idempotency_key;
 
 use std::time::Duration;
 
@@ -12,7 +21,7 @@ use axum::{
 };
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
@@ -32,225 +41,6 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/orchestrate", post(orchestrate))
-}
-
-/// Run an intent.
-#[derive(Debug, Clone, ToSchema)]
-#[cfg_attr(test, derive(PartialEq))]
-pub struct OrchestrateRequest {
-    /// What to do, e.g. `memory.write` or `memory.search`; `GET /tools` lists
-    /// every intent with its inputs.
-    #[schema(min_length = 1, max_length = 200)]
-    pub intent: String,
-    /// The intent's inputs, validated against its JSON Schema (see `GET /tools`).
-    #[schema(value_type = Object)]
-    pub inputs: Value,
-    /// Which engine runs it; `auto` lets the server choose.
-    pub mode: Option<Mode>,
-    /// Receives the signed result when the job ends (http or https, a public address).
-    #[schema(min_length = 1, max_length = 2048, format = "uri")]
-    pub callback_url: Option<String>,
-    /// Same as the `Idempotency-Key` header: 1 to 255 printable ASCII characters.
-    #[schema(min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
-    pub idempotency_key: Option<String>,
-    /// `true`: answer 202 at once (also `Prefer: respond-async`).
-    #[schema(rename = "async")]
-    pub async_: Option<bool>,
-    /// How long to wait for the result before answering 202 (default 8000, capped by config;
-    /// also `Prefer: wait=N` in seconds).
-    #[schema(minimum = 0)]
-    pub timeout_ms: Option<u64>,
-    /// Lowers the intent's default number of attempts.
-    #[schema(minimum = 1, maximum = 100)]
-    pub max_attempts: Option<i32>,
-}
-
-const FIELDS: [&str; 8] = [
-    "intent",
-    "inputs",
-    "mode",
-    "callback_url",
-    "idempotency_key",
-    "async",
-    "timeout_ms",
-    "max_attempts",
-];
-
-impl OrchestrateRequest {
-    /// Reads a parsed body, collecting one error per bad field.
-    pub fn from_json(body: Value) -> Result<Self, ApiError> {
-        let Value::Object(mut obj) = body else {
-            return Err(ApiError::invalid("body", "must be a JSON object"));
-        };
-        let mut errors = Vec::new();
-        for key in obj.keys() {
-            if !FIELDS.contains(&key.as_str()) {
-                errors.push(FieldError::new(
-                    key.clone(),
-                    format!(
-                        "is not a known field (expected one of: {})",
-                        FIELDS.join(", ")
-                    ),
-                ));
-            }
-        }
-        let intent = match obj.remove("intent") {
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Some(s),
-            Some(Value::String(_)) => {
-                errors.push(FieldError::new("intent", "must be 1 to 200 characters"));
-                None
-            }
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new("intent", "is required"));
-                None
-            }
-            Some(_) => {
-                errors.push(FieldError::new("intent", "must be a string"));
-                None
-            }
-        };
-        let inputs = match obj.remove("inputs") {
-            Some(v @ Value::Object(_)) => Some(v),
-            None | Some(Value::Null) => {
-                errors.push(FieldError::new("inputs", "is required (an object)"));
-                None
-            }
-            Some(_) => {
-                errors.push(FieldError::new("inputs", "must be an object"));
-                None
-            }
-        };
-        let mode = match obj.remove("mode") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => match Mode::parse(&s) {
-                Some(m) => Some(m),
-                None => {
-                    errors.push(FieldError::new(
-                        "mode",
-                        "must be one of auto, flow, mcp, agent",
-                    ));
-                    None
-                }
-            },
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "mode",
-                    "must be one of auto, flow, mcp, agent",
-                ));
-                None
-            }
-        };
-        let callback_url = optional_string(&mut obj, "callback_url", 2048, &mut errors);
-        let idempotency_key = optional_string(&mut obj, "idempotency_key", 255, &mut errors);
-        let async_ = match obj.remove("async") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(b),
-            Some(_) => {
-                errors.push(FieldError::new("async", "must be true or false"));
-                None
-            }
-        };
-        let timeout_ms = match obj.remove("timeout_ms") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "timeout_ms",
-                    "must be a non-negative integer (milliseconds)",
-                ));
-                None
-            }
-        };
-        let max_attempts = match obj.remove("max_attempts") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| (1..=100).contains(&n)) => {
-                n.as_i64().map(|n| n as i32)
-            }
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "max_attempts",
-                    "must be an integer from 1 to 100",
-                ));
-                None
-            }
-        };
-        match (intent, inputs) {
-            (Some(intent), Some(inputs)) if errors.is_empty() => Ok(Self {
-                intent,
-                inputs,
-                mode,
-                callback_url,
-                idempotency_key,
-                async_,
-                timeout_ms,
-                max_attempts,
-            }),
-            _ => Err(ApiError::InvalidRequest {
-                detail: format!(
-                    "invalid request: {}",
-                    errors
-                        .iter()
-                        .map(|e| format!("{} {}", e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                errors,
-            }),
-        }
-    }
-}
-
-fn optional_string(
-    obj: &mut Map<String, Value>,
-    field: &str,
-    max_len: usize,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= max_len => Some(s),
-        Some(Value::String(_)) => {
-            errors.push(FieldError::new(
-                field,
-                format!("must be 1 to {max_len} characters"),
-            ));
-            None
-        }
-        Some(_) => {
-            errors.push(FieldError::new(field, "must be a string"));
-            None
-        }
-    }
-}
-
-fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
-}
-
-/// `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Preferences {
-    respond_async: bool,
-    wait_secs: Option<u64>,
-}
-
-fn preferences(headers: &HeaderMap) -> Preferences {
-    let mut p = Preferences::default();
-    for value in headers.get_all("prefer") {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            let token = token.trim();
-            let (name, arg) = token
-                .split_once('=')
-                .map_or((token, None), |(n, v)| (n.trim(), Some(v.trim())));
-            match name.to_ascii_lowercase().as_str() {
-                "respond-async" => p.respond_async = true,
-                "wait" => p.wait_secs = arg.and_then(|v| v.trim_matches('"').parse().ok()),
-                _ => {}
-            }
-        }
-    }
-    p
 }
 
 /// How long a request waits: what it asks (`timeout_ms`, else `Prefer: wait`, else the
@@ -415,38 +205,7 @@ pub async fn run(
     let req = parse_json_body(headers, body, config.max_body_bytes)
         .and_then(OrchestrateRequest::from_json)?;
 
-    let header_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| valid_key(k))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "Idempotency-Key",
-                        "must be 1 to 255 printable ASCII characters",
-                    )
-                })?
-                .to_owned(),
-        ),
-    };
-    if let Some(k) = &req.idempotency_key
-        && !valid_key(k)
-    {
-        return Err(ApiError::invalid(
-            "idempotency_key",
-            "must be 1 to 255 printable ASCII characters",
-        ));
-    }
-    let idempotency_key = match (header_key, req.idempotency_key) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(ApiError::invalid(
-                "idempotency_key",
-                "differs from the Idempotency-Key header; send one or make them equal",
-            ));
-        }
-        (h, b) => h.or(b),
-    };
+    let idempotency_key = idempotency_key(headers, req.idempotency_key.clone())?;
 
     let requested_mode = req.mode.unwrap_or(Mode::Auto);
     let intent = state
@@ -538,59 +297,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn errors_of(v: Value) -> Vec<String> {
-        match OrchestrateRequest::from_json(v) {
-            Err(ApiError::InvalidRequest { errors, .. }) => {
-                errors.into_iter().map(|e| e.field).collect()
-            }
-            other => panic!("expected invalid_request, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn accepts_the_seed_examples() {
-        let r = OrchestrateRequest::from_json(json!({
-            "intent": "memory.write",
-            "inputs": {"text": "The Eiffel Tower is in Paris", "tags": ["geography"]},
-            "mode": "agent"
-        }))
-        .unwrap();
-        assert_eq!(r.mode, Some(Mode::Agent));
-        assert_eq!(r.intent, "memory.write");
-    }
-
-    #[test]
-    fn names_every_bad_field() {
-        assert_eq!(
-            errors_of(json!({"inputs": [], "mode": "fast", "async": "yes", "extra": 1})),
-            vec!["extra", "intent", "inputs", "mode", "async"]
-        );
-        assert_eq!(errors_of(json!({"intent": "x"})), vec!["inputs"]);
-        assert_eq!(errors_of(json!([1, 2])), vec!["body"]);
-        assert_eq!(
-            errors_of(json!({"intent": "x", "inputs": {}, "timeout_ms": -1, "max_attempts": 0})),
-            vec!["timeout_ms", "max_attempts"]
-        );
-    }
-
-    #[test]
-    fn reads_prefer_headers() {
-        let mut h = HeaderMap::new();
-        h.append("prefer", HeaderValue::from_static("respond-async, wait=5"));
-        assert_eq!(
-            preferences(&h),
-            Preferences {
-                respond_async: true,
-                wait_secs: Some(5)
-            }
-        );
-        let mut h = HeaderMap::new();
-        h.append("prefer", HeaderValue::from_static("handling=lenient"));
-        h.append("prefer", HeaderValue::from_static("wait=\"2\""));
-        assert_eq!(preferences(&h).wait_secs, Some(2));
-    }
 
     #[test]
     fn waits_stay_within_the_cap_and_the_callers_limit() {
@@ -616,13 +322,5 @@ mod tests {
             wait_secs: Some(3_600),
         };
         assert_eq!(ms(wait_for(None, &prefer, &config, action)), 40_000);
-    }
-
-    #[test]
-    fn idempotency_keys_must_be_printable() {
-        assert!(valid_key("order-123"));
-        assert!(!valid_key(""));
-        assert!(!valid_key("a\nb"));
-        assert!(!valid_key(&"k".repeat(256)));
     }
 }
