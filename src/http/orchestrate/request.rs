@@ -40,8 +40,8 @@ pub struct OrchestrateRequest {
     #[serde(rename = "async")]
     pub async_: Option<bool>,
     /// How long to wait for the result before answering 202 (default 8000, capped by config;
-    /// also `Prefer: wait=N` in seconds).
-    #[schema(minimum = 0)]
+    /// also `Prefer: wait=N` in seconds). At most a day.
+    #[schema(minimum = 0, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
     /// Lowers the intent's default number of attempts.
     #[schema(minimum = 1, maximum = 100)]
