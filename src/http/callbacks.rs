@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    callbacks::ingest::{Credentials, IngestError, IngestOutcome, IngestRequest},
+    callbacks::ingest::{Credentials, IngestOutcome, IngestRequest},
     callbacks::{SecretSource, WebhookHeaders},
     ids::JobId,
     model::JobStatus,
@@ -195,19 +195,7 @@ pub async fn ingest(
             body: &body,
             remote_addr: Some(remote.ip().to_string()),
         })
-        .await
-        .map_err(|e| match e {
-            IngestError::Unauthorized(reason) => ApiError::Unauthorized { detail: reason },
-            IngestError::Malformed { field, message } => ApiError::invalid(field, message),
-            IngestError::UnknownJob(id) => ApiError::JobNotFound {
-                job_id: id.to_string(),
-            },
-            IngestError::Conflict { job_id, status } => ApiError::JobFinished {
-                job_id: job_id.to_string(),
-                status,
-            },
-            IngestError::Store(s) => s.into(),
-        })?;
+        .await?;
     Ok(Json(match outcome {
         IngestOutcome::Accepted { job_id, status } => IngestAnswer {
             status: "accepted",

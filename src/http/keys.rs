@@ -23,7 +23,7 @@ use super::{
 use crate::{
     auth::{
         Authenticated,
-        admin::{KeyAdmin, KeyAdminError, create_key, revoke_key},
+        admin::{KeyAdmin, create_key, revoke_key},
     },
     store::ApiKeyRecord,
 };
@@ -137,13 +137,7 @@ pub async fn create(
         req.expires_at,
         &admin(&auth),
     )
-    .await
-    .map_err(|e| match e {
-        KeyAdminError::BadName => ApiError::invalid("name", "must be 1 to 100 characters"),
-        KeyAdminError::BadScopes(e) => ApiError::invalid("scopes", e.to_string()),
-        KeyAdminError::NameTaken(name) => ApiError::KeyNameTaken { name },
-        KeyAdminError::Store(s) => s.into(),
-    })?;
+    .await?;
     state.authenticator.invalidate();
     Ok((
         StatusCode::CREATED,

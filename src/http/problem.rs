@@ -1,5 +1,6 @@
 //! The HTTP layer's one error type, rendered as RFC 9457 `application/problem+json` with a
-//! stable `code`. Internal details are logged, never shown.
+//! stable `code` (a typed `Problem` with its extra members), and every mapping from the
+//! layers below into it. Internal details are logged, never shown.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -9,6 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
+    auth::admin::KeyAdminError,
+    callbacks::ingest::IngestError,
     catalog::ResolveError,
     intake::SubmitError,
     model::{FieldError, JobStatus, Mode},
@@ -324,6 +327,34 @@ impl From<SubmitError> for ApiError {
             SubmitError::KeyReused => ApiError::IdempotencyKeyReused,
             SubmitError::KeyBusy => ApiError::IdempotencyKeyBusy,
             SubmitError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unauthorized(reason) => ApiError::Unauthorized { detail: reason },
+            IngestError::Malformed { field, message } => ApiError::invalid(field, message),
+            IngestError::UnknownJob(id) => ApiError::JobNotFound {
+                job_id: id.to_string(),
+            },
+            IngestError::Conflict { job_id, status } => ApiError::JobFinished {
+                job_id: job_id.to_string(),
+                status,
+            },
+            IngestError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<KeyAdminError> for ApiError {
+    fn from(e: KeyAdminError) -> Self {
+        match e {
+            KeyAdminError::BadName => ApiError::invalid("name", "must be 1 to 100 characters"),
+            KeyAdminError::BadScopes(e) => ApiError::invalid("scopes", e.to_string()),
+            KeyAdminError::NameTaken(name) => ApiError::KeyNameTaken { name },
+            KeyAdminError::Store(s) => s.into(),
         }
     }
 }
