@@ -259,7 +259,7 @@ async fn open_database(config: &Config) -> anyhow::Result<db::Database> {
 async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
     let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let by = KeyAdmin {
-        actor_kind: "operator",
+        actor_kind: orchestrator::model::ActorKind::Operator,
         actor_id: None,
         actor_name: &operator,
         request_id: None,

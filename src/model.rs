@@ -190,11 +190,11 @@ impl Principal {
         }
     }
 
-    pub fn actor_kind(&self) -> &'static str {
+    pub fn actor_kind(&self) -> ActorKind {
         if self.api_key_id.is_some() {
-            "api_key"
+            ActorKind::ApiKey
         } else {
-            "anonymous"
+            ActorKind::Anonymous
         }
     }
 }
@@ -214,5 +214,172 @@ impl ConfigProblem {
             field: field.into(),
             message: message.into(),
         }
+    }
+}
+
+/// Declares an enum of fixed audit values with its one list (`ALL`) and their text, which is
+/// what the database's CHECK constraints admit (a test compares the two).
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Stored as text, checked by the column's CHECK constraint.
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("`{s}` is not a {}", stringify!($name)))
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// What an audit event records (`audit_events.kind`). Job state changes keep their short
+    /// names; the rest are namespaced.
+    AuditKind {
+        Created = "created",
+        Claimed = "claimed",
+        RetryScheduled = "retry_scheduled",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        TimedOut = "timed_out",
+        CancelRequested = "cancel_requested",
+        Cancelled = "cancelled",
+        Rescued = "rescued",
+        Released = "released",
+        AwaitingCallback = "awaiting_callback",
+        CallbackReceived = "callback_received",
+        SshRun = "ssh.run",
+        SshExit = "ssh.exit",
+        SshDryRun = "ssh.dry_run",
+        SshRefused = "ssh.refused",
+        SshHostKeyMismatch = "ssh.host_key_mismatch",
+        SshConnectFailed = "ssh.connect_failed",
+        CallbackOut = "callback.out",
+        CallbackIn = "callback.in",
+        AuthFailed = "auth.failed",
+        KeyCreated = "key.created",
+        KeyRevoked = "key.revoked",
+        SecretGenerated = "callbacks.secret_generated",
+        SecretRead = "callbacks.secret_read",
+    }
+}
+
+vocabulary! {
+    /// Who did what an audit event records (`audit_events.actor_kind`).
+    ActorKind {
+        /// A client with an API key.
+        ApiKey = "api_key",
+        /// A client while the API is open (no key was ever created).
+        Anonymous = "anonymous",
+        /// A server instance (claims, completions, deliveries).
+        Instance = "instance",
+        /// An instance's maintenance (lease rescue, deadlines).
+        Maintenance = "maintenance",
+        /// A flow reporting back through `/callbacks/ingest`.
+        Flow = "flow",
+        /// Someone at the command line (`orchestrator keys …`).
+        Operator = "operator",
+    }
+}
+
+vocabulary! {
+    /// How an audited action ended (`audit_events.outcome`), where it has an outcome.
+    Outcome {
+        /// Key and secret administration.
+        Ok = "ok",
+        /// Refused: a bad key (`auth.failed`), an ingest that did not verify (`callback.in`).
+        Rejected = "rejected",
+        /// `callback.in`: applied.
+        Accepted = "accepted",
+        /// `callback.in`: the same report again; nothing changed.
+        Duplicate = "duplicate",
+        /// `callback.out`: a 2xx.
+        Delivered = "delivered",
+        /// `callback.out`: will be tried again.
+        Retry = "retry",
+        /// `callback.out`: the receiver answered 410.
+        Gone = "gone",
+        /// `callback.out`: every scheduled attempt failed.
+        Exhausted = "exhausted",
+        /// `callback.out`: not sent (a refused address); SSH: refused by policy.
+        Refused = "refused",
+        /// SSH: a dangerous command answered with a dry run.
+        DryRun = "dry_run",
+        /// SSH: about to run.
+        Run = "run",
+        /// SSH: about to run a dangerous command the caller confirmed.
+        RunConfirmed = "run_confirmed",
+        /// SSH: ran to its end (any exit code).
+        Ran = "ran",
+        /// SSH: stopped at its time limit.
+        TimedOut = "timed_out",
+        /// SSH: stopped because the job was cancelled.
+        Cancelled = "cancelled",
+        /// SSH: the host refused to run it.
+        RefusedByHost = "refused_by_host",
+        /// SSH: the connection dropped while it ran.
+        ConnectionLost = "connection_lost",
+    }
+}
+
+vocabulary! {
+    /// Which way a callback went: `out` (a delivery we sent), `in` (a flow reporting back).
+    Direction {
+        In = "in",
+        Out = "out",
     }
 }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Scopes, generate_key};
+use crate::model::ActorKind;
 use crate::store::{ApiKeyRecord, NewApiKey, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +22,8 @@ pub enum KeyAdminError {
 /// Who manages keys, for the audit trail.
 #[derive(Debug, Clone)]
 pub struct KeyAdmin<'a> {
-    /// `operator` (the CLI) or `api_key`.
-    pub actor_kind: &'a str,
+    /// `Operator` (the CLI) or `ApiKey`.
+    pub actor_kind: ActorKind,
     pub actor_id: Option<String>,
     pub actor_name: &'a str,
     pub request_id: Option<&'a str>,
@@ -56,7 +57,7 @@ pub async fn create_key(
             scopes: scopes.as_slice(),
             expires_at,
             created_by: by.actor_name,
-            actor_kind: by.actor_kind,
+            actor_kind: by.actor_kind.as_str(),
             actor_id: by.actor_id.as_deref(),
             request_id: by.request_id,
         })
@@ -76,7 +77,7 @@ pub async fn revoke_key(
     store
         .revoke_api_key(
             id_or_name,
-            by.actor_kind,
+            by.actor_kind.as_str(),
             by.actor_id.as_deref(),
             by.actor_name,
             by.request_id,

@@ -17,7 +17,7 @@ use futures::{FutureExt, future::BoxFuture};
 use super::{OutboundError, SafeClient, SignedRequest, body_text, retry_after, truncate_bytes};
 use crate::{
     ids::JobId,
-    model::{FinishedJob, JobError},
+    model::{FinishedJob, JobError, Outcome},
     redact::Redactor,
     store::{ClaimedDelivery, DeliveryAttempt, DeliveryStatus, Store},
     worker::{Sidecar, backoff::jitter, reserve_up_to},
@@ -202,9 +202,12 @@ impl Deliverer {
                 );
                 let elapsed = resp.elapsed.as_millis() as i32;
                 let (plan, error) = if code.is_success() {
-                    (Plan::done(DeliveryStatus::Delivered, "delivered"), None)
+                    (
+                        Plan::done(DeliveryStatus::Delivered, Outcome::Delivered),
+                        None,
+                    )
                 } else if code == StatusCode::GONE {
-                    (Plan::done(DeliveryStatus::Gone, "gone"), None)
+                    (Plan::done(DeliveryStatus::Gone, Outcome::Gone), None)
                 } else {
                     let hint = retry_after(&resp.headers);
                     let error = if code.is_redirection() {
@@ -233,7 +236,7 @@ impl Deliverer {
                 let error = format!("refused: {reason}");
                 self.record(
                     d,
-                    Plan::done(DeliveryStatus::Exhausted, "refused"),
+                    Plan::done(DeliveryStatus::Exhausted, Outcome::Refused),
                     None,
                     None,
                     0,
@@ -268,7 +271,7 @@ impl Deliverer {
                 tracing::info!(url = %d.url, error, next = ?plan.next_attempt_at, "callback attempt failed; will retry")
             }
             _ => {
-                tracing::warn!(url = %d.url, error, outcome = plan.outcome, "callback delivery stopped")
+                tracing::warn!(url = %d.url, error, outcome = plan.outcome.as_str(), "callback delivery stopped")
             }
         }
         let attempt = DeliveryAttempt {
@@ -290,7 +293,7 @@ impl Deliverer {
             Ok(false) => tracing::warn!("delivery lease lost before the attempt was recorded"),
             Err(e) => tracing::warn!(error = %e, "could not record the delivery attempt"),
         }
-        metrics::counter!("orchestrator_callback_attempts_total", "outcome" => plan.outcome)
+        metrics::counter!("orchestrator_callback_attempts_total", "outcome" => plan.outcome.as_str())
             .increment(1);
     }
 }
@@ -300,11 +303,11 @@ impl Deliverer {
 struct Plan {
     status: DeliveryStatus,
     next_attempt_at: Option<DateTime<Utc>>,
-    outcome: &'static str,
+    outcome: Outcome,
 }
 
 impl Plan {
-    fn done(status: DeliveryStatus, outcome: &'static str) -> Self {
+    fn done(status: DeliveryStatus, outcome: Outcome) -> Self {
         Self {
             status,
             next_attempt_at: None,
@@ -321,7 +324,7 @@ fn failure_or_exhausted(
 ) -> Plan {
     let allowed = settings.schedule.len() as i32 + 1 + d.manual_retries;
     if d.attempt >= allowed || settings.schedule.is_empty() {
-        return Plan::done(DeliveryStatus::Exhausted, "exhausted");
+        return Plan::done(DeliveryStatus::Exhausted, Outcome::Exhausted);
     }
     let index = (d.attempt as usize - 1).min(settings.schedule.len() - 1);
     let delay = match retry_after {
@@ -331,7 +334,7 @@ fn failure_or_exhausted(
     Plan {
         status: DeliveryStatus::Pending,
         next_attempt_at: Some(Utc::now() + delay),
-        outcome: "retry",
+        outcome: Outcome::Retry,
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     callbacks::{Verifier, WebhookHeaders},
     ids::JobId,
-    model::{JobStatus, Mode},
+    model::{JobStatus, Mode, Outcome},
     store::{IngestAudit, IngestTarget, Store, StoreError},
     worker::{Waiters, announce_finished},
 };
@@ -115,10 +115,14 @@ impl CallbackIngest {
         let job_seen = named_job(req.body);
         let result = self.handle(&req).await;
         let (status_code, outcome, error) = match &result {
-            Ok(IngestOutcome::Accepted { .. }) => (200, "accepted", None),
-            Ok(IngestOutcome::Duplicate { .. }) => (200, "duplicate", None),
-            Ok(IngestOutcome::AlreadyApplied { .. }) => (200, "duplicate", None),
-            Err(e) => (e.http_status() as i32, "rejected", Some(e.to_string())),
+            Ok(IngestOutcome::Accepted { .. }) => (200, Outcome::Accepted, None),
+            Ok(IngestOutcome::Duplicate { .. }) => (200, Outcome::Duplicate, None),
+            Ok(IngestOutcome::AlreadyApplied { .. }) => (200, Outcome::Duplicate, None),
+            Err(e) => (
+                e.http_status() as i32,
+                Outcome::Rejected,
+                Some(e.to_string()),
+            ),
         };
         let (auth_method, webhook_id) = match req.credentials {
             Credentials::Signed(h) => (Some("signature"), Some(h.id)),

@@ -7,7 +7,11 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ids::JobId, model::FieldError, store::StoreError};
+use crate::{
+    ids::JobId,
+    model::{AuditKind, FieldError},
+    store::StoreError,
+};
 
 /// Whether running an intent twice with the same inputs changes anything. Write intents get an
 /// idempotency key derived from their inputs when the client sends none; read intents do not.
@@ -129,11 +133,7 @@ pub trait Tool: Send + Sync + 'static {
     /// policy decision worth recording although no job exists (an SSH command refused):
     /// `(kind, detail)`. `host` and `decision` in the detail become the entry's target and
     /// outcome, as for the events a job records.
-    fn refusal_audit(
-        &self,
-        _inputs: &Value,
-        _errors: &[FieldError],
-    ) -> Option<(&'static str, Value)> {
+    fn refusal_audit(&self, _inputs: &Value, _errors: &[FieldError]) -> Option<(AuditKind, Value)> {
         None
     }
 

@@ -26,7 +26,7 @@ use crate::{
     callbacks::ingest::{Credentials, IngestOutcome, IngestRequest},
     callbacks::{SecretSource, WebhookHeaders},
     ids::JobId,
-    model::JobStatus,
+    model::{Direction, JobStatus, Outcome},
     store::{CallbackAudit, DeliveryRecord, DeliveryStatus},
 };
 
@@ -249,13 +249,13 @@ impl From<DeliveryRecord> for DeliveryView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallbackAttemptView {
     pub id: i64,
-    pub direction: String,
+    pub direction: Direction,
     pub url: Option<String>,
     pub attempt: Option<i32>,
     pub webhook_id: Option<String>,
     /// Out: the receiver's answer. In: what we answered.
     pub status_code: Option<i32>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub response_excerpt: Option<String>,
     pub duration_ms: Option<i32>,
     pub error: Option<String>,

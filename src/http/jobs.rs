@@ -344,7 +344,7 @@ pub struct EventView {
     pub attempt: i32,
     /// The server instance that made the change.
     pub instance_id: Option<Uuid>,
-    /// Who: `api_key`, `anonymous`, `instance`, `maintenance`, `flow`.
+    /// Who: `api_key`, `anonymous`, `instance`, `maintenance`, `flow`, `operator`.
     pub actor_kind: Option<String>,
     /// The API key's name for client actions.
     pub actor_name: Option<String>,

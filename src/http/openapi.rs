@@ -70,6 +70,8 @@ use crate::{
         callbacks::JobCallbacks,
         callbacks::SigningSecretView,
         crate::callbacks::SecretSource,
+        crate::model::Direction,
+        crate::model::Outcome,
         crate::store::DeliveryStatus,
         keys::KeyView,
         keys::CreateKey,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Channel, Store, StoreResult, jobs::FinishedRow};
 use crate::{
     ids::JobId,
-    model::{FinishedJob, JobStatus, Mode},
+    model::{Direction, FinishedJob, JobStatus, Mode, Outcome},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::Type)]
@@ -38,7 +38,7 @@ pub struct DeliveryAttempt<'a> {
     pub status: DeliveryStatus,
     /// For `pending`: when to try again.
     pub next_attempt_at: Option<DateTime<Utc>>,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub status_code: Option<i32>,
     pub response_excerpt: Option<&'a str>,
     pub duration_ms: i32,
@@ -61,7 +61,7 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone)]
 pub struct CallbackAudit {
     pub id: i64,
-    pub direction: String,
+    pub direction: Direction,
     pub url: Option<String>,
     pub attempt: Option<i32>,
     pub webhook_id: Option<String>,
@@ -70,18 +70,18 @@ pub struct CallbackAudit {
     pub duration_ms: Option<i32>,
     pub error: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub auth_method: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
 /// One inbound `/callbacks/ingest` attempt, accepted or not.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IngestAudit<'a> {
     pub job_id: Option<JobId>,
     pub webhook_id: Option<&'a str>,
     pub status_code: i32,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub error: Option<&'a str>,
     pub auth_method: Option<&'a str>,
     pub remote_addr: Option<&'a str>,
@@ -178,7 +178,7 @@ impl Store {
             a.duration_ms,
             a.error,
             a.next_attempt_at,
-            a.outcome,
+            a.outcome.as_str(),
             a.status as DeliveryStatus,
             url::Url::parse(&d.url).ok().and_then(|u| u.host_str().map(str::to_owned)),
         )
@@ -231,9 +231,10 @@ impl Store {
         Ok(sqlx::query_as!(
             CallbackAudit,
             r#"
-            SELECT id, substring(kind FROM 10) AS "direction!", target AS url, attempt, webhook_id,
-                   http_status AS status_code, excerpt AS response_excerpt, duration_ms, error,
-                   next_attempt_at, outcome, auth_method, at AS created_at
+            SELECT id, substring(kind FROM 10) AS "direction!: Direction", target AS url,
+                   attempt, webhook_id, http_status AS status_code,
+                   excerpt AS response_excerpt, duration_ms, error, next_attempt_at,
+                   outcome AS "outcome: Outcome", auth_method, at AS created_at
             FROM audit_events
             WHERE job_id = $1 AND kind IN ('callback.out', 'callback.in')
             ORDER BY id
@@ -254,7 +255,7 @@ impl Store {
             a.job_id.map(JobId::uuid),
             a.webhook_id,
             a.status_code,
-            a.outcome,
+            a.outcome.as_str(),
             a.error,
             a.auth_method,
             a.remote_addr,

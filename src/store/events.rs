@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Store, StoreResult};
 use crate::{
     ids::JobId,
-    model::{JobStatus, Principal},
+    model::{AuditKind, JobStatus, Principal},
 };
 
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl Store {
         &self,
         job: JobId,
         attempt: i32,
-        kind: &str,
+        kind: AuditKind,
         detail: &Value,
     ) -> StoreResult<()> {
         // Attributed to whoever asked for the job; `host` and `decision` in the detail (SSH)
@@ -47,7 +47,7 @@ impl Store {
             FROM jobs j WHERE j.id = $1
             "#,
             job.uuid(),
-            kind,
+            kind.as_str(),
             attempt,
             detail,
         )
@@ -59,7 +59,7 @@ impl Store {
     /// A policy refusal at intake (no job exists): attributed to who asked.
     pub async fn audit_intake_refusal(
         &self,
-        kind: &str,
+        kind: AuditKind,
         intent: &str,
         by: &Principal,
         detail: &Value,
@@ -71,10 +71,10 @@ impl Store {
             VALUES ($1, $2, $3, $3::jsonb ->> 'host', $3::jsonb ->> 'decision', 422,
                     $4, $5, $6, $7, $8)
             "#,
-            kind,
+            kind.as_str(),
             intent,
             detail,
-            by.actor_kind(),
+            by.actor_kind().as_str(),
             by.api_key_id.map(|id| id.to_string()),
             by.name,
             by.request_id,

@@ -70,7 +70,7 @@ impl Store {
             VALUES ('callbacks.secret_read', 'ok', $1, $2, $3, $4, $5,
                     jsonb_build_object('source', $6::text))
             "#,
-            by.actor_kind(),
+            by.actor_kind().as_str(),
             by.api_key_id.map(|id| id.to_string()),
             by.name,
             by.request_id,

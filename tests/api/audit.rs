@@ -90,3 +90,41 @@ async fn a_jobs_trail_names_who_did_what_with_the_request_id() {
     );
     assert!(last.duration_ms.is_some());
 }
+
+#[tokio::test]
+async fn the_audit_vocabularies_are_one_list_in_rust_and_in_the_database() {
+    use orchestrator::model::{ActorKind, AuditKind, Outcome};
+    let db = crate::helpers::TestDb::new().await;
+    let lists: [(&str, Vec<&str>); 3] = [
+        (
+            "audit_events_kind_known",
+            AuditKind::ALL.iter().map(|k| k.as_str()).collect(),
+        ),
+        (
+            "audit_events_actor_kind_known",
+            ActorKind::ALL.iter().map(|k| k.as_str()).collect(),
+        ),
+        (
+            "audit_events_outcome_known",
+            Outcome::ALL.iter().map(|k| k.as_str()).collect(),
+        ),
+    ];
+    for (constraint, mut in_rust) in lists {
+        let definition: String = sqlx::query_scalar(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1",
+        )
+        .bind(constraint)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let mut in_database: Vec<&str> = definition.split('\'').skip(1).step_by(2).collect();
+        in_database.sort_unstable();
+        in_rust.sort_unstable();
+        assert_eq!(in_rust, in_database, "{constraint}");
+    }
+    let refused =
+        sqlx::query("INSERT INTO audit_events (kind, actor_kind) VALUES ('created', 'robot')")
+            .execute(&db.pool)
+            .await;
+    assert!(refused.is_err(), "an unknown actor kind is refused");
+}

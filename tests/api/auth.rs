@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, job_id, spawn_app, spawn_with};
 
 const OPERATOR: KeyAdmin<'static> = KeyAdmin {
-    actor_kind: "operator",
+    actor_kind: orchestrator::model::ActorKind::Operator,
     actor_id: None,
     actor_name: "test",
     request_id: None,

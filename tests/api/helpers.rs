@@ -385,7 +385,7 @@ impl TestApp {
             &scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             None,
             &orchestrator::auth::admin::KeyAdmin {
-                actor_kind: "operator",
+                actor_kind: orchestrator::model::ActorKind::Operator,
                 actor_id: None,
                 actor_name: "test",
                 request_id: None,

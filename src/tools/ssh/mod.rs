@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
 use crate::{
     catalog::IntentOverride,
-    model::{ConfigProblem, FieldError},
+    model::{AuditKind, ConfigProblem, FieldError, Outcome},
     store::Store,
 };
 use allowlist::Allowlist;
@@ -326,7 +326,12 @@ impl SshTool {
         ))
     }
 
-    async fn record(&self, ctx: &ToolContext, kind: &str, detail: Value) -> Result<(), ToolError> {
+    async fn record(
+        &self,
+        ctx: &ToolContext,
+        kind: AuditKind,
+        detail: Value,
+    ) -> Result<(), ToolError> {
         self.shared
             .store
             .append_job_event(ctx.job_id, ctx.attempt, kind, &detail)
@@ -337,7 +342,7 @@ impl SshTool {
     /// After the fact: a failure to write is logged, not returned (the command already ran,
     /// and failing the attempt could run it again).
     async fn record_outcome(&self, ctx: &ToolContext, detail: Value) {
-        if let Err(e) = self.record(ctx, "ssh.exit", detail).await {
+        if let Err(e) = self.record(ctx, AuditKind::SshExit, detail).await {
             tracing::warn!(code = %e.code, "could not record the outcome of an ssh command");
         }
     }
@@ -355,18 +360,18 @@ impl SshTool {
             Ok(p) => p,
             Err(refusal) => {
                 let mut d = detail(None);
-                d["decision"] = json!("refused");
+                d["decision"] = json!(Outcome::Refused);
                 d["reason"] = json!(refusal.message);
                 d["code"] = json!(refusal.code());
-                self.record(ctx, "ssh.refused", d).await?;
+                self.record(ctx, AuditKind::SshRefused, d).await?;
                 return Err(refusal.tool_error());
             }
         };
         if !plan.dangers.is_empty() && !input.confirm_dangerous {
             let mut d = detail(Some(&plan));
-            d["decision"] = json!("dry_run");
+            d["decision"] = json!(Outcome::DryRun);
             d["reasons"] = json!(plan.dangers);
-            self.record(ctx, "ssh.dry_run", d).await?;
+            self.record(ctx, AuditKind::SshDryRun, d).await?;
             return Ok(json!({
                 "dry_run": true,
                 "command": plan.command,
@@ -393,15 +398,15 @@ impl SshTool {
 
         let mut d = detail(Some(&plan));
         d["decision"] = json!(if plan.dangers.is_empty() {
-            "run"
+            Outcome::Run
         } else {
-            "run_confirmed"
+            Outcome::RunConfirmed
         });
         if !plan.dangers.is_empty() {
             d["reasons"] = json!(plan.dangers);
         }
         d["reused_connection"] = json!(!lease.fresh);
-        self.record(ctx, "ssh.run", d).await?;
+        self.record(ctx, AuditKind::SshRun, d).await?;
 
         let limit = input
             .timeout_ms
@@ -418,7 +423,7 @@ impl SshTool {
         let mut d = detail(Some(&plan));
         match outcome {
             Ok(out) => {
-                d["decision"] = json!("ran");
+                d["decision"] = json!(Outcome::Ran);
                 d["exit_code"] = json!(out.exit_code);
                 d["signal"] = json!(out.signal);
                 d["duration_ms"] = json!(out.duration_ms);
@@ -439,10 +444,10 @@ impl SshTool {
             }
             Err(e) => {
                 d["decision"] = json!(match e {
-                    RunError::TimedOut(_) => "timed_out",
-                    RunError::Cancelled => "cancelled",
-                    RunError::Refused => "refused_by_host",
-                    RunError::Lost(_) => "connection_lost",
+                    RunError::TimedOut(_) => Outcome::TimedOut,
+                    RunError::Cancelled => Outcome::Cancelled,
+                    RunError::Refused => Outcome::RefusedByHost,
+                    RunError::Lost(_) => Outcome::ConnectionLost,
                 });
                 d["reason"] = json!(e.to_string());
                 self.record_outcome(ctx, d).await;
@@ -476,28 +481,28 @@ impl SshTool {
         let message = e.to_string();
         let (kind, error) = match &e {
             OpenError::Connect(ConnectError::HostKeyMismatch { .. }) => (
-                "ssh.host_key_mismatch",
+                AuditKind::SshHostKeyMismatch,
                 ToolError::permanent("host_key_mismatch", message.clone()),
             ),
             OpenError::Connect(ConnectError::AuthFailed { .. }) => (
-                "ssh.connect_failed",
+                AuditKind::SshConnectFailed,
                 ToolError::permanent("ssh_auth_failed", message.clone()),
             ),
             OpenError::Connect(ConnectError::Timeout { .. })
             | OpenError::Connect(ConnectError::Network { .. }) => (
-                "ssh.connect_failed",
+                AuditKind::SshConnectFailed,
                 ToolError::transient("ssh_connect_failed", message.clone()),
             ),
             OpenError::Busy { .. } => (
-                "ssh.connect_failed",
+                AuditKind::SshConnectFailed,
                 ToolError::transient("ssh_busy", message.clone()),
             ),
             OpenError::Channel { .. } => (
-                "ssh.connect_failed",
+                AuditKind::SshConnectFailed,
                 ToolError::transient("ssh_channel_failed", message.clone()),
             ),
         };
-        detail["decision"] = json!("refused");
+        detail["decision"] = json!(Outcome::Refused);
         detail["reason"] = json!(message);
         detail["code"] = json!(error.code);
         if let Err(e) = self.record(ctx, kind, detail).await {
@@ -539,18 +544,14 @@ impl Tool for SshTool {
     }
 
     /// Refused at intake like at run time: `ssh.refused` with the host, command and reason.
-    fn refusal_audit(
-        &self,
-        inputs: &Value,
-        errors: &[FieldError],
-    ) -> Option<(&'static str, Value)> {
+    fn refusal_audit(&self, inputs: &Value, errors: &[FieldError]) -> Option<(AuditKind, Value)> {
         let error = errors.iter().find(|e| e.code.is_some())?;
         Some((
-            "ssh.refused",
+            AuditKind::SshRefused,
             json!({
                 "host": inputs.get("host"),
                 "command": inputs.get("command"),
-                "decision": "refused",
+                "decision": Outcome::Refused,
                 "reason": error.message,
                 "code": error.code,
                 "stage": "intake",
