@@ -77,10 +77,6 @@ impl Intake {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn workers(&self) -> &Workers {
         &self.workers
     }
