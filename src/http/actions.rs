@@ -24,7 +24,7 @@ use super::{
     jobs::{JobView, load_visible, parse_job_id},
     orchestrate::{self, AnswerLimits},
     problem::ApiError,
-    responses::{BodyProblems, JobLookup, KeyProblems},
+    responses::{BodyProblems, IntakeProblems, JobLookup, KeyProblems},
 };
 use crate::{auth::Authenticated, ids::JobId, model::Mode, tools::Effect};
 
@@ -56,11 +56,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Finished within the wait", body = crate::http::orchestrate::OrchestrateResult),
         (status = 202, description = "Accepted; still running: poll getJob", body = crate::http::orchestrate::Accepted),
-        (status = 403, description = "The key may not run this intent (`forbidden`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown intent (`unknown_intent`, with `suggestions`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Ambiguous intent, or the idempotency key is being claimed", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid inputs (each field named in `errors`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        BodyProblems, KeyProblems,
+        IntakeProblems, BodyProblems, KeyProblems,
     ))]
 pub async fn orchestrate(
     State(state): State<AppState>,

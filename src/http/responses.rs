@@ -96,6 +96,33 @@ impl IntoResponses for BodyProblems {
     }
 }
 
+/// Running an intent (`orchestrate`, in the API and the Action profile): what the intent, its
+/// inputs and the idempotency key can be refused for.
+pub struct IntakeProblems;
+
+impl IntoResponses for IntakeProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        set(&[
+            (
+                "403",
+                "The key may not run this intent (`forbidden`, with `missing_scope`).",
+            ),
+            (
+                "404",
+                "Unknown intent (`unknown_intent`, with `suggestions`).",
+            ),
+            (
+                "409",
+                "Ambiguous intent (`ambiguous_intent`, with `served_by`), or the idempotency key is being claimed (`idempotency_key_busy`).",
+            ),
+            (
+                "422",
+                "Invalid inputs, mode, callback URL, or a reused idempotency key (`invalid_inputs`, `mode_not_supported`, `invalid_callback_url`, `idempotency_key_reused`, or a tool's own code, each field named in `errors`).",
+            ),
+        ])
+    }
+}
+
 /// Operations on one job: a malformed id, or a job this key cannot see.
 pub struct JobLookup;
 

@@ -14,28 +14,10 @@ fn tools_dir() -> PathBuf {
 
 /// The checker's executable, installed first (once per test run) when it is missing.
 pub fn checker(name: &str) -> PathBuf {
-    static INSTALL_RUN: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let path = tools_dir().join("venv/bin").join(name);
-    if !path.exists() {
-        let outcome = INSTALL_RUN.get_or_init(|| {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL);
-            let status = std::process::Command::new(&script)
-                .env("CI_TOOLS_DIR", tools_dir())
-                .status()
-                .map_err(|e| format!("{} did not start: {e}", script.display()))?;
-            status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("{INSTALL} failed: {status}"))
-        });
-        if let Err(why) = outcome {
-            panic!("the checkers the tests use are not installed: {why}");
-        }
-    }
-    assert!(
-        path.exists(),
-        "{} is missing after {INSTALL} ran",
-        path.display()
-    );
-    path
+    crate::helpers::installed_by(
+        INSTALL,
+        "CI_TOOLS_DIR",
+        &tools_dir(),
+        tools_dir().join("venv/bin").join(name),
+    )
 }

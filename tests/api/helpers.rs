@@ -516,3 +516,41 @@ pub fn job_id(body: &Value) -> String {
         .unwrap_or_else(|| panic!("no job_id in {body}"))
         .to_owned()
 }
+
+/// `path`, installed first by `script` (run at most once per test run, with `dir_env` set to
+/// `dir`) when it is missing, so a plain `cargo test` works on a fresh machine.
+pub fn installed_by(
+    script: &str,
+    dir_env: &str,
+    dir: &std::path::Path,
+    path: std::path::PathBuf,
+) -> std::path::PathBuf {
+    static RUNS: std::sync::Mutex<Vec<(String, Result<(), String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    if !path.exists() {
+        let mut runs = RUNS.lock().unwrap();
+        if !runs.iter().any(|(s, _)| s == script) {
+            let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+            let outcome = std::process::Command::new(&full)
+                .env(dir_env, dir)
+                .status()
+                .map_err(|e| format!("{} did not start: {e}", full.display()))
+                .and_then(|status| {
+                    status
+                        .success()
+                        .then_some(())
+                        .ok_or_else(|| format!("{script} failed: {status}"))
+                });
+            runs.push((script.to_owned(), outcome));
+        }
+        if let Some((_, Err(why))) = runs.iter().find(|(s, _)| s == script) {
+            panic!("what the tests need is not installed: {why}");
+        }
+    }
+    assert!(
+        path.exists(),
+        "{} is missing after {script} ran",
+        path.display()
+    );
+    path
+}

@@ -24,32 +24,9 @@ fn peers_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-peers"))
 }
 
-/// The peer at `path`, installed first (once per test run) when it is missing, so a plain
-/// `cargo test` works on a fresh machine with node/npm and python3.
+/// The peer at `path`, installed first (once per test run) when it is missing.
 fn installed(path: PathBuf) -> PathBuf {
-    static INSTALL_RUN: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    if !path.exists() {
-        let outcome = INSTALL_RUN.get_or_init(|| {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(INSTALL);
-            let status = std::process::Command::new(&script)
-                .env("MCP_PEERS_DIR", peers_dir())
-                .status()
-                .map_err(|e| format!("{} did not start: {e}", script.display()))?;
-            status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("{INSTALL} failed: {status}"))
-        });
-        if let Err(why) = outcome {
-            panic!("the MCP servers the tests use are not installed: {why}");
-        }
-    }
-    assert!(
-        path.exists(),
-        "{} is missing after {INSTALL} ran",
-        path.display()
-    );
-    path
+    crate::helpers::installed_by(INSTALL, "MCP_PEERS_DIR", &peers_dir(), path)
 }
 
 /// `node`, by absolute path (found on PATH).

@@ -29,7 +29,7 @@ use super::{
     auth::Permissions,
     body::parse_json_body,
     problem::ApiError,
-    responses::{BodyProblems, KeyProblems},
+    responses::{BodyProblems, IntakeProblems, KeyProblems},
 };
 use crate::{
     auth::Authenticated,
@@ -177,11 +177,7 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
         (status = 200, description = "Finished within the wait", body = OrchestrateResult),
         (status = 202, description = "Accepted; still running", body = Accepted,
          headers(("Location" = String, description = "The job's status URL"))),
-        (status = 403, description = "The key may not run this intent (`forbidden`, with `missing_scope`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown intent (`unknown_intent`, with `suggestions`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Ambiguous intent (`ambiguous_intent`, with `served_by`), or the idempotency key is being claimed (`idempotency_key_busy`)", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid inputs, mode, callback URL, or a reused idempotency key (`invalid_inputs`, `mode_not_supported`, `invalid_callback_url`, `idempotency_key_reused`, or a tool's own code)", body = super::problem::Problem, content_type = "application/problem+json"),
-        BodyProblems, KeyProblems,
+        IntakeProblems, BodyProblems, KeyProblems,
     )
 )]
 pub async fn orchestrate(
