@@ -91,6 +91,7 @@ impl Application {
                 store: &store,
                 public_url: &config.server.public_url,
                 breakers: &breakers,
+                destructive: config.mcp.flows_destructive,
             },
         )
         .context("loading the flows")?;
@@ -187,6 +188,7 @@ impl Application {
             breakers,
             authenticator,
             signing,
+            shutdown: shutdown.clone(),
         };
         Ok(Self {
             listener,

@@ -203,6 +203,9 @@ impl Config {
             every: self.workers.maintenance_interval,
             remember_ingest_ids: self.callbacks.tolerance * 2,
             payload_days: self.retention.payload_days,
+            // A session lives on its instance until idle; the stored copy, which only a
+            // restore on another instance touches, is kept a day past that at least.
+            mcp_session_retention: self.mcp.session_idle.max(Duration::from_secs(24 * 3600)),
         }
     }
 
@@ -304,6 +307,7 @@ const RENAMED: &[(&str, &[&str])] = &[
         ],
     ),
     ("metrics", &["gauge_interval_ms"]),
+    ("mcp", &["call_wait_ms"]),
     ("tools.overrides.*", &["timeout_ms"]),
     (
         "flows.*",
@@ -540,6 +544,8 @@ mod tests {
             tolerance_secs = 60
             [metrics]
             gauge_interval_ms = 100
+            [mcp]
+            call_wait_ms = 20000
             [tools.overrides."system.echo"]
             timeout_ms = 1500
             [flows."f.x"]
@@ -591,6 +597,8 @@ mod tests {
             tolerance = "1m"
             [metrics]
             gauge_interval = "100ms"
+            [mcp]
+            call_wait = "20s"
             [tools.overrides."system.echo"]
             timeout = "1500ms"
             [flows."f.x"]

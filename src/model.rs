@@ -220,7 +220,7 @@ impl ConfigProblem {
 /// Declares an enum of fixed audit values with its one list (`ALL`) and their text, which is
 /// what the database's CHECK constraints admit (a test compares the two).
 macro_rules! vocabulary {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         pub enum $name {

@@ -36,6 +36,8 @@ pub struct IntentOverride {
     pub timeout: Option<Duration>,
     pub max_attempts: Option<i32>,
     pub priority: Option<i16>,
+    /// What MCP clients are told (`destructiveHint`); unset: the tool's own answer.
+    pub destructive: Option<bool>,
 }
 
 /// The documented order of engines: how `served_by` lists them.
@@ -49,6 +51,8 @@ pub struct Intent {
     pub timeout: Duration,
     pub max_attempts: i32,
     pub priority: i16,
+    /// May destroy something (the tool's answer or configuration's).
+    pub destructive: bool,
 }
 
 impl std::fmt::Debug for Intent {
@@ -79,6 +83,7 @@ impl Intent {
             timeout: o.timeout.unwrap_or(spec.timeout),
             max_attempts: o.max_attempts.unwrap_or(spec.max_attempts),
             priority: o.priority.unwrap_or(spec.priority),
+            destructive: o.destructive.unwrap_or(spec.destructive),
             validator,
             tool,
         })
@@ -287,12 +292,25 @@ pub trait LazySource: Send + Sync {
 /// The live catalog, assembled from named sources (`local`, `flows`, one per MCP server…).
 /// Readers take a cheap snapshot; a source that changes (an MCP server's tool list) replaces
 /// its own intents and the catalog is rebuilt whole.
-#[derive(Default)]
 pub struct Registry {
     sources: std::sync::Mutex<BTreeMap<String, Vec<Arc<Intent>>>>,
     current: RwLock<Arc<Catalog>>,
     routing: Arc<RoutingConfig>,
     lazy: RwLock<Vec<Arc<dyn LazySource>>>,
+    /// Counts catalog rebuilds, for those who announce changes (MCP's `list_changed`).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            sources: Default::default(),
+            current: Default::default(),
+            routing: Default::default(),
+            lazy: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -334,7 +352,24 @@ impl Registry {
         }
         *sources = next;
         *self.current.write().expect("catalog lock poisoned") = Arc::new(catalog);
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Changes whenever the catalog is rebuilt.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Starts every lazy source (a client listing all tools must see theirs too); resolves
+    /// when each has published its intents or failed to start.
+    pub async fn start_lazy_sources(&self) {
+        let all: Vec<Arc<dyn LazySource>> = self
+            .lazy
+            .read()
+            .expect("lazy sources lock poisoned")
+            .clone();
+        futures::future::join_all(all.iter().map(|s| s.start())).await;
     }
 
     pub fn remove_source(&self, source: &str) {
@@ -418,6 +453,9 @@ mod tests {
             max_attempts: 1,
             priority: 0,
             public: false,
+            destructive: false,
+            open_world: false,
+            output_schema: None,
         };
         Arc::new(Intent::new(mode, Arc::new(Named(spec)), None).unwrap())
     }

@@ -36,6 +36,16 @@ pub struct ToolSpec {
     /// has, whose name and schema reveal nothing of this deployment's configuration (no host
     /// names, URLs or server names).
     pub public: bool,
+    /// May destroy or overwrite something a caller cannot get back (`ssh.exec`,
+    /// `memory.delete`): what MCP clients are told (`destructiveHint`) so they ask a person
+    /// first. Meaningful for write intents only.
+    pub destructive: bool,
+    /// Reaches beyond this server and its database (a webhook, a host, another MCP server):
+    /// MCP's `openWorldHint`.
+    pub open_world: bool,
+    /// JSON Schema of a successful result, where the intent declares one (an MCP server's
+    /// `outputSchema`).
+    pub output_schema: Option<Value>,
 }
 
 /// What one attempt of a job gives a tool.

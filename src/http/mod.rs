@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod mcp;
 pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// The secrets outbound callbacks and flow requests are signed with.
     pub signing: Arc<SigningSecrets>,
+    /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -73,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tools::router())
         .merge(health::router())
         .merge(openapi::router())
+        .merge(mcp::router(&state))
         .fallback(|uri: Uri| async move {
             ApiError::RouteNotFound {
                 path: uri.path().to_owned(),

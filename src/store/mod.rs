@@ -7,6 +7,7 @@ mod gauges;
 mod idempotency;
 mod jobs;
 mod keys;
+mod mcp_sessions;
 mod memory;
 mod notify;
 mod reporting;

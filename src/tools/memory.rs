@@ -35,6 +35,9 @@ fn spec(name: &str, description: &str, effect: Effect, schema: Value) -> ToolSpe
         max_attempts: 3,
         priority: 0,
         public: true,
+        destructive: name == "memory.delete",
+        open_world: false,
+        output_schema: None,
     }
 }
 

@@ -29,6 +29,9 @@ impl Echo {
                 max_attempts: 1,
                 priority: 0,
                 public: true,
+                destructive: false,
+                open_world: false,
+                output_schema: None,
             },
         }
     }
@@ -65,6 +68,9 @@ impl Sleep {
                 max_attempts: 1,
                 priority: 0,
                 public: true,
+                destructive: false,
+                open_world: false,
+                output_schema: None,
             },
         }
     }

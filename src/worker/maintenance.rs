@@ -18,6 +18,9 @@ pub struct MaintenanceSettings {
     pub remember_ingest_ids: Duration,
     /// Finished jobs lose their inputs and results after this many days (0: never).
     pub payload_days: u32,
+    /// Stored MCP sessions unused this long are forgotten (a client coming back opens a new
+    /// one).
+    pub mcp_session_retention: Duration,
 }
 
 pub async fn run(store: Store, waiters: Arc<Waiters>, settings: MaintenanceSettings) {
@@ -50,6 +53,14 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
         }
         if settings.payload_days > 0 {
             purge_payloads(store, settings.payload_days).await;
+        }
+        match store
+            .purge_idle_mcp_sessions(settings.mcp_session_retention.as_secs_f64(), PAGE * 2)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(sessions = n, "idle MCP sessions forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "forgetting idle MCP sessions failed"),
         }
     }
 }

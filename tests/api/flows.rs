@@ -30,6 +30,7 @@ fn flow(engine: FlowEngine, url: String, completion: Completion) -> FlowConfig {
             "additionalProperties": false
         })),
         read_only: false,
+        destructive: None,
         max_attempts: 3,
         breaker_threshold: 5,
         breaker_open: Duration::from_secs(60),

@@ -222,6 +222,8 @@ pub fn test_config(db: &TestDb) -> Config {
     c.callbacks.ingest_secret = INGEST_SECRET.into();
     c.callbacks.retry_schedule = vec![Duration::from_millis(100); 3];
     c.callbacks.timeout = Duration::from_secs(2);
+    // Test servers listen on a port chosen at start; `/mcp` checks the Host header.
+    c.mcp.allowed_hosts = vec!["127.0.0.1".into()];
     c
 }
 
@@ -230,6 +232,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDb,
     pub instance_id: Uuid,
+    /// The instance's live catalog (tests add and remove intents).
+    pub registry: Arc<orchestrator::catalog::Registry>,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Each instance runs on a runtime of its own, so that killing it takes every task down.
@@ -307,6 +311,7 @@ pub async fn spawn(s: Spawn) -> TestApp {
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
     let instance_id = app.state().intake.workers().instance_id();
+    let registry = app.state().registry.clone();
     let shutdown = app.shutdown_token();
     let handle = runtime.spawn(app.run_until_stopped());
     TestApp {
@@ -317,6 +322,7 @@ pub async fn spawn(s: Spawn) -> TestApp {
             .unwrap(),
         db,
         instance_id,
+        registry,
         shutdown,
         handle: Some(handle),
         runtime: Some(runtime),

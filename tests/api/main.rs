@@ -14,6 +14,7 @@ mod jobs_api;
 mod lifecycle;
 mod mcp;
 mod mcp_peers;
+mod mcp_server;
 mod mock_http;
 mod operations;
 mod orchestrate;

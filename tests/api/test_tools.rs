@@ -26,6 +26,9 @@ fn spec(name: &str, max_attempts: i32, timeout: Duration) -> ToolSpec {
         max_attempts,
         priority: 0,
         public: false,
+        destructive: false,
+        open_world: false,
+        output_schema: None,
     }
 }
 

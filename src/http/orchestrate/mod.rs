@@ -33,10 +33,10 @@ use super::{
 };
 use crate::{
     auth::Authenticated,
-    catalog::ResolveError,
+    catalog::{Intent, ResolveError},
     ids::JobId,
     intake::{Submission, Submitted, WaitOutcome},
-    model::{FieldError, FinishedJob, JobError, JobStatus, Mode},
+    model::{FieldError, FinishedJob, JobError, JobStatus, Mode, Principal},
 };
 
 pub fn router() -> Router<AppState> {
@@ -220,15 +220,7 @@ pub async fn run(
             e => ApiError::from_resolve(&req.intent, e),
         })?;
     auth.require_intent(intent.name())?;
-    if let Err(errors) = intent.validate(&req.inputs) {
-        if let Some((kind, detail)) = intent.tool.refusal_audit(&req.inputs, &errors) {
-            state
-                .store
-                .audit_intake_refusal(kind, intent.name(), &auth.principal, &detail)
-                .await?;
-        }
-        return Err(ApiError::from_input_errors(req.intent, errors));
-    }
+    check_inputs(state, &req.intent, &intent, &req.inputs, &auth.principal).await?;
     if let Some(url) = &req.callback_url {
         state
             .callback_policy
@@ -288,6 +280,27 @@ pub async fn run(
         ),
         idempotent_replay: replay,
     }))
+}
+
+/// The intent's schema and own checks; a refusal that is a policy decision (an SSH command
+/// refused) is audited although no job exists. The refusal names the intent `asked_as`.
+pub async fn check_inputs(
+    state: &AppState,
+    asked_as: &str,
+    intent: &Intent,
+    inputs: &Value,
+    principal: &Principal,
+) -> Result<(), ApiError> {
+    let Err(errors) = intent.validate(inputs) else {
+        return Ok(());
+    };
+    if let Some((kind, detail)) = intent.tool.refusal_audit(inputs, &errors) {
+        state
+            .store
+            .audit_intake_refusal(kind, intent.name(), principal, &detail)
+            .await?;
+    }
+    Err(ApiError::from_input_errors(asked_as.to_owned(), errors))
 }
 
 #[cfg(test)]

@@ -69,6 +69,10 @@ pub struct FlowConfig {
     /// job for a day; `read`: every request runs.
     #[serde(default)]
     pub read_only: bool,
+    /// What MCP clients are told (`destructiveHint`) about a write flow; unset: `[mcp]
+    /// flows_destructive`.
+    #[serde(default)]
+    pub destructive: Option<bool>,
     #[serde(default = "default_attempts")]
     pub max_attempts: i32,
     /// Consecutive failures that open the circuit breaker for this URL…

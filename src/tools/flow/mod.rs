@@ -40,6 +40,8 @@ pub struct FlowDeps<'a> {
     pub store: &'a Store,
     pub public_url: &'a str,
     pub breakers: &'a Breakers,
+    /// Whether a write flow that does not say is announced as destructive to MCP clients.
+    pub destructive: bool,
 }
 
 pub fn tools(
@@ -103,6 +105,9 @@ impl FlowTool {
             max_attempts: config.max_attempts,
             priority: 0,
             public: false,
+            destructive: !config.read_only && config.destructive.unwrap_or(deps.destructive),
+            open_world: true,
+            output_schema: None,
         };
         Ok(Self {
             spec,

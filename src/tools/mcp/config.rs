@@ -10,10 +10,46 @@ use crate::glob::Glob;
 /// The protocol versions we offer in `initialize` (the ones tested against real servers).
 pub const OFFERED_PROTOCOLS: [&str; 2] = ["2025-11-25", "2025-06-18"];
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[mcp]`: the MCP servers we are a client of (`servers`), and how we serve our own intents
+/// as an MCP server at `/mcp` (the rest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct McpConfig {
     pub servers: BTreeMap<String, McpServerConfig>,
+    /// How long a `tools/call` waits for its job before answering with the job's handle:
+    /// below the time ChatGPT and Claude give a call.
+    #[serde(with = "crate::duration::human")]
+    pub call_wait: Duration,
+    /// The most characters a tool result may have; a larger one is cut, with a marker and
+    /// the job's URL.
+    pub max_result_chars: usize,
+    /// `Host` values `/mcp` accepts besides `server.public_url`'s (DNS-rebinding defence):
+    /// `host` (any port) or `host:port`.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins `/mcp` accepts besides `server.public_url`'s (`scheme://host[:port]`);
+    /// a request with any other `Origin` is refused. Server-side clients send none.
+    pub allowed_origins: Vec<String>,
+    /// Whether write flows that do not say (`[flows."<intent>"] destructive`) are announced
+    /// as destructive: a webhook may do anything.
+    pub flows_destructive: bool,
+    /// An idle MCP session (protocol revisions before 2026-07-28) closes after this long; the
+    /// client opens a new one.
+    #[serde(with = "crate::duration::human")]
+    pub session_idle: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            servers: BTreeMap::new(),
+            call_wait: Duration::from_secs(25),
+            max_result_chars: 100_000,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            flows_destructive: true,
+            session_idle: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// When the session to a server is opened.
@@ -252,6 +288,40 @@ impl McpConfig {
                     format!("mcp.servers.{name}"),
                     "server names are 1 to 64 letters, digits, `_` or `-` (they become part of \
                      intent names)",
+                ));
+            }
+        }
+        if self.call_wait.is_zero() || self.call_wait > Duration::from_secs(300) {
+            out.push(ConfigProblem::new(
+                "mcp.call_wait",
+                "must be between 1ms and 5m (clients give a call about a minute)",
+            ));
+        }
+        if self.max_result_chars < 1_000 {
+            out.push(ConfigProblem::new(
+                "mcp.max_result_chars",
+                "must be at least 1000",
+            ));
+        }
+        if self.session_idle < Duration::from_secs(10) {
+            out.push(ConfigProblem::new(
+                "mcp.session_idle",
+                "must be at least 10s",
+            ));
+        }
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if origin != "null" && !origin.contains("://") {
+                out.push(ConfigProblem::new(
+                    format!("mcp.allowed_origins[{i}]"),
+                    "an origin is scheme://host[:port] (or \"null\")",
+                ));
+            }
+        }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if host.trim().is_empty() || host.contains('/') {
+                out.push(ConfigProblem::new(
+                    format!("mcp.allowed_hosts[{i}]"),
+                    "a host is `name` or `name:port`, without a scheme or path",
                 ));
             }
         }

@@ -106,5 +106,16 @@ fn spec(server: &McpServer, name: String, t: &rmcp::model::Tool) -> ToolSpec {
         max_attempts: config.max_attempts,
         priority: 0,
         public: false,
+        // MCP's own default for a tool that does not say: a write may destroy.
+        destructive: effect == Effect::Write
+            && t.annotations
+                .as_ref()
+                .and_then(|a| a.destructive_hint)
+                .unwrap_or(true),
+        open_world: true,
+        output_schema: t
+            .output_schema
+            .as_ref()
+            .map(|s| Value::Object((**s).clone())),
     }
 }

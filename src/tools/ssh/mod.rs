@@ -91,6 +91,10 @@ pub fn tools(
             max_attempts: 3,
             priority: 0,
             public: false,
+            // Read-only `peek` commands cannot destroy anything; `exec` runs what it is given.
+            destructive: name == EXEC,
+            open_world: true,
+            output_schema: None,
         };
         (spec, budget)
     };
