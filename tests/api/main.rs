@@ -13,6 +13,7 @@ mod idempotency;
 mod jobs_api;
 mod lifecycle;
 mod mcp;
+mod mcp_clients;
 mod mcp_peers;
 mod mcp_server;
 mod mock_http;

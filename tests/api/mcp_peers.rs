@@ -30,7 +30,7 @@ fn installed(path: PathBuf) -> PathBuf {
 }
 
 /// `node`, by absolute path (found on PATH).
-fn node() -> PathBuf {
+pub fn node() -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)
@@ -105,6 +105,18 @@ pub fn everything_then_time(marker: &str, flag: &Path) -> McpServerConfig {
         everything_entry().display()
     );
     shell(marker, script)
+}
+
+/// The official TypeScript MCP SDK's package directory.
+pub fn ts_sdk_dir() -> PathBuf {
+    let dir = peers_dir().join("node/node_modules/@modelcontextprotocol/sdk");
+    installed(dir.join("dist/esm/client/index.js"));
+    dir
+}
+
+/// The Python that has the official Python MCP SDK (`mcp`).
+pub fn sdk_python() -> PathBuf {
+    installed(peers_dir().join("venv/bin/python"))
 }
 
 /// `mcp-server-time` (Python) over stdio, with UTC as its local zone.

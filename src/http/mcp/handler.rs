@@ -48,8 +48,6 @@ pub const PROTOCOLS: [ProtocolVersion; 3] = [
 
 /// A client's own idempotency key for a call, in the request's `_meta`.
 const META_IDEMPOTENCY_KEY: &str = "orchestrator/idempotency_key";
-/// How often a waiting call reports progress (when the client sent a progress token).
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// What we suggest a Tasks client waits between `tasks/get`.
 const TASK_POLL: Duration = Duration::from_secs(2);
 
@@ -59,6 +57,8 @@ pub struct Shared {
     pub listings: Listings,
     pub shape: AnswerShape,
     pub call_wait: Duration,
+    /// How often a waiting call reports progress (when the client sent a progress token).
+    pub progress_every: Duration,
 }
 
 /// One per session (or per request, for the stateless revision).
@@ -348,7 +348,8 @@ impl Handler {
         let progress = ctx.meta.get_progress_token();
         let started = tokio::time::Instant::now();
         let deadline = started + self.shared.call_wait;
-        let mut tick = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+        let every = self.shared.progress_every;
+        let mut tick = tokio::time::interval_at(started + every, every);
         loop {
             tokio::select! {
                 done = waiter.finished() => match done {

@@ -41,6 +41,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             max_chars: config.mcp.max_result_chars,
         },
         call_wait: config.mcp.call_wait,
+        progress_every: config.mcp.progress_interval,
         state: state.clone(),
     });
     let mut sessions = LocalSessionManager::default();

@@ -36,6 +36,10 @@ pub struct McpConfig {
     /// client opens a new one.
     #[serde(with = "crate::duration::human")]
     pub session_idle: Duration,
+    /// How often a waiting call reports progress to a client that asked for it (a
+    /// `progressToken`); clients that reset their timeout on progress wait as long as needed.
+    #[serde(with = "crate::duration::human")]
+    pub progress_interval: Duration,
 }
 
 impl Default for McpConfig {
@@ -48,6 +52,7 @@ impl Default for McpConfig {
             allowed_origins: Vec::new(),
             flows_destructive: true,
             session_idle: Duration::from_secs(30 * 60),
+            progress_interval: Duration::from_secs(5),
         }
     }
 }
@@ -301,6 +306,12 @@ impl McpConfig {
             out.push(ConfigProblem::new(
                 "mcp.max_result_chars",
                 "must be at least 1000",
+            ));
+        }
+        if self.progress_interval < Duration::from_millis(100) {
+            out.push(ConfigProblem::new(
+                "mcp.progress_interval",
+                "must be at least 100ms",
             ));
         }
         if self.session_idle < Duration::from_secs(10) {
