@@ -635,3 +635,44 @@ async fn clients_of_the_tasks_extension_get_a_task_for_a_long_call() {
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn a_stateless_client_hears_of_changes_through_subscriptions_listen() {
+    use futures::StreamExt;
+    let (app, key) = spawn_app_with_key().await;
+    let listen = json!({"jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": true},
+                   "_meta": stateless_meta(json!({}))}});
+    let resp = app
+        .client
+        .post(format!("{}/mcp", app.base))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(listen.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    let mut changed = false;
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if !changed && seen.contains("notifications/subscriptions/acknowledged") {
+                // Subscribed: now change the catalog.
+                add_intent(&app.registry, "extra.echo");
+                changed = true;
+            }
+            if seen.contains("notifications/tools/list_changed") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("no list_changed on the subscription: {seen}"));
+}
