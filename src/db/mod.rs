@@ -188,7 +188,20 @@ async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Res
                 .connect_with(opts.clone())
                 .await
         };
-        match attempt.await {
+        // A peer that accepts and never answers (a firewall, a port reused by something
+        // that is not PostgreSQL) must not hold start-up past the budget: each attempt gets
+        // what is left of it, and at least one acquire timeout.
+        let budget = give_up
+            .saturating_duration_since(Instant::now())
+            .max(config.acquire_timeout.min(config.connect_timeout));
+        let outcome = match tokio::time::timeout(budget, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {budget:?}"),
+            ))),
+        };
+        match outcome {
             Ok(pool) => return Ok(pool),
             Err(e) if is_transient(&e) && Instant::now() + pause < give_up => {
                 tracing::warn!(url = %redact(url), error = %e, "the database does not answer yet; retrying");

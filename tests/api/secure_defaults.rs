@@ -75,17 +75,33 @@ fn scratch_dir() -> tempfile::TempDir {
 async fn a_configured_database_that_does_not_answer_is_an_error_never_a_second_database() {
     let scratch = scratch_dir();
     let data = scratch.path().join("pgdata");
+    // Nothing listening on one port; on the other, a peer that accepts and never answers
+    // (a port reused by something that is not PostgreSQL): both are errors within the
+    // connect budget, never a hang.
     let closed_port = free_port();
-    let url = format!("postgres://postgres:hunter2@127.0.0.1:{closed_port}/orchestrator");
-    let named = format!("127.0.0.1:{closed_port}");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let url_of = |port: u16| format!("postgres://postgres:hunter2@127.0.0.1:{port}/orchestrator");
     let base = Invocation::default()
         .env("ORCH__DATABASE__CONNECT_TIMEOUT_MS", "600")
         .env("ORCH__DATABASE__EMBEDDED_DATA_DIR", data.to_str().unwrap());
 
-    for run in [
-        base.clone().env("DATABASE_URL", &url),
-        base.clone().env("ORCH__DATABASE__URL", &url),
+    for (port, run) in [
+        (
+            closed_port,
+            base.clone().env("DATABASE_URL", &url_of(closed_port)),
+        ),
+        (
+            closed_port,
+            base.clone()
+                .env("ORCH__DATABASE__URL", &url_of(closed_port)),
+        ),
+        (
+            silent_port,
+            base.clone().env("DATABASE_URL", &url_of(silent_port)),
+        ),
     ] {
+        let named = format!("127.0.0.1:{port}");
         let out = run.run(&["keys", "create", "--name", "x", "--scopes", "*"]);
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
@@ -101,6 +117,7 @@ async fn a_configured_database_that_does_not_answer_is_an_error_never_a_second_d
         assert!(!status.success());
         assert!(served.logs().contains(&named), "{}", served.logs());
     }
+    drop(silent);
     assert!(!data.exists(), "no private cluster was started");
 }
 
