@@ -89,16 +89,15 @@ async fn a_configured_database_that_does_not_answer_is_an_error_never_a_second_d
     for (port, run) in [
         (
             closed_port,
-            base.clone().env("DATABASE_URL", &url_of(closed_port)),
+            base.clone().env("DATABASE_URL", url_of(closed_port)),
         ),
         (
             closed_port,
-            base.clone()
-                .env("ORCH__DATABASE__URL", &url_of(closed_port)),
+            base.clone().env("ORCH__DATABASE__URL", url_of(closed_port)),
         ),
         (
             silent_port,
-            base.clone().env("DATABASE_URL", &url_of(silent_port)),
+            base.clone().env("DATABASE_URL", url_of(silent_port)),
         ),
     ] {
         let named = format!("127.0.0.1:{port}");
