@@ -77,6 +77,12 @@ impl Application {
         let url_policy = Arc::new(UrlPolicy::new(callbacks.allow_networks.clone()));
         let signing = Arc::new(SigningSecrets::resolve(callbacks, &store).await?);
         let client = SafeClient::new(url_policy.clone(), signing.signer()?);
+        let oauth = Arc::new(crate::oauth::Oauth::new(
+            config.oauth.clone(),
+            &config.server.public_url,
+            store.clone(),
+            client.clone(),
+        ));
         let redactor = Arc::new(Redactor::new(
             config
                 .secret_values(signing.secrets().iter().map(|s| s.expose()))
@@ -188,6 +194,7 @@ impl Application {
             breakers,
             authenticator,
             signing,
+            oauth,
             shutdown: shutdown.clone(),
         };
         Ok(Self {

@@ -64,6 +64,8 @@ pub struct Config {
     pub flows: BTreeMap<String, crate::tools::flow::FlowConfig>,
     pub routing: crate::catalog::routing::RoutingConfig,
     pub mcp: crate::tools::mcp::McpConfig,
+    /// `[oauth]`: the access tokens `/mcp` accepts besides API keys.
+    pub oauth: crate::oauth::OauthConfig,
     pub ssh: crate::tools::ssh::SshConfig,
 }
 
@@ -247,6 +249,7 @@ impl Config {
         }
         out.extend(self.routing.problems());
         out.extend(self.mcp.problems());
+        out.extend(self.oauth.problems());
         out.extend(self.ssh.problems());
         out.extend(self.tools.problems());
         out

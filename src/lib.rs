@@ -19,6 +19,7 @@ pub mod ids;
 pub mod intake;
 pub mod model;
 pub mod nul;
+pub mod oauth;
 pub mod redact;
 pub mod secret;
 pub mod store;

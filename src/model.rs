@@ -315,6 +315,17 @@ vocabulary! {
         KeyRevoked = "key.revoked",
         SecretGenerated = "callbacks.secret_generated",
         SecretRead = "callbacks.secret_read",
+        /// A client registered itself (RFC 7591) or its metadata document was fetched.
+        OauthClientRegistered = "oauth.client_registered",
+        /// A person approved (`approved`) or denied (`denied`) a client on the consent page.
+        OauthGrant = "oauth.grant",
+        OauthTokenIssued = "oauth.token_issued",
+        OauthTokenRefreshed = "oauth.token_refreshed",
+        OauthTokenRevoked = "oauth.token_revoked",
+        /// A grant ended: revoked, a refresh token or code reused, its key revoked.
+        OauthGrantRevoked = "oauth.grant_revoked",
+        /// A token or authorization request refused (the reason in `error`).
+        OauthRefused = "oauth.refused",
     }
 }
 
@@ -333,6 +344,8 @@ vocabulary! {
         Flow = "flow",
         /// Someone at the command line (`orchestrator keys …`).
         Operator = "operator",
+        /// An OAuth client at the token or revocation endpoint.
+        OauthClient = "oauth_client",
     }
 }
 
@@ -373,6 +386,10 @@ vocabulary! {
         RefusedByHost = "refused_by_host",
         /// SSH: the connection dropped while it ran.
         ConnectionLost = "connection_lost",
+        /// `oauth.grant`: the person approved the client.
+        Approved = "approved",
+        /// `oauth.grant`: the person denied the client.
+        Denied = "denied",
     }
 }
 

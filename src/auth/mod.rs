@@ -9,5 +9,5 @@ mod scopes;
 
 pub use authenticator::{AuthError, AuthState, Authenticated, Authenticator};
 pub use config::{AuthConfig, AuthMode};
-pub use keys::{GeneratedKey, generate_key, hash_key, key_prefix};
+pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, hash_key, key_prefix};
 pub use scopes::{ScopeError, Scopes};

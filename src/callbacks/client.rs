@@ -103,39 +103,64 @@ impl SafeClient {
         for (name, value) in req.headers {
             builder = builder.header(name, value);
         }
-        let started = Instant::now();
-        let mut resp = builder
-            .body(req.body)
-            .send()
-            .await
-            .map_err(|e| classify(e, req.timeout))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let mut body = Vec::new();
-        let mut truncated = false;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = req.max_response_bytes.saturating_sub(body.len());
-                    if chunk.len() > room {
-                        body.extend_from_slice(&chunk[..room]);
-                        truncated = true;
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(classify(e, req.timeout)),
-            }
-        }
-        Ok(OutboundResponse {
-            status,
-            headers,
-            body: Bytes::from(body),
-            body_truncated: truncated,
-            elapsed: started.elapsed(),
-        })
+        read_limited(builder.body(req.body), req.timeout, req.max_response_bytes).await
     }
+
+    /// An unsigned GET (documents other servers publish: OAuth client metadata, JWKS), under
+    /// the same address policy.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let url = self
+            .policy
+            .check_literal(url)
+            .map_err(|r| OutboundError::Refused(r.into()))?;
+        let builder = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        read_limited(builder, timeout, max_response_bytes).await
+    }
+}
+
+/// Sends, then reads the body up to `max_bytes` (the rest is dropped, and said so).
+async fn read_limited(
+    builder: reqwest::RequestBuilder,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<OutboundResponse, OutboundError> {
+    let started = Instant::now();
+    let mut resp = builder.send().await.map_err(|e| classify(e, timeout))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    let mut truncated = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max_bytes.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(classify(e, timeout)),
+        }
+    }
+    Ok(OutboundResponse {
+        status,
+        headers,
+        body: Bytes::from(body),
+        body_truncated: truncated,
+        elapsed: started.elapsed(),
+    })
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> OutboundError {

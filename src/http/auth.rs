@@ -22,10 +22,17 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct PrincipalName(pub String);
 
-/// Paths with their own verification, never behind an API key.
-const SELF_VERIFIED: [&str; 1] = ["/callbacks/ingest"];
+/// Paths with their own verification, never behind this layer: signed ingest, `/mcp` (API keys
+/// or OAuth access tokens, with its own challenge), and the OAuth endpoints and discovery
+/// documents.
+fn verifies_itself(path: &str) -> bool {
+    path == "/callbacks/ingest"
+        || path == crate::http::mcp::PATH
+        || path.starts_with("/oauth/")
+        || path.starts_with("/.well-known/")
+}
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let from_authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -42,9 +49,9 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if SELF_VERIFIED.contains(&path.as_str()) {
+    if verifies_itself(&path) {
         return next.run(req).await;
     }
     // Public paths answer without a key, and show more to a valid one (a key that is sent is
@@ -66,51 +73,99 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .authenticate(presented_key(req.headers()))
         .await
     {
-        Ok(mut auth) => {
-            auth.principal.client_addr = client_addr;
-            auth.principal.request_id = request_id;
-            let who = PrincipalName(auth.principal.name.clone());
-            req.extensions_mut().insert(auth);
-            let mut resp = next.run(req).await;
-            // For the access log, written outside this layer.
-            resp.extensions_mut().insert(who);
-            resp
-        }
+        Ok(auth) => serve_as(auth, client_addr, request_id, req, next).await,
         Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
         Err(e) => {
-            let (key_id, key_name, prefix) = match &e {
-                AuthError::Revoked { record } | AuthError::Expired { record } => (
-                    Some(record.id),
-                    Some(record.name.clone()),
-                    Some(record.prefix.clone()),
-                ),
-                AuthError::Unknown { prefix } => (None, None, Some(prefix.clone())),
-                _ => (None, None, None),
-            };
-            let reason = e.to_string();
-            let store = state.store.clone();
-            tokio::spawn(async move {
-                let failure = AuthFailure {
-                    reason: &reason,
-                    status: 401,
-                    key_prefix: prefix.as_deref(),
-                    api_key_id: key_id,
-                    api_key_name: key_name.as_deref(),
-                    path: &path,
-                    request_id: request_id.as_deref(),
-                    client_addr: client_addr.as_deref(),
-                };
-                if let Err(err) = store.audit_auth_failure(&failure).await {
-                    tracing::warn!(error = %err, "could not audit an authentication failure");
-                }
-            });
-            metrics::counter!("orchestrator_auth_failures_total").increment(1);
+            record_refusal(
+                &state,
+                Refusal::of_key(&e),
+                &path,
+                request_id.as_deref(),
+                client_addr.as_deref(),
+            );
             ApiError::Unauthenticated {
                 detail: e.to_string(),
             }
             .into_response()
         }
     }
+}
+
+/// Runs the request as `auth`'s principal, and leaves its name on the response for the access
+/// log (written outside this layer).
+pub async fn serve_as(
+    mut auth: Authenticated,
+    client_addr: Option<String>,
+    request_id: Option<String>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    auth.principal.client_addr = client_addr;
+    auth.principal.request_id = request_id;
+    let who = PrincipalName(auth.principal.name.clone());
+    req.extensions_mut().insert(auth);
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(who);
+    resp
+}
+
+/// A refused credential, for the audit trail (never the credential itself).
+pub struct Refusal {
+    pub reason: String,
+    pub key_id: Option<Uuid>,
+    pub key_name: Option<String>,
+    pub prefix: Option<String>,
+}
+
+impl Refusal {
+    pub fn of_key(e: &AuthError) -> Self {
+        let (key_id, key_name, prefix) = match e {
+            AuthError::Revoked { record } | AuthError::Expired { record } => (
+                Some(record.id),
+                Some(record.name.clone()),
+                Some(record.prefix.clone()),
+            ),
+            AuthError::Unknown { prefix } => (None, None, Some(prefix.clone())),
+            _ => (None, None, None),
+        };
+        Self {
+            reason: e.to_string(),
+            key_id,
+            key_name,
+            prefix,
+        }
+    }
+}
+
+/// Audits a refused credential in the background (the answer does not wait for it) and counts
+/// it.
+pub fn record_refusal(
+    state: &AppState,
+    refusal: Refusal,
+    path: &str,
+    request_id: Option<&str>,
+    client_addr: Option<&str>,
+) {
+    let store = state.store.clone();
+    let path = path.to_owned();
+    let request_id = request_id.map(str::to_owned);
+    let client_addr = client_addr.map(str::to_owned);
+    tokio::spawn(async move {
+        let failure = AuthFailure {
+            reason: &refusal.reason,
+            status: 401,
+            key_prefix: refusal.prefix.as_deref(),
+            api_key_id: refusal.key_id,
+            api_key_name: refusal.key_name.as_deref(),
+            path: &path,
+            request_id: request_id.as_deref(),
+            client_addr: client_addr.as_deref(),
+        };
+        if let Err(err) = store.audit_auth_failure(&failure).await {
+            tracing::warn!(error = %err, "could not audit an authentication failure");
+        }
+    });
+    metrics::counter!("orchestrator_auth_failures_total").increment(1);
 }
 
 /// Public paths take `Option<Authenticated>`: None when no key was sent.

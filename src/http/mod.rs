@@ -10,6 +10,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod mcp;
+pub mod oauth;
 pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// The secrets outbound callbacks and flow requests are signed with.
     pub signing: Arc<SigningSecrets>,
+    /// `/mcp`'s OAuth: token checks and the built-in authorization server.
+    pub oauth: Arc<crate::oauth::Oauth>,
     /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(mcp::router(&state))
+        .merge(oauth::router())
         .fallback(|uri: Uri| async move {
             ApiError::RouteNotFound {
                 path: uri.path().to_owned(),

@@ -10,6 +10,7 @@ mod keys;
 mod mcp_sessions;
 mod memory;
 mod notify;
+mod oauth;
 mod reporting;
 mod settings;
 
@@ -27,6 +28,10 @@ pub use jobs::{
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};
 pub use notify::{Channel, ListenEvent, Notification};
+pub use oauth::{
+    AccessRecord, GrantRecord, NewGrant, NewOauthClient, NewTokens, OauthAudit, OauthClientRecord,
+    RedeemedCode, Redemption,
+};
 pub use settings::StoredSecret;
 
 use sqlx::{PgPool, postgres::PgDatabaseError};

@@ -17,6 +17,7 @@ mod mcp_clients;
 mod mcp_peers;
 mod mcp_server;
 mod mock_http;
+mod oauth;
 mod operations;
 mod orchestrate;
 mod process;

@@ -46,6 +46,15 @@ impl ClientHandler for TestClient {
     }
 }
 
+impl TestClient {
+    pub fn new(protocol: ProtocolVersion) -> Self {
+        Self {
+            protocol,
+            tools_changed: Arc::new(Notify::new()),
+        }
+    }
+}
+
 pub type Client = RunningService<RoleClient, TestClient>;
 
 /// An rmcp client of `app`'s `/mcp` with `token` as its bearer token.
@@ -85,12 +94,12 @@ pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResu
         .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"))
 }
 
-fn structured(r: &CallToolResult) -> &Value {
+pub fn structured(r: &CallToolResult) -> &Value {
     r.structured_content.as_ref().expect("structuredContent")
 }
 
-const SESSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
-const STATELESS: ProtocolVersion = ProtocolVersion::V_2026_07_28;
+pub const SESSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+pub const STATELESS: ProtocolVersion = ProtocolVersion::V_2026_07_28;
 
 #[tokio::test]
 async fn every_listed_tool_has_a_valid_name_and_all_four_annotations() {

@@ -8,6 +8,7 @@
 //! `public_url`'s or one of `mcp.allowed_origins` (DNS-rebinding defence).
 
 mod answers;
+mod bearer;
 mod guard;
 mod handler;
 mod listing;
@@ -65,6 +66,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::check_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bearer::require_bearer,
         ))
 }
 
