@@ -18,6 +18,7 @@ mod mcp_peers;
 mod mcp_server;
 mod mock_http;
 mod oauth;
+mod oauth_external;
 mod operations;
 mod orchestrate;
 mod process;

@@ -219,7 +219,8 @@ pub async fn tokens_for(app: &TestApp, key: &str, scope: &str) -> (String, Value
     (client_id, tokens)
 }
 
-async fn mcp_status(app: &TestApp, token: &str) -> (StatusCode, String) {
+/// `/mcp`'s answer to a stateless `tools/list` with `token`, and its challenge.
+pub async fn mcp_status(app: &TestApp, token: &str) -> (StatusCode, String) {
     let resp = app
         .client
         .post(format!("{}/mcp", app.base))
