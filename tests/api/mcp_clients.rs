@@ -6,8 +6,8 @@ use std::{path::Path, process::Stdio, time::Duration};
 use serde_json::Value;
 
 use crate::{
-    helpers::spawn_with,
     mcp_peers::{node, sdk_python, ts_sdk_dir},
+    oauth::{spawn_oauth, tokens_for},
 };
 
 fn script(name: &str) -> String {
@@ -54,14 +54,18 @@ fn names(tools: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn the_typescript_sdk_lists_calls_and_hears_progress() {
-    let app = spawn_with(|c| c.mcp.progress_interval = Duration::from_millis(200)).await;
+    let app = spawn_oauth(|c| c.mcp.progress_interval = Duration::from_millis(200)).await;
+    // The SDK presents an OAuth access token from the built-in authorization server (the Python
+    // test below presents an API key).
     let key = app.key("ts-client", &["memory.*", "system.*"]).await;
+    let (_, tokens) = tokens_for(&app, &key, "memory.* system.* ssh.*").await;
+    assert_eq!(tokens["scope"], "memory.* system.*");
     let out = run(
         &node(),
         &[
             script("mcp_client.mjs"),
             format!("{}/mcp", app.base),
-            key,
+            tokens["access_token"].as_str().unwrap().to_owned(),
             ts_sdk_dir().display().to_string(),
             "1500".into(),
         ],
