@@ -457,16 +457,31 @@ impl Store {
         .await?)
     }
 
-    /// Drops codes and tokens past their expiry (maintenance).
-    pub async fn purge_expired_oauth(&self, older_than: DateTime<Utc>) -> StoreResult<u64> {
-        let codes = sqlx::query!("DELETE FROM oauth_codes WHERE expires_at < $1", older_than)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        let tokens = sqlx::query!("DELETE FROM oauth_tokens WHERE expires_at < $1", older_than)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    /// Drops codes and tokens that expired before `older_than`, at most `limit` of each
+    /// (maintenance; a spent code is kept a while so that a replay is still recognised).
+    pub async fn purge_expired_oauth(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let codes = sqlx::query!(
+            "DELETE FROM oauth_codes WHERE code_hash IN (
+                 SELECT code_hash FROM oauth_codes WHERE expires_at < $1 LIMIT $2)",
+            older_than,
+            limit,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let tokens = sqlx::query!(
+            "DELETE FROM oauth_tokens WHERE token_hash IN (
+                 SELECT token_hash FROM oauth_tokens WHERE expires_at < $1 LIMIT $2)",
+            older_than,
+            limit,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(codes + tokens)
     }
 }

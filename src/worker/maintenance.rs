@@ -62,6 +62,12 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "forgetting idle MCP sessions failed"),
         }
+        let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+        match store.purge_expired_oauth(a_day_ago, PAGE * 2).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired OAuth codes and tokens purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging expired OAuth codes and tokens failed"),
+        }
     }
 }
 

@@ -809,3 +809,43 @@ async fn a_client_id_metadata_document_is_fetched_and_its_redirect_uris_are_exac
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["scope"], "memory.*");
 }
+
+#[tokio::test]
+async fn maintenance_purges_codes_and_tokens_a_day_after_they_expired() {
+    let app = spawn_oauth(|_| {}).await;
+    let key = app.key("alice", &["*"]).await;
+    let (_, tokens) = tokens_for(&app, &key, "*").await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (SELECT count(*) FROM oauth_tokens) + (SELECT count(*) FROM oauth_codes)",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        count().await,
+        3,
+        "a spent code, an access and a refresh token"
+    );
+    sqlx::query("UPDATE oauth_tokens SET expires_at = now() - interval '23 hours'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE oauth_codes SET expires_at = now() - interval '25 hours'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { count().await == 2 }).await);
+    sqlx::query("UPDATE oauth_tokens SET expires_at = now() - interval '25 hours'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { count().await == 0 }).await);
+    assert_eq!(
+        mcp_status(&app, tokens["access_token"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
