@@ -54,7 +54,7 @@ mod tests {
     fn the_rfc_7636_example_verifies() {
         // Appendix B of RFC 7636.
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let challenge = "E9Melhoa2OwvFr-XmxzOVn7PD6hL0UJbjB3ZnLqsRNI";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(valid_challenge(challenge));
         assert!(pkce_matches(verifier, challenge));
         assert!(!pkce_matches(
