@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -227,8 +228,15 @@ impl Application {
         let router = http::router(self.state.clone());
         let shutdown = self.shutdown.clone();
         tracing::info!(%addr, instance_id = %self.state.intake.workers().instance_id(), "listening");
+        // TCP_NODELAY: an answer written in more than one piece (a streamed body, an SSE event
+        // after its headers) must not wait for the client's delayed ACK (40 ms on Linux).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 use super::{
     AppState, actions,
     auth::Permissions,
-    callbacks, health, jobs, keys, orchestrate,
+    callbacks, health, jobs, keys, oauth, orchestrate,
     problem::{self, ApiError},
     tools,
 };
@@ -50,6 +50,14 @@ use crate::{
         health::healthz,
         health::readyz,
         health::metrics,
+        oauth::metadata::protected_resource,
+        oauth::metadata::protected_resource_of_mcp,
+        oauth::metadata::authorization_server,
+        oauth::register::register,
+        oauth::authorize::show,
+        oauth::authorize::answer,
+        oauth::token::token,
+        oauth::token::revoke,
     ),
     components(schemas(
         orchestrate::OrchestrateRequest,
@@ -91,6 +99,7 @@ use crate::{
         (name = "keys", description = "API keys (scope keys:admin)"),
         (name = "discovery", description = "What can run"),
         (name = "operations", description = "Health and metrics"),
+        (name = "oauth", description = "OAuth 2.1 for /mcp: discovery and the built-in authorization server"),
     )
 )]
 struct ApiDoc;

@@ -85,8 +85,9 @@ pub enum AuthorizationRefusal {
 }
 
 /// The token endpoint's form (both grants).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenParams {
+    /// `authorization_code` or `refresh_token`.
     pub grant_type: Option<String>,
     pub code: Option<String>,
     pub redirect_uri: Option<String>,
@@ -99,7 +100,7 @@ pub struct TokenParams {
 }
 
 /// RFC 6749 §5.1.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenAnswer {
     pub access_token: String,
     pub token_type: &'static str,

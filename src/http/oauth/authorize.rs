@@ -41,6 +41,24 @@ struct ErrorPage<'a> {
     description: &'a str,
 }
 
+/// The consent form as documented (the handler reads it as a [`Submission`]).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct ConsentForm {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    scope: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    resource: Option<String>,
+    /// The API key the person signs in with (approving needs it).
+    api_key: Option<String>,
+    /// `approve` or `deny`.
+    decision: Option<String>,
+}
+
 /// The consent form's submission: the request again, the key, the decision.
 #[derive(Debug, Deserialize)]
 struct Submission {
@@ -153,6 +171,20 @@ fn consent(request: &AuthorizationRequest, error: Option<&str>, status: StatusCo
     }
 }
 
+#[utoipa::path(get, path = "/oauth/authorize", operation_id = "oauthAuthorize", tag = "oauth", security(()),
+    summary = "The consent page (authorization code flow, PKCE S256 required)",
+    params(("response_type" = Option<String>, Query, description = "`code`"),
+           ("client_id" = Option<String>, Query, description = "A registered id, or the HTTPS URL of the client's metadata document"),
+           ("redirect_uri" = Option<String>, Query, description = "One the client registered, exactly"),
+           ("state" = Option<String>, Query),
+           ("scope" = Option<String>, Query, description = "Space-separated scopes (none: whatever the key holds)"),
+           ("code_challenge" = Option<String>, Query, description = "BASE64URL(SHA-256(code_verifier))"),
+           ("code_challenge_method" = Option<String>, Query, description = "`S256`"),
+           ("resource" = Option<String>, Query, description = "`<public_url>/mcp` (RFC 8707)")),
+    responses((status = 200, description = "The consent page", body = String, content_type = "text/html"),
+              (status = 302, description = "Back to the client's redirect URI with `error`, `state` and `iss`"),
+              (status = 400, description = "A request that cannot be sent back (bad or unregistered redirect URI, no client_id): an error page", body = String, content_type = "text/html"),
+              (status = 401, description = "An unknown client: an error page", body = String, content_type = "text/html")))]
 pub async fn show(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     if !state.oauth.builtin() {
         return error_page(&OauthError::InvalidRequest(
@@ -174,6 +206,12 @@ pub async fn show(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
     }
 }
 
+#[utoipa::path(post, path = "/oauth/authorize", operation_id = "oauthConsent", tag = "oauth", security(()),
+    summary = "The consent form's submission: the request again, `api_key`, `decision`",
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss`, or an `error`"),
+              (status = 400, description = "No decision or no key (the page again), or a request that cannot be sent back (an error page)", body = String, content_type = "text/html"),
+              (status = 401, description = "The key is not valid (the page again), or an unknown client (an error page)", body = String, content_type = "text/html")))]
 pub async fn answer(State(state): State<AppState>, req: Request) -> Response {
     if !state.oauth.builtin() {
         return error_page(&OauthError::InvalidRequest(

@@ -2,10 +2,10 @@
 //! (RFC 9728 protected-resource metadata, RFC 8414 authorization-server metadata). None of them
 //! takes an API key: each verifies what it is sent itself.
 
-mod authorize;
-mod metadata;
-mod register;
-mod token;
+pub(crate) mod authorize;
+pub(crate) mod metadata;
+pub(crate) mod register;
+pub(crate) mod token;
 
 use std::net::SocketAddr;
 
@@ -16,7 +16,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde_json::json;
 
 use super::AppState;
 use crate::oauth::{OauthError, RequestContext};
@@ -31,7 +30,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/.well-known/oauth-protected-resource/mcp",
-            get(metadata::protected_resource),
+            get(metadata::protected_resource_of_mcp),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -46,7 +45,17 @@ pub fn router() -> Router<AppState> {
         .route("/oauth/revoke", post(token::revoke))
 }
 
-/// RFC 6749 §5.2's error body, never cached.
+/// RFC 6749 §5.2's error body (and RFC 7591's, RFC 8707's codes).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OauthErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `invalid_scope`,
+    /// `unsupported_grant_type`, `invalid_redirect_uri`, `invalid_client_metadata`,
+    /// `invalid_target`, `temporarily_unavailable`…
+    error: String,
+    error_description: String,
+}
+
+/// An OAuth error answered with [`OauthErrorBody`], never cached.
 pub(crate) struct OauthErrorResponse(pub OauthError);
 
 impl IntoResponse for OauthErrorResponse {
@@ -57,7 +66,10 @@ impl IntoResponse for OauthErrorResponse {
         }
         let mut resp = (
             status,
-            Json(json!({"error": self.0.code(), "error_description": self.0.description()})),
+            Json(OauthErrorBody {
+                error: self.0.code().to_owned(),
+                error_description: self.0.description(),
+            }),
         )
             .into_response();
         no_store(resp.headers_mut());

@@ -11,7 +11,7 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
 
-use super::{OauthErrorResponse, context, no_store, peer};
+use super::{OauthErrorBody, OauthErrorResponse, context, no_store, peer};
 use crate::{
     http::AppState,
     oauth::{ClientCredentials, OauthError, TokenParams},
@@ -97,6 +97,14 @@ fn credentials(
     })
 }
 
+#[utoipa::path(post, path = "/oauth/token", operation_id = "oauthToken", tag = "oauth", security(()),
+    summary = "Tokens for an authorization code (PKCE) or a refresh token (rotated)",
+    description = "The client authenticates as it registered: `client_id` alone (public \
+        clients), or with its secret in HTTP Basic or `client_secret`.",
+    request_body(content = TokenParams, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The tokens (`Cache-Control: no-store`)", body = crate::oauth::TokenAnswer),
+              (status = 400, description = "`invalid_request`, `invalid_grant` (a spent, expired or foreign code, a PKCE or redirect mismatch, a reused refresh token: its grant is revoked), `invalid_scope`, `unsupported_grant_type`, `invalid_target`", body = OauthErrorBody),
+              (status = 401, description = "The client could not be authenticated (`invalid_client`)", body = OauthErrorBody)))]
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
     let ctx = context(req.headers(), peer(&req).as_ref());
     let (params, creds) = match form_of::<TokenParams>(req).await {
@@ -121,14 +129,21 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RevocationParams {
+/// RFC 7009 §2.1.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RevocationParams {
     token: Option<String>,
     // `token_type_hint` is optional and only an optimisation (RFC 7009 §2.1): ignored.
     client_id: Option<String>,
     client_secret: Option<String>,
 }
 
+#[utoipa::path(post, path = "/oauth/revoke", operation_id = "oauthRevoke", tag = "oauth", security(()),
+    summary = "Revoke a token (RFC 7009): a refresh token ends its grant, an access token itself",
+    request_body(content = RevocationParams, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Revoked, or not a token of this client (RFC 7009 answers 200 either way)"),
+              (status = 400, description = "No `token`, or not a form (`invalid_request`)", body = OauthErrorBody),
+              (status = 401, description = "The client could not be authenticated (`invalid_client`)", body = OauthErrorBody)))]
 pub async fn revoke(State(state): State<AppState>, req: Request) -> Response {
     let (params, creds) = match form_of::<RevocationParams>(req).await {
         Ok(ok) => ok,
