@@ -148,10 +148,12 @@ impl Application {
         log_auth_state(&authenticator, config.server.listen).await?;
         {
             let authenticator = authenticator.clone();
+            let oauth = oauth.clone();
             tokio::spawn(async move {
                 loop {
                     keys_changed.notified().await;
                     authenticator.invalidate();
+                    oauth.invalidate();
                 }
             });
         }

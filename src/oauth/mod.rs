@@ -14,7 +14,11 @@ mod jwt;
 mod scopes;
 pub mod secrets;
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -36,6 +40,18 @@ use jwt::JwtVerifier;
 /// Where `/mcp` lives under `public_url`: the resource tokens are bound to.
 pub const RESOURCE_PATH: &str = "/mcp";
 
+/// How long a checked access token is trusted without asking the database again (as API keys
+/// are: revocations notify every instance, which drops its cache at once; expiry is checked on
+/// every use).
+const ACCESS_CACHE_TTL: Duration = Duration::from_secs(5);
+const ACCESS_CACHE_MAX: usize = 10_000;
+
+struct CachedAccess {
+    auth: Authenticated,
+    valid_until: chrono::DateTime<Utc>,
+    at: Instant,
+}
+
 pub struct Oauth {
     pub config: OauthConfig,
     store: Store,
@@ -46,6 +62,8 @@ pub struct Oauth {
     /// its endpoints.
     base: String,
     jwt: Option<JwtVerifier>,
+    /// Access tokens checked lately, by hash.
+    access_cache: Mutex<HashMap<Vec<u8>, CachedAccess>>,
 }
 
 /// A checked authorization request (the same checks for the consent page and its submission).
@@ -144,7 +162,16 @@ impl Oauth {
             resource,
             base,
             jwt,
+            access_cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets every checked access token (a key, grant or token was revoked somewhere).
+    pub fn invalidate(&self) {
+        self.access_cache
+            .lock()
+            .expect("access cache poisoned")
+            .clear();
     }
 
     pub fn resource(&self) -> &str {
@@ -424,6 +451,7 @@ impl Oauth {
         {
             Redemption::Fresh(r) => r,
             Redemption::Replayed { .. } => {
+                self.invalidate();
                 return Err(OauthError::InvalidGrant(
                     "the authorization code was already used; its grant is revoked".into(),
                 ));
@@ -487,6 +515,7 @@ impl Oauth {
         {
             Redemption::Fresh(grant) => grant,
             Redemption::Replayed { .. } => {
+                self.invalidate();
                 return Err(OauthError::InvalidGrant(
                     "the refresh token was already used; its grant is revoked".into(),
                 ));
@@ -564,7 +593,60 @@ impl Oauth {
         self.store
             .revoke_oauth_token(&secrets::hash(token), &client.client_id)
             .await?;
+        // This instance at once; the others when the NOTIFY reaches them.
+        self.invalidate();
         Ok(())
+    }
+
+    /// An access token of the built-in server: from the cache while it is fresh and the token
+    /// and its key unexpired, else from the database.
+    async fn opaque_access(&self, token: &str) -> Result<Authenticated, BearerError> {
+        let hash = secrets::hash(token);
+        let now = Utc::now();
+        {
+            let cache = self.access_cache.lock().expect("access cache poisoned");
+            if let Some(hit) = cache.get(&hash)
+                && hit.at.elapsed() < ACCESS_CACHE_TTL
+                && hit.valid_until > now
+            {
+                return Ok(hit.auth.clone());
+            }
+        }
+        let access = self.store.oauth_access(&hash).await?.ok_or_else(|| {
+            BearerError::Invalid("the access token is unknown, expired or revoked".into())
+        })?;
+        if access.resource != self.resource {
+            return Err(BearerError::Invalid(format!(
+                "the access token is for `{}`, not this server",
+                access.resource
+            )));
+        }
+        let scopes = Scopes::parse(&access.scopes)
+            .map_err(|e| BearerError::Invalid(format!("the grant's scopes: {e}")))?;
+        let auth = Authenticated {
+            principal: Principal {
+                api_key_id: Some(access.api_key_id),
+                name: access.api_key_name,
+                ..Principal::default()
+            },
+            scopes: Some(scopes),
+        };
+        let valid_until = access
+            .key_expires_at
+            .map_or(access.expires_at, |k| k.min(access.expires_at));
+        let mut cache = self.access_cache.lock().expect("access cache poisoned");
+        if cache.len() >= ACCESS_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            hash,
+            CachedAccess {
+                auth: auth.clone(),
+                valid_until,
+                at: Instant::now(),
+            },
+        );
+        Ok(auth)
     }
 
     /// Whether `token` is an access token this server accepts for `/mcp` (not an API key).
@@ -575,29 +657,7 @@ impl Oauth {
                     "this server does not issue access tokens (oauth.mode)".into(),
                 ));
             }
-            let access = self
-                .store
-                .oauth_access(&secrets::hash(token))
-                .await?
-                .ok_or_else(|| {
-                    BearerError::Invalid("the access token is unknown, expired or revoked".into())
-                })?;
-            if access.resource != self.resource {
-                return Err(BearerError::Invalid(format!(
-                    "the access token is for `{}`, not this server",
-                    access.resource
-                )));
-            }
-            let scopes = Scopes::parse(&access.scopes)
-                .map_err(|e| BearerError::Invalid(format!("the grant's scopes: {e}")))?;
-            return Ok(Authenticated {
-                principal: Principal {
-                    api_key_id: Some(access.api_key_id),
-                    name: access.api_key_name,
-                    ..Principal::default()
-                },
-                scopes: Some(scopes),
-            });
+            return self.opaque_access(token).await;
         }
         let Some(jwt) = &self.jwt else {
             return Err(BearerError::Invalid("the bearer token is not valid".into()));

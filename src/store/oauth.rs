@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Store, StoreResult};
+use super::{Channel, Store, StoreResult};
 
 #[derive(Debug, Clone)]
 pub struct OauthClientRecord {
@@ -97,6 +97,9 @@ pub struct NewTokens<'a> {
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
     pub grant_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    /// The approving key's expiry.
+    pub key_expires_at: Option<DateTime<Utc>>,
     pub client_id: String,
     pub client_name: String,
     pub api_key_id: Uuid,
@@ -380,12 +383,15 @@ impl Store {
                 SELECT 'oauth.grant_revoked', 'ok', 'oauth_client', $3, $2,
                        jsonb_build_object('grant_id', id)
                 FROM revoked
+            ), wake AS (
+                SELECT pg_notify($4, '') FROM revoked
             )
-            SELECT count(*) AS "n!" FROM revoked
+            SELECT count(*) AS "n!" FROM revoked LEFT JOIN wake ON true
             "#,
             grant_id,
             reason,
             client_id,
+            Channel::Keys.name(),
         )
         .fetch_one(&self.pool)
         .await?;
@@ -420,14 +426,17 @@ impl Store {
                 UPDATE oauth_tokens SET revoked_at = now()
                 WHERE token_hash = $1 AND revoked_at IS NULL
                 RETURNING grant_id
+            ), wake AS (
+                SELECT pg_notify($3, '') FROM revoked
             )
             INSERT INTO audit_events (kind, outcome, actor_kind, actor_id, detail)
             SELECT 'oauth.token_revoked', 'ok', 'oauth_client', $2,
                    jsonb_build_object('grant_id', grant_id, 'token', 'access')
-            FROM revoked
+            FROM revoked LEFT JOIN wake ON true
             "#,
             token_hash,
             client_id,
+            Channel::Keys.name(),
         )
         .execute(&self.pool)
         .await?;
@@ -440,7 +449,7 @@ impl Store {
         Ok(sqlx::query_as!(
             AccessRecord,
             r#"
-            SELECT g.id AS grant_id, g.client_id, c.client_name, g.api_key_id,
+            SELECT g.id AS grant_id, t.expires_at, k.expires_at AS key_expires_at, g.client_id, c.client_name, g.api_key_id,
                    k.name AS api_key_name, g.scopes, g.resource
             FROM oauth_tokens t
             JOIN oauth_grants g ON g.id = t.grant_id

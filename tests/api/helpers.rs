@@ -227,6 +227,15 @@ pub fn test_config(db: &TestDb) -> Config {
     c
 }
 
+/// Key administration by the test, as an operator at the command line.
+const OPERATOR: orchestrator::auth::admin::KeyAdmin<'static> =
+    orchestrator::auth::admin::KeyAdmin {
+        actor_kind: orchestrator::model::ActorKind::Operator,
+        actor_id: None,
+        actor_name: "test",
+        request_id: None,
+    };
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -390,16 +399,23 @@ impl TestApp {
             name,
             &scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             None,
-            &orchestrator::auth::admin::KeyAdmin {
-                actor_kind: orchestrator::model::ActorKind::Operator,
-                actor_id: None,
-                actor_name: "test",
-                request_id: None,
-            },
+            &OPERATOR,
         )
         .await
         .expect("key created")
         .secret
+    }
+
+    /// Revokes a key as an operator would (`orchestrator keys revoke`: audited, notified).
+    pub async fn revoke_key(&self, name: &str) {
+        orchestrator::auth::admin::revoke_key(
+            &orchestrator::store::Store::new(self.pool().clone()),
+            name,
+            &OPERATOR,
+        )
+        .await
+        .expect("key revoked")
+        .expect("an active key of that name");
     }
 
     /// GET with `Authorization: Bearer <key>`.

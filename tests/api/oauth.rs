@@ -700,22 +700,30 @@ async fn tokens_stop_working_when_expired_revoked_for_another_resource_or_their_
     let app = spawn_oauth(|_| {}).await;
     let key = app.key("alice", &["*"]).await;
 
-    let expire = |access: String| {
-        let pool = app.pool().clone();
-        async move {
-            sqlx::query("UPDATE oauth_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = sha256($1::text::bytea)")
-                .bind(access)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    };
+    // A token that expires while it is cached is refused from the moment it expires (the
+    // cache keeps each token's expiry).
     let (_, tokens) = tokens_for(&app, &key, "*").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE oauth_tokens SET expires_at = now() + interval '1500 milliseconds'
+         WHERE token_hash = sha256($1::text::bytea)",
+    )
+    .bind(&access)
+    .execute(app.pool())
+    .await
+    .unwrap();
     assert_eq!(mcp_status(&app, &access).await.0, StatusCode::OK);
-    expire(access.clone()).await;
-    let (status, challenge) = mcp_status(&app, &access).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let last = std::sync::Mutex::new((StatusCode::OK, String::new()));
+    // Sooner than the cache's 5 s would let a stale entry pass.
+    let refused = eventually(Duration::from_secs(4), || async {
+        let answer = mcp_status(&app, &access).await;
+        let refused = answer.0 == StatusCode::UNAUTHORIZED;
+        *last.lock().unwrap() = answer;
+        refused
+    })
+    .await;
+    let (_, challenge) = last.into_inner().unwrap();
+    assert!(refused, "the expired token is refused");
     assert!(
         challenge.contains("invalid_token") && challenge.contains("resource_metadata="),
         "{challenge}"
@@ -769,11 +777,14 @@ async fn tokens_stop_working_when_expired_revoked_for_another_resource_or_their_
     let (client_id, tokens) = tokens_for(&app, &key, "*").await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(mcp_status(&app, access).await.0, StatusCode::OK);
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = 'alice'")
-        .execute(app.pool())
+    app.revoke_key("alice").await;
+    // The revocation's NOTIFY drops every instance's cache (sooner than its 5 s).
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            mcp_status(&app, access).await.0 == StatusCode::UNAUTHORIZED
+        })
         .await
-        .unwrap();
-    assert_eq!(mcp_status(&app, access).await.0, StatusCode::UNAUTHORIZED);
+    );
     let (status, _) = refresh(&app, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
