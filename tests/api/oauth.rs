@@ -652,6 +652,20 @@ async fn the_authorization_endpoint_refuses_without_redirecting_where_it_cannot_
     .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.text().await.unwrap().contains("not valid"));
+    let audited = eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM audit_events WHERE kind = 'auth.failed' AND target = '/oauth/authorize'",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    assert!(
+        audited,
+        "a wrong key on the consent page is a failed sign-in"
+    );
     let resp = submit_consent(
         &authorize_url(&app, &client_id, &challenge, "*"),
         None,

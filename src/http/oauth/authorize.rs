@@ -14,7 +14,11 @@ use serde::Deserialize;
 
 use super::{context, no_store, peer};
 use crate::{
-    http::AppState,
+    auth::AuthError,
+    http::{
+        AppState,
+        auth::{Refusal, record_refusal},
+    },
     oauth::{AuthorizationParams, AuthorizationRefusal, AuthorizationRequest, OauthError},
 };
 
@@ -274,7 +278,18 @@ pub async fn answer(State(state): State<AppState>, req: Request) -> Response {
     };
     let signed_in = match state.authenticator.authenticate(Some(key)).await {
         Ok(signed_in) if signed_in.principal.api_key_id.is_some() => signed_in,
-        Ok(_) | Err(_) => {
+        Err(AuthError::Store(e)) => return error_page(&OauthError::Store(e)),
+        refused => {
+            if let Err(e) = &refused {
+                // A wrong key on the consent page is a failed sign-in like any other.
+                record_refusal(
+                    &state,
+                    Refusal::of_key(e),
+                    "/oauth/authorize",
+                    ctx.request_id.as_deref(),
+                    ctx.client_addr.as_deref(),
+                );
+            }
             return consent(
                 &request,
                 Some("That API key is not valid (unknown, revoked or expired)."),
