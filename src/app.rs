@@ -115,6 +115,7 @@ impl Application {
         log_intents(&registry);
         tracing::info!(public_url = %config.server.public_url, "public URL (status_url, callbacks, OpenAPI servers)");
         let keys_changed = Arc::new(tokio::sync::Notify::new());
+        let live = crate::live::LiveEvents::new(store.clone(), config.events.buffer);
         let instance_id = Uuid::now_v7();
         let deliverer = (callbacks.delivery_concurrency > 0).then(|| {
             Arc::new(Deliverer::new(
@@ -139,6 +140,7 @@ impl Application {
             sidecar: deliverer,
             maintenance: config.maintenance(),
             keys_changed: keys_changed.clone(),
+            events_written: live.waker(),
             redactor: redactor.clone(),
         });
         let authenticator = Arc::new(Authenticator::new(
@@ -173,6 +175,7 @@ impl Application {
         ));
         let intake = Arc::new(Intake::new(store.clone(), workers, config.idempotency.ttl));
         let shutdown = CancellationToken::new();
+        tokio::spawn(live.clone().run(shutdown.child_token()));
         tokio::spawn(gauges::run(
             gauges::GaugeSources {
                 store: store.clone(),
@@ -198,6 +201,7 @@ impl Application {
             authenticator,
             signing,
             oauth,
+            live,
             shutdown: shutdown.clone(),
         };
         Ok(Self {

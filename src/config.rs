@@ -59,6 +59,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// `[events]`: live event streams (SSE).
+    pub events: crate::live::EventsConfig,
     pub tools: crate::tools::ToolsConfig,
     /// `[flows."<intent>"]`: n8n, ActivePieces or generic webhooks, one intent each.
     pub flows: BTreeMap<String, crate::tools::flow::FlowConfig>,
@@ -242,6 +244,7 @@ impl Config {
         out.extend(self.database.problems());
         out.extend(self.workers.problems());
         out.extend(self.metrics.problems());
+        out.extend(self.events.problems());
         out.extend(self.idempotency.problems());
         out.extend(self.callbacks.problems());
         for (intent, flow) in &self.flows {

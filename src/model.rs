@@ -302,6 +302,8 @@ vocabulary! {
         Released = "released",
         AwaitingCallback = "awaiting_callback",
         CallbackReceived = "callback_received",
+        /// An engine reported how far a running job got (MCP progress, SSH output).
+        Progress = "progress",
         SshRun = "ssh.run",
         SshExit = "ssh.exit",
         SshDryRun = "ssh.dry_run",

@@ -56,6 +56,8 @@ pub struct ToolContext {
     /// Fires when the job is cancelled or its lease is lost; tools holding remote resources
     /// release them when it does.
     pub cancel: CancellationToken,
+    /// Where the tool reports how far it got (the job's `progress` events).
+    pub progress: super::Progress,
 }
 
 /// Why an attempt did not produce a result.

@@ -64,7 +64,7 @@ pub async fn orchestrate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    orchestrate::run(&state, auth, &headers, body, LIMITS).await
+    orchestrate::run(&state, auth, &headers, body, LIMITS, false).await
 }
 
 #[utoipa::path(get, path = "/actions/jobs/{job_id}", operation_id = "getJob", tag = "actions",

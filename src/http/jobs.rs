@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -377,20 +377,29 @@ pub struct EventList {
 
 #[utoipa::path(get, path = "/jobs/{job_id}/events", operation_id = "getJobEvents", tag = "jobs",
     summary = "A job's history: every state change, oldest first",
+    description = "As JSON; with `Accept: text/event-stream`, as Server-Sent Events that go on \
+        live until the job is final (see `GET /jobs/{job_id}/stream`).",
     params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
-    responses((status = 200, description = "The job's history", body = EventList), JobLookup, KeyProblems))]
+    responses((status = 200, description = "The job's history",
+        content((EventList = "application/json"), (String = "text/event-stream"))),
+        JobLookup, KeyProblems))]
 pub async fn job_events(
     State(state): State<AppState>,
     auth: Authenticated,
+    headers: HeaderMap,
     Path(job_id): Path<String>,
-) -> Result<Json<EventList>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_job_id(&job_id)?;
+    if super::streams::wants_event_stream(&headers) {
+        return super::streams::job_events_stream(&state, &auth, &headers, id).await;
+    }
     load_visible(&state, &auth, id).await?;
     let events = state.store.job_events(id).await?;
     Ok(Json(EventList {
         job_id: id,
         events: events.into_iter().map(EventView::from).collect(),
-    }))
+    })
+    .into_response())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
 pub mod responses;
+pub mod streams;
 pub mod tools;
 
 use std::{sync::Arc, time::Instant};
@@ -61,6 +62,8 @@ pub struct AppState {
     pub signing: Arc<SigningSecrets>,
     /// `/mcp`'s OAuth: token checks and the built-in authorization server.
     pub oauth: Arc<crate::oauth::Oauth>,
+    /// Live job events, read once per instance and fanned out to SSE streams.
+    pub live: Arc<crate::live::LiveEvents>,
     /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -74,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orchestrate::router())
         .merge(actions::router())
         .merge(jobs::router())
+        .merge(streams::router())
         .merge(callbacks::router())
         .merge(keys::router())
         .merge(tools::router())

@@ -16,7 +16,7 @@ use super::{
     auth::Permissions,
     callbacks, health, jobs, keys, oauth, orchestrate,
     problem::{self, ApiError},
-    tools,
+    streams, tools,
 };
 use crate::{
     auth::Authenticated,
@@ -39,6 +39,8 @@ use crate::{
         jobs::list_jobs,
         jobs::cancel_job,
         jobs::job_events,
+        streams::stream_job,
+        streams::stream_events,
         callbacks::ingest,
         callbacks::job_callbacks,
         callbacks::retry_delivery,
@@ -67,6 +69,7 @@ use crate::{
         jobs::JobList,
         jobs::EventView,
         jobs::EventList,
+        streams::StreamedEvent,
         callbacks::IngestAnswer,
         callbacks::IngestReport,
         callbacks::IngestStatus,

@@ -13,6 +13,7 @@ mod notify;
 mod oauth;
 mod reporting;
 mod settings;
+mod stream;
 
 pub use callbacks::{
     CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,
@@ -33,6 +34,7 @@ pub use oauth::{
     RedeemedCode, Redemption,
 };
 pub use settings::StoredSecret;
+pub use stream::{StreamEvent, StreamHorizon, StreamPage, StreamPosition};
 
 use sqlx::{PgPool, postgres::PgDatabaseError};
 

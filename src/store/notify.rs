@@ -25,15 +25,18 @@ pub enum Channel {
     Deliveries,
     /// API keys were created or revoked: authentication caches must go.
     Keys,
+    /// Audit events were written (a trigger notifies once per transaction): live streams read.
+    Events,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::NewWork,
         Channel::JobDone,
         Channel::Cancel,
         Channel::Deliveries,
         Channel::Keys,
+        Channel::Events,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Channel {
             Channel::Cancel => "orch_cancel",
             Channel::Deliveries => "orch_deliveries",
             Channel::Keys => "orch_keys",
+            Channel::Events => "orch_events",
         }
     }
 

@@ -8,7 +8,9 @@ pub mod memory;
 pub mod ssh;
 pub mod system;
 
-pub use crate::catalog::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};
+pub use crate::catalog::{
+    Effect, Progress, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec,
+};
 
 use std::collections::BTreeMap;
 

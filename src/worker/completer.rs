@@ -15,6 +15,8 @@ type Item = (Completion, oneshot::Sender<bool>);
 #[derive(Clone, Debug)]
 pub struct Completer {
     tx: mpsc::Sender<Item>,
+    /// Attempts also record their progress (the job's history) while they run.
+    store: Store,
 }
 
 impl Completer {
@@ -27,8 +29,12 @@ impl Completer {
         waiters: Arc<Waiters>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(store, owner, max_batch, rx, waiters));
-        (Self { tx }, task)
+        let task = tokio::spawn(run(store.clone(), owner, max_batch, rx, waiters));
+        (Self { tx, store }, task)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Records the end of an attempt. Returns whether it still held the lease (false: the job

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{backoff::Backoff, completer::Completer};
 use crate::{
-    catalog::{Registry, ToolContext, ToolError, ToolOutput, ToolResult},
+    catalog::{Progress, Registry, ToolContext, ToolError, ToolOutput, ToolResult},
     ids::JobId,
     store::{ClaimedJob, Completion, CompletionStatus},
 };
@@ -275,14 +275,21 @@ impl Executor {
                 ),
             ));
         };
+        let (progress, progress_writer) = Progress::recording(
+            self.completer.store().clone(),
+            self.redactor.clone(),
+            job.id,
+            job.attempt,
+        );
         let ctx = ToolContext {
             job_id: job.id,
             attempt: job.attempt,
             cancel: token.clone(),
+            progress,
         };
         let timeout = Duration::from_millis(job.attempt_timeout_ms.max(1) as u64);
         let call = intent.tool.call(&ctx, &job.inputs);
-        tokio::select! {
+        let outcome = tokio::select! {
             biased;
             _ = token.cancelled() => Err(ToolError::permanent("cancelled", "stopped")),
             r = tokio::time::timeout(timeout, call) => match r {
@@ -290,7 +297,11 @@ impl Executor {
                 Err(_) => Err(ToolError::timed_out(format!(
                     "the attempt did not finish within {} ms", timeout.as_millis()))),
             },
-        }
+        };
+        drop(ctx);
+        // The last progress report goes in the history before the outcome.
+        progress_writer.finish().await;
+        outcome
     }
 
     fn completion_for(&self, job: &ClaimedJob, outcome: ToolResult) -> Completion {

@@ -20,6 +20,8 @@ pub struct Wakeups {
     pub deliveries: Arc<Notify>,
     /// API keys were created or revoked: authentication caches must go.
     pub keys: Arc<Notify>,
+    /// Audit events were written: live event streams read them.
+    pub events: Arc<Notify>,
 }
 
 pub async fn run(store: Store, executor: Arc<Executor>, waiters: Arc<Waiters>, wake: Wakeups) {
@@ -32,13 +34,16 @@ pub async fn run(store: Store, executor: Arc<Executor>, waiters: Arc<Waiters>, w
                 continue;
             }
             // This instance made the change and already acted on it.
-            ListenEvent::Notified(n) if n.origin == Some(me) => continue,
+            ListenEvent::Notified(n) if n.origin == Some(me) && n.channel != Channel::Events => {
+                continue;
+            }
             ListenEvent::Notified(n) => n,
         };
         match n.channel {
             Channel::NewWork => wake.jobs.notify_one(),
             Channel::Deliveries => wake.deliveries.notify_one(),
             Channel::Keys => wake.keys.notify_one(),
+            Channel::Events => wake.events.notify_one(),
             Channel::JobDone => {
                 let waited: Vec<Uuid> = n
                     .jobs
@@ -61,6 +66,7 @@ async fn resync(store: &Store, waiters: &Waiters, wake: &Wakeups) {
     wake.jobs.notify_one();
     wake.deliveries.notify_one();
     wake.keys.notify_one();
+    wake.events.notify_one();
     let waited: Vec<Uuid> = waiters
         .waiting_jobs()
         .into_iter()

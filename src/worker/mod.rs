@@ -102,6 +102,8 @@ pub struct WorkersSetup {
     pub maintenance: MaintenanceSettings,
     /// Signalled when API keys changed somewhere (authentication caches must go).
     pub keys_changed: Arc<Notify>,
+    /// Signalled when audit events were written somewhere (live streams read them).
+    pub events_written: Arc<Notify>,
     /// Cuts our own credentials out of what tools return.
     pub redactor: Arc<Redactor>,
 }
@@ -116,6 +118,7 @@ impl Workers {
             sidecar: deliveries,
             maintenance,
             keys_changed,
+            events_written,
             redactor,
         } = setup;
         let waiters = Arc::new(Waiters::default());
@@ -177,6 +180,7 @@ impl Workers {
                     jobs: wake.clone(),
                     deliveries: delivery_wake,
                     keys: keys_changed,
+                    events: events_written,
                 },
             )),
             tokio::spawn(maintenance::run(

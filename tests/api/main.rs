@@ -29,4 +29,5 @@ mod secret_hygiene;
 mod secure_defaults;
 mod ssh;
 mod sshd;
+mod streams;
 mod test_tools;

@@ -1102,3 +1102,55 @@ async fn a_session_the_server_refuses_leaves_the_others_running() {
         .count();
     assert_eq!((ran, refused), (2, 2), "{outcomes:?}: {results:?}");
 }
+
+#[tokio::test]
+async fn streamed_output_arrives_as_progress_events_before_the_result() {
+    let sshd = Sshd::start().await;
+    let app = app_for(sshd.host()).await;
+    let resp = app
+        .client
+        .post(format!("{}/orchestrate", app.base))
+        .header("accept", "text/event-stream")
+        .json(&json!({"intent": "ssh.exec", "inputs": {
+            "host": "test", "stream": true,
+            "command": "for i in 1 2 3; do echo line$i; sleep 0.4; done; echo oops >&2"}}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = crate::streams::SseClient::from_response(resp).await;
+    let events = stream.until("result").await;
+    let result = &events.last().unwrap().data;
+    assert_eq!(result["status"], "success", "{result}");
+    let outputs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "message" && e.data["kind"] == "progress")
+        .map(|e| &e.data["detail"]["output"])
+        .collect();
+    assert!(outputs.len() >= 2, "the output came in pieces: {outputs:?}");
+    let joined = |name: &str| -> String {
+        outputs
+            .iter()
+            .filter_map(|o| o[name].as_str())
+            .collect::<String>()
+    };
+    assert_eq!(joined("stdout"), "line1\nline2\nline3\n");
+    assert_eq!(joined("stderr"), "oops\n");
+    assert_eq!(result["result"]["stdout"], "line1\nline2\nline3\n");
+
+    // Without `stream`, no progress is recorded.
+    let (_, body) = app
+        .orchestrate_json(
+            json!({"intent": "ssh.exec", "inputs": {"host": "test", "command": "echo quiet"}}),
+        )
+        .await;
+    let job = job_id(&body);
+    let (_, history) = app.get_json(&format!("/jobs/{job}/events")).await;
+    assert!(
+        history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "progress"),
+        "{history}"
+    );
+}

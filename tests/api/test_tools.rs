@@ -213,3 +213,37 @@ impl Tool for NulOutput {
         .boxed()
     }
 }
+
+/// Runs until the test opens the gate, then answers with its inputs.
+pub struct Gate {
+    spec: ToolSpec,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            spec: spec(name, 1, Duration::from_secs(60)),
+            open: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Tool for Gate {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
+        async move {
+            let mut open = self.open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+            Ok(json!({ "echo": inputs }).into())
+        }
+        .boxed()
+    }
+}

@@ -30,6 +30,7 @@ use super::{
     body::parse_json_body,
     problem::ApiError,
     responses::{BodyProblems, IntakeProblems, KeyProblems},
+    streams::{self, Finale, json_event},
 };
 use crate::{
     auth::Authenticated,
@@ -37,6 +38,7 @@ use crate::{
     ids::JobId,
     intake::{Submission, Submitted, WaitOutcome},
     model::{FieldError, FinishedJob, JobError, JobStatus, Mode, Principal},
+    store::StreamPosition,
 };
 
 pub fn router() -> Router<AppState> {
@@ -113,12 +115,13 @@ impl AnswerLimits {
     };
 }
 
-fn finished_response(
+/// The outcome's body, bounded by `limits`.
+fn result_body(
     job: &FinishedJob,
     replay: bool,
     limits: AnswerLimits,
     public_url: &str,
-) -> Response {
+) -> OrchestrateResult {
     let mut body = OrchestrateResult {
         status: job.client_status(),
         job_id: job.id,
@@ -137,7 +140,40 @@ fn finished_response(
         let full_at = format!("{}/jobs/{}", public_url.trim_end_matches('/'), job.id);
         super::bounded::bound(&mut body.result, rest, max, &full_at);
     }
+    body
+}
+
+fn finished_response(
+    job: &FinishedJob,
+    replay: bool,
+    limits: AnswerLimits,
+    public_url: &str,
+) -> Response {
+    let body = result_body(job, replay, limits, public_url);
     with_replay_header((StatusCode::OK, Json(body)).into_response(), replay)
+}
+
+/// The streamed answer: `accepted`, the job's events, then `result` with the outcome.
+async fn streamed_response(state: &AppState, accepted: Accepted) -> Result<Response, ApiError> {
+    let job_id = accepted.job_id;
+    let replay = accepted.idempotent_replay;
+    let prelude = vec![json_event(Some("accepted"), &accepted)];
+    let intake = state.intake.clone();
+    let public_url = state.config.server.public_url.clone();
+    let finale: Finale = Box::new(move |job_id, status| {
+        Box::pin(async move {
+            match intake.finished(job_id).await {
+                Ok(Some(done)) => json_event(
+                    Some("result"),
+                    &result_body(&done, replay, AnswerLimits::API, &public_url),
+                ),
+                // The outcome is in the job (`status_url`); the stream still ends cleanly.
+                Ok(None) | Err(_) => (streams::end_event())(job_id, status).await,
+            }
+        })
+    });
+    // From the start: a replayed job that already finished has its final event in the history.
+    streams::job_stream(state, job_id, None, StreamPosition::START, prelude, finale).await
 }
 
 fn accepted_response(body: Accepted) -> Response {
@@ -167,14 +203,17 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
     description = "Runs `intent` with `inputs` on the engine chosen by `mode`. Answers 200 with \
         the outcome when the job ends within the wait (default 8 s), otherwise 202 with a \
         `job_id` to poll at `GET /jobs/{job_id}`. Requests are idempotent: send an \
-        `Idempotency-Key` header or `idempotency_key` field to retry safely.",
+        `Idempotency-Key` header or `idempotency_key` field to retry safely. With `Accept: \
+        text/event-stream` the answer streams the job's events, then its result.",
     request_body = OrchestrateRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, pattern = "^[ -~]+$", description = "Replays the stored answer for a repeated request (1 to 255 printable ASCII characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` or `wait=N` (seconds)."),
     ),
     responses(
-        (status = 200, description = "Finished within the wait", body = OrchestrateResult),
+        (status = 200, description = "Finished within the wait; with `Accept: text/event-stream`, \
+         the stream of `accepted`, the job's events and `result` (an `OrchestrateResult`)",
+         content((OrchestrateResult = "application/json"), (String = "text/event-stream"))),
         (status = 202, description = "Accepted; still running", body = Accepted,
          headers(("Location" = String, description = "The job's status URL"))),
         IntakeProblems, BodyProblems, KeyProblems,
@@ -186,7 +225,8 @@ pub async fn orchestrate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run(&state, auth, &headers, body, AnswerLimits::API).await
+    let stream = streams::wants_event_stream(&headers);
+    run(&state, auth, &headers, body, AnswerLimits::API, stream).await
 }
 
 /// Validates, files the job, waits within the budget and answers, under `limits`.
@@ -196,6 +236,7 @@ pub async fn run(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limits: AnswerLimits,
+    stream: bool,
 ) -> Result<Response, ApiError> {
     let config = &state.config.server;
     let req = parse_json_body(headers, body, config.max_body_bytes)
@@ -235,7 +276,8 @@ pub async fn run(
     let prefer = preferences(headers);
     let respond_async = req.async_.unwrap_or(prefer.respond_async);
     let wait = wait_for(req.timeout_ms, &prefer, config, limits);
-    let wants_wait = !respond_async && !wait.is_zero();
+    // A streamed answer follows the job through its events rather than a waiter.
+    let wants_wait = !respond_async && !wait.is_zero() && !stream;
 
     let mode = intent.mode;
     let intent_name = intent.name().to_owned();
@@ -255,19 +297,20 @@ pub async fn run(
         .await?;
     let (job_id, waiter, replay) = match submitted {
         Submitted::Created { job_id, waiter } => (job_id, waiter, false),
-        Submitted::Replay { job_id, waiter } => {
+        Submitted::Replay { job_id, waiter } if !stream => {
             if let Some(done) = state.intake.finished(job_id).await? {
                 return Ok(finished_response(&done, true, limits, &config.public_url));
             }
             (job_id, waiter, true)
         }
+        Submitted::Replay { job_id, waiter } => (job_id, waiter, true),
     };
     if let Some(mut waiter) = waiter
         && let WaitOutcome::Finished(done) = state.intake.wait(&mut waiter, wait).await
     {
         return Ok(finished_response(&done, replay, limits, &config.public_url));
     }
-    Ok(accepted_response(Accepted {
+    let accepted = Accepted {
         status: "accepted",
         job_id,
         message: "Job accepted for async processing",
@@ -279,7 +322,11 @@ pub async fn run(
             state.config.server.public_url.trim_end_matches('/')
         ),
         idempotent_replay: replay,
-    }))
+    };
+    if stream {
+        return streamed_response(state, accepted).await;
+    }
+    Ok(accepted_response(accepted))
 }
 
 /// The intent's schema and own checks; a refusal that is a policy decision (an SSH command

@@ -7,20 +7,30 @@ use std::{
     time::Duration,
 };
 
+use futures::{FutureExt, StreamExt};
 use rmcp::{
     Peer, ServiceError,
-    model::{CallToolRequestParams, CallToolResult, JsonObject},
-    service::RoleClient,
+    handler::client::progress::ProgressDispatcher,
+    model::{
+        CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+        ClientRequest, JsonObject, ProgressNotificationParam, RequestId, ServerResult,
+    },
+    service::{PeerRequestOptions, RoleClient},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::config::McpServerConfig;
-use crate::tools::{ToolError, ToolOutput, ToolResult};
+use crate::tools::{Progress, ToolError, ToolOutput, ToolResult};
+
+/// The most of a progress message the job's history keeps.
+const MAX_PROGRESS_MESSAGE: usize = 1_000;
 
 pub struct McpServer {
     pub name: String,
     pub config: McpServerConfig,
+    /// Routes the server's progress notifications to the call that asked for them (by token).
+    pub progress: ProgressDispatcher,
     /// The peer of the live session; `None` while starting, restarting or stopped.
     live: watch::Sender<Option<Peer<RoleClient>>>,
     /// Start attempts that have ended (connected or failed): what boot and lazy starts wait on.
@@ -35,6 +45,7 @@ impl McpServer {
     pub fn new(name: &str, config: McpServerConfig) -> Self {
         Self {
             name: name.to_owned(),
+            progress: ProgressDispatcher::new(),
             calls: Semaphore::new(config.max_concurrent_calls),
             start_requested: AtomicBool::new(false),
             config,
@@ -53,7 +64,10 @@ impl McpServer {
     /// Calls `tool`, within the server's call timeout (waiting for a slot and a session
     /// included). Dropping the future (the job was cancelled, its attempt timed out) tells the
     /// server with `notifications/cancelled`.
-    pub async fn call(&self, tool: &str, arguments: JsonObject) -> ToolResult {
+    ///
+    /// When `progress` is recorded, the server's progress notifications for the call become
+    /// the job's progress.
+    pub async fn call(&self, tool: &str, arguments: JsonObject, progress: &Progress) -> ToolResult {
         let budget = self.config.call_timeout;
         let call = async {
             let _slot = self
@@ -63,9 +77,46 @@ impl McpServer {
                 .map_err(|_| self.unavailable("stopped"))?;
             let peer = self.peer(budget.min(self.config.startup_timeout)).await?;
             let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-            peer.call_tool(params)
+            if !progress.is_recorded() {
+                return peer
+                    .call_tool(params)
+                    .await
+                    .map_err(|e| self.call_failed(tool, e));
+            }
+            // rmcp gives every request a progress token of its own; the call's handle says
+            // which, and the server's notifications for it become the job's progress.
+            let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+            let handle = peer
+                .send_request_with_option(request, PeerRequestOptions::no_options())
                 .await
-                .map_err(|e| self.call_failed(tool, e))
+                .map_err(|e| self.call_failed(tool, e))?;
+            let mut abandoned = CancelOnDrop {
+                peer: peer.clone(),
+                request: Some(handle.id.clone()),
+            };
+            let mut reports = self.progress.subscribe(handle.progress_token.clone()).await;
+            let forward = async {
+                while let Some(report) = reports.next().await {
+                    progress.report(progress_detail(report));
+                }
+                std::future::pending::<()>().await
+            };
+            let answer = tokio::select! {
+                r = handle.await_response() => r,
+                () = forward => Err(ServiceError::UnexpectedResponse),
+            };
+            abandoned.request = None;
+            // rmcp hands each notification to a task of its own, so the last report may trail
+            // the answer by a moment: take what has arrived (later ones are dropped).
+            tokio::task::yield_now().await;
+            while let Some(Some(report)) = reports.next().now_or_never() {
+                progress.report(progress_detail(report));
+            }
+            match answer {
+                Ok(ServerResult::CallToolResult(result)) => Ok(result),
+                Ok(_) => Err(self.call_failed(tool, ServiceError::UnexpectedResponse)),
+                Err(e) => Err(self.call_failed(tool, e)),
+            }
         };
         let outcome = match tokio::time::timeout(budget, call).await {
             Ok(Ok(result)) => into_output(result),
@@ -204,6 +255,38 @@ fn into_output(result: CallToolResult) -> ToolResult {
         out["structured_content"] = structured;
     }
     Ok(ToolOutput::Done(out))
+}
+
+/// A progress notification as the job's history keeps it.
+fn progress_detail(p: ProgressNotificationParam) -> Value {
+    let message = p
+        .message
+        .map(|m| m.chars().take(MAX_PROGRESS_MESSAGE).collect::<String>());
+    json!({"progress": p.progress, "total": p.total, "message": message})
+}
+
+/// Tells the server a call was abandoned (the job was cancelled, its attempt timed out) when
+/// the call's future is dropped before its answer, as rmcp's own `call_tool` does.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    request: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.request.take() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let reason = Some("request abandoned by the caller".to_owned());
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(Some(id), reason))
+                    .await;
+            });
+        }
+    }
 }
 
 #[cfg(test)]

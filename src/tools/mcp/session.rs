@@ -5,7 +5,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use rmcp::{
     ClientHandler, Peer, ServiceExt,
-    model::{ClientCapabilities, ClientConfig, Implementation, PingRequest, ProtocolVersion},
+    handler::client::progress::ProgressDispatcher,
+    model::{
+        ClientCapabilities, ClientConfig, Implementation, PingRequest, ProgressNotificationParam,
+        ProtocolVersion,
+    },
     service::{NotificationContext, QuitReason, RoleClient, RunningServiceCancellationToken},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
@@ -16,16 +20,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::{config::McpServerConfig, process::ChildGroup};
 
-/// Our side of the session: announces us and reports `notifications/tools/list_changed`.
+/// Our side of the session: announces us, reports `notifications/tools/list_changed` and
+/// hands `notifications/progress` to the call that asked for it.
 #[derive(Clone)]
 struct Client {
     tools_changed: Arc<Notify>,
+    progress: ProgressDispatcher,
     protocol: ProtocolVersion,
 }
 
 impl ClientHandler for Client {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.tools_changed.notify_one();
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.handle_notification(params).await;
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -86,11 +100,17 @@ fn stderr_tail(stderr: &str) -> String {
 impl Session {
     /// Spawns or connects and completes the handshake within `timeout`. A failed start leaves
     /// no process behind; the error says why (with the server's last stderr lines).
-    pub async fn open(server: &str, config: &McpServerConfig) -> Result<Self, OpenError> {
+    /// `progress` receives the server's progress notifications (calls subscribe to theirs).
+    pub async fn open(
+        server: &str,
+        config: &McpServerConfig,
+        progress: ProgressDispatcher,
+    ) -> Result<Self, OpenError> {
         let timeout = config.startup_timeout;
         let tools_changed = Arc::new(Notify::new());
         let client = Client {
             tools_changed: tools_changed.clone(),
+            progress,
             protocol: match config.protocol_version.as_str() {
                 "2025-06-18" => ProtocolVersion::V_2025_06_18,
                 _ => ProtocolVersion::V_2025_11_25,

@@ -101,7 +101,7 @@ async fn open_and_publish(
 ) -> Result<Session, StartError> {
     let opened = tokio::select! {
         _ = stop.cancelled() => Err(StartError::ShuttingDown),
-        r = Session::open(&server.name, &server.config) => r.map_err(StartError::from),
+        r = Session::open(&server.name, &server.config, server.progress.clone()) => r.map_err(StartError::from),
     };
     let result = match opened {
         Ok(session) => match publish(server, registry, &session).await {

@@ -35,7 +35,7 @@ impl Tool for McpTool {
             tokio::select! {
                 // Dropping the call sends `notifications/cancelled` for it.
                 _ = ctx.cancel.cancelled() => Err(ToolError::permanent("cancelled", "stopped")),
-                r = self.server.call(&self.tool, arguments) => r,
+                r = self.server.call(&self.tool, arguments, &ctx.progress) => r,
             }
         })
     }

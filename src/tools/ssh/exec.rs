@@ -17,6 +17,7 @@ use russh::{ChannelMsg, Sig};
 use tokio_util::sync::CancellationToken;
 
 use super::{pool::Lease, shell::quote};
+use crate::catalog::{OutputStream, Progress};
 
 /// The guard (see the module documentation); `$1` is the command.
 const GUARD: &str = "exec 3<&0 </dev/null; \
@@ -131,6 +132,7 @@ pub async fn run(
     deadline: tokio::time::Instant,
     cancel: &CancellationToken,
     cap: usize,
+    live_output: Option<&Progress>,
 ) -> Result<Output, RunError> {
     let started = Instant::now();
     let limit_ms = deadline
@@ -151,7 +153,7 @@ pub async fn run(
         duration_ms: 0,
     };
     let outcome = tokio::select! {
-        r = tokio::time::timeout_at(deadline, collect(running.lease(), &mut out)) => match r {
+        r = tokio::time::timeout_at(deadline, collect(running.lease(), &mut out, live_output)) => match r {
             Ok(r) => r,
             Err(_) => Err(RunError::TimedOut(limit_ms)),
         },
@@ -170,15 +172,31 @@ pub async fn run(
     }
 }
 
-/// Reads channel messages until the server closes the channel.
-async fn collect(lease: &mut Lease, out: &mut Output) -> Result<(), RunError> {
+/// Reads channel messages until the server closes the channel; with `live_output`, each chunk
+/// of output is also reported as it comes.
+async fn collect(
+    lease: &mut Lease,
+    out: &mut Output,
+    live_output: Option<&Progress>,
+) -> Result<(), RunError> {
     let mut confirmed = false;
+    let live = |stream, data: &[u8]| {
+        if let Some(progress) = live_output {
+            progress.output(stream, data);
+        }
+    };
     loop {
         match lease.channel.wait().await {
             Some(ChannelMsg::Success) => confirmed = true,
             Some(ChannelMsg::Failure) if !confirmed => return Err(RunError::Refused),
-            Some(ChannelMsg::Data { data }) => out.stdout.push(&data),
-            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => out.stderr.push(&data),
+            Some(ChannelMsg::Data { data }) => {
+                live(OutputStream::Stdout, &data);
+                out.stdout.push(&data);
+            }
+            Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                live(OutputStream::Stderr, &data);
+                out.stderr.push(&data);
+            }
             Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_code = Some(exit_status),
             Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                 out.signal = Some(signal_name_of(&signal_name));

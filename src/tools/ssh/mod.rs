@@ -163,6 +163,11 @@ fn inputs_schema(hosts: &str, exec: bool) -> Value {
                        "description": "The command's time limit (default: the host's; at \
                                        most the host's max_command_timeout)."},
     });
+    properties["stream"] = json!({
+        "type": "boolean", "default": false,
+        "description": "Report the output as it comes, as the job's progress events \
+                        (streams of the job carry them)."
+    });
     if exec {
         properties["confirm_dangerous"] = json!({
             "type": "boolean", "default": false,
@@ -202,6 +207,8 @@ struct Inputs {
     timeout_ms: Option<u64>,
     #[serde(default)]
     confirm_dangerous: bool,
+    #[serde(default)]
+    stream: bool,
 }
 
 /// Why a request is refused before any job exists (or, re-checked, before anything is sent).
@@ -422,6 +429,7 @@ impl SshTool {
             deadline,
             &ctx.cancel,
             self.shared.max_output_bytes,
+            input.stream.then_some(&ctx.progress),
         )
         .await;
         let mut d = detail(Some(&plan));
