@@ -328,6 +328,9 @@ vocabulary! {
         OauthGrantRevoked = "oauth.grant_revoked",
         /// A token or authorization request refused (the reason in `error`).
         OauthRefused = "oauth.refused",
+        /// A person signed in to the dashboard with an API key, or out.
+        UiSignedIn = "ui.signed_in",
+        UiSignedOut = "ui.signed_out",
     }
 }
 

@@ -38,6 +38,8 @@ pub enum AuthError {
     Revoked { record: Box<ApiKeyRecord> },
     #[error("the API key expired")]
     Expired { record: Box<ApiKeyRecord> },
+    #[error("the dashboard session ended: sign in again")]
+    NoSession,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -128,6 +130,24 @@ impl Authenticator {
                 prefix: key_prefix(secret),
             });
         };
+        self.accept(record)
+    }
+
+    /// A dashboard session acts as its key: the same checks (revoked, expired), the same
+    /// principal. Returns the session's form token too.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+    ) -> Result<(Authenticated, String), AuthError> {
+        let session = self
+            .store
+            .ui_session(&hash_key(token))
+            .await?
+            .ok_or(AuthError::NoSession)?;
+        Ok((self.accept(session.key)?, session.csrf))
+    }
+
+    fn accept(&self, record: ApiKeyRecord) -> Result<Authenticated, AuthError> {
         if record.revoked_at.is_some() {
             return Err(AuthError::Revoked {
                 record: Box::new(record),

@@ -3,8 +3,10 @@
 
 use crate::glob::Glob;
 
-const ADMIN_SCOPES: [&str; 5] = [
+const ADMIN_SCOPES: [&str; 6] = [
     "jobs:read:all",
+    // Jobs' inputs and results in the dashboard (hidden from other keys by default).
+    "jobs:read:payloads",
     "jobs:cancel",
     "callbacks:retry",
     "keys:admin",

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request, State},
-    http::{HeaderMap, request::Parts},
+    http::{HeaderMap, Method, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -30,6 +30,8 @@ fn verifies_itself(path: &str) -> bool {
         || path == crate::http::mcp::PATH
         || path.starts_with("/oauth/")
         || path.starts_with("/.well-known/")
+        || path == super::ui::PREFIX
+        || path.starts_with("/ui/")
 }
 
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -68,11 +70,24 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match state
-        .authenticator
-        .authenticate(presented_key(req.headers()))
-        .await
+    // The dashboard's session cookie stands for its key on the event streams its live parts
+    // read (browsers' EventSource cannot send a header), and nowhere else in the API.
+    let presented = presented_key(req.headers());
+    if presented.is_none()
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && is_event_stream(&path)
+        && let Some(token) = super::ui::session_token(req.headers())
     {
+        return match state.authenticator.authenticate_session(token).await {
+            Ok((auth, _)) => serve_as(auth, client_addr, request_id, req, next).await,
+            Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+            Err(e) => ApiError::Unauthenticated {
+                detail: e.to_string(),
+            }
+            .into_response(),
+        };
+    }
+    match state.authenticator.authenticate(presented).await {
         Ok(auth) => serve_as(auth, client_addr, request_id, req, next).await,
         Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
         Err(e) => {
@@ -89,6 +104,14 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             .into_response()
         }
     }
+}
+
+/// The API's Server-Sent Events paths (the dashboard's session cookie is accepted there).
+fn is_event_stream(path: &str) -> bool {
+    path == "/events"
+        || path
+            .strip_prefix("/jobs/")
+            .is_some_and(|rest| rest.ends_with("/stream") || rest.ends_with("/events"))
 }
 
 /// Runs the request as `auth`'s principal, and leaves its name on the response for the access

@@ -257,17 +257,13 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs",
-    summary = "Jobs, newest first",
-    params(ListParams),
-    responses((status = 200, description = "A page of jobs", body = JobList), BadParameters, KeyProblems))]
-pub async fn list_jobs(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<JobList>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let mut filter = filter_from(&params)?;
+/// One page of the jobs `auth` may see, newest first, and the cursor of the next page.
+pub(crate) async fn page_of_jobs(
+    state: &AppState,
+    auth: &Authenticated,
+    params: &ListParams,
+) -> Result<(Vec<JobRecord>, Option<String>), ApiError> {
+    let mut filter = filter_from(params)?;
     if !auth.sees_all_jobs() {
         // A key without jobs:read:all lists its own jobs (an unused key id matches nothing).
         filter.owner = Some(auth.principal.api_key_id.unwrap_or_default());
@@ -280,7 +276,7 @@ pub async fn list_jobs(
             ..filter.clone()
         })
         .await?;
-    let next_cursor = if rows.len() as i64 > filter.limit {
+    let next = if rows.len() as i64 > filter.limit {
         rows.truncate(filter.limit as usize);
         rows.last().map(|r| {
             encode_cursor(ListCursor {
@@ -291,6 +287,20 @@ pub async fn list_jobs(
     } else {
         None
     };
+    Ok((rows, next))
+}
+
+#[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs",
+    summary = "Jobs, newest first",
+    params(ListParams),
+    responses((status = 200, description = "A page of jobs", body = JobList), BadParameters, KeyProblems))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let (rows, next_cursor) = page_of_jobs(&state, &auth, &params).await?;
     Ok(Json(JobList {
         jobs: rows.into_iter().map(JobView::from).collect(),
         next_cursor,

@@ -17,6 +17,7 @@ pub mod problem;
 pub mod responses;
 pub mod streams;
 pub mod tools;
+pub mod ui;
 
 use std::{sync::Arc, time::Instant};
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(actions::router())
         .merge(jobs::router())
         .merge(streams::router())
+        .merge(ui::router())
         .merge(callbacks::router())
         .merge(keys::router())
         .merge(tools::router())

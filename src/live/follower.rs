@@ -3,7 +3,10 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{
+    Semaphore,
+    broadcast::{self, error::RecvError},
+};
 
 use super::Batch;
 use crate::{
@@ -47,6 +50,7 @@ pub enum FollowError {
 
 pub struct Follower {
     store: Store,
+    catch_ups: Arc<Semaphore>,
     rx: broadcast::Receiver<Arc<Batch>>,
     scope: Scope,
     /// Every event of the scope at or before this position has been handed out (or skipped).
@@ -61,12 +65,14 @@ pub struct Follower {
 impl Follower {
     pub(super) fn new(
         store: Store,
+        catch_ups: Arc<Semaphore>,
         rx: broadcast::Receiver<Arc<Batch>>,
         scope: Scope,
         from: StreamPosition,
     ) -> Self {
         Self {
             store,
+            catch_ups,
             rx,
             scope,
             covered: from,
@@ -104,16 +110,22 @@ impl Follower {
 
     /// One page from the database after `covered`, up to the current horizon.
     async fn catch_up(&mut self) -> Result<(), FollowError> {
-        let h = self.store.stream_horizon(self.covered).await?;
+        let _turn = self
+            .catch_ups
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FollowError::Closed)?;
+        let horizon = self.store.stream_horizon().await?;
         let page: StreamPage = match self.scope {
             Scope::Job(id) => {
                 self.store
-                    .job_stream(id, self.covered, h.horizon, CATCH_UP_PAGE)
+                    .job_stream(id, self.covered, horizon, CATCH_UP_PAGE)
                     .await?
             }
             Scope::AllJobs => {
                 self.store
-                    .jobs_stream(self.covered, h.horizon, CATCH_UP_PAGE)
+                    .jobs_stream(self.covered, horizon, CATCH_UP_PAGE)
                     .await?
             }
         };

@@ -15,7 +15,7 @@ pub use follower::{FollowError, Follower, Scope};
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError, StreamEvent, StreamPosition};
@@ -42,7 +42,14 @@ pub struct LiveEvents {
     store: Store,
     wake: Arc<Notify>,
     batches: broadcast::Sender<Arc<Batch>>,
+    /// Followers reading the database at once (history at the start, gaps): a thousand
+    /// streams opened together queue here instead of taking every pooled connection from
+    /// the workers.
+    catch_ups: Arc<Semaphore>,
 }
+
+/// Followers that may read the database at the same time.
+const CONCURRENT_CATCH_UPS: usize = 4;
 
 impl LiveEvents {
     /// `buffer`: batches a follower may fall behind before it is told to reconnect.
@@ -52,6 +59,7 @@ impl LiveEvents {
             store,
             wake: Arc::new(Notify::new()),
             batches,
+            catch_ups: Arc::new(Semaphore::new(CONCURRENT_CATCH_UPS)),
         })
     }
 
@@ -65,13 +73,12 @@ impl LiveEvents {
         let rx = self.batches.subscribe();
         // A reader that was idle starts reading now rather than at its next safety-net tick.
         self.wake.notify_one();
-        Follower::new(self.store.clone(), rx, scope, from)
+        Follower::new(self.store.clone(), self.catch_ups.clone(), rx, scope, from)
     }
 
     /// Where a stream that wants only what happens from now on starts.
     pub async fn now(&self) -> Result<StreamPosition, StoreError> {
-        let h = self.store.stream_horizon(StreamPosition::START).await?;
-        Ok(StreamPosition::below(h.horizon))
+        Ok(StreamPosition::below(self.store.stream_horizon().await?))
     }
 
     /// Streams being followed on this instance.
@@ -110,17 +117,16 @@ impl LiveEvents {
 
     /// One read; whether to read again soon.
     async fn read(&self, reading: &mut Option<Reading>) -> Result<bool, StoreError> {
-        let from = reading.map_or(StreamPosition::START, |r| r.read);
-        let h = self.store.stream_horizon(from).await?;
+        let horizon = self.store.stream_horizon().await?;
         let Some(r) = reading else {
-            let start = StreamPosition::below(h.horizon);
+            let start = StreamPosition::below(horizon);
             *reading = Some(Reading {
                 read: start,
                 announced: start,
             });
-            return Ok(h.waiting);
+            return Ok(false);
         };
-        let page = self.store.jobs_stream(r.read, h.horizon, PAGE).await?;
+        let page = self.store.jobs_stream(r.read, horizon, PAGE).await?;
         r.read = r.read.max(page.covered);
         // Stretches without events are not announced: followers skip them by position alone,
         // and a quiet stream costs no wake-ups.
@@ -134,7 +140,9 @@ impl LiveEvents {
             }));
             r.announced = r.read;
         }
-        Ok(page.more || h.waiting)
+        // Read again soon if the page was full, or if events wait behind an older transaction
+        // (no notification may come when it ends: it need not have written events).
+        Ok(page.more || self.store.stream_waiting(horizon).await?)
     }
 }
 

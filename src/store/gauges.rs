@@ -2,6 +2,7 @@
 //! from a partial index (so it stays cheap however many finished jobs there are).
 
 use super::{Store, StoreResult};
+use crate::model::JobStatus;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueGauges {
@@ -35,5 +36,24 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Jobs that ended in the last `hours`, by final status.
+    pub async fn finished_since(&self, hours: f64) -> StoreResult<Vec<(JobStatus, i64)>> {
+        Ok(sqlx::query!(
+            r#"
+            SELECT status AS "status!: JobStatus", count(*) AS "n!"
+            FROM jobs
+            WHERE finished_at >= now() - make_interval(secs => $1::float8 * 3600)
+              AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
+            GROUP BY status
+            "#,
+            hours,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.status, r.n))
+        .collect())
     }
 }

@@ -14,6 +14,7 @@ mod oauth;
 mod reporting;
 mod settings;
 mod stream;
+mod ui_sessions;
 
 pub use callbacks::{
     CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,
@@ -34,7 +35,8 @@ pub use oauth::{
     RedeemedCode, Redemption,
 };
 pub use settings::StoredSecret;
-pub use stream::{StreamEvent, StreamHorizon, StreamPage, StreamPosition};
+pub use stream::{StreamEvent, StreamPage, StreamPosition};
+pub use ui_sessions::UiSession;
 
 use sqlx::{PgPool, postgres::PgDatabaseError};
 

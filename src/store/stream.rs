@@ -100,14 +100,6 @@ impl StreamPage {
     }
 }
 
-/// The horizon and whether rows already committed wait above it.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamHorizon {
-    pub horizon: i64,
-    /// Events committed but not yet readable: an older transaction is still running.
-    pub waiting: bool,
-}
-
 struct Row {
     xact: i64,
     id: i64,
@@ -174,24 +166,25 @@ impl Store {
         }))
     }
 
-    /// Where streams can read up to now, and whether committed events wait above it.
-    pub async fn stream_horizon(&self, after: StreamPosition) -> StoreResult<StreamHorizon> {
-        let row = sqlx::query!(
-            r#"
-            WITH h AS (SELECT audit_horizon() AS horizon)
-            SELECT h.horizon AS "horizon!",
-                   EXISTS (SELECT 1 FROM audit_events
-                           WHERE xact >= h.horizon AND xact >= $1) AS "waiting!"
-            FROM h
-            "#,
-            after.xact,
+    /// Where streams can read up to now: the oldest transaction still running.
+    pub async fn stream_horizon(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar!(r#"SELECT audit_horizon() AS "horizon!""#)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Whether events are committed at or above `xact` (above the horizon: an older
+    /// transaction still runs, so they cannot be read yet). `xact` is a constant here so the
+    /// BRIN finds the table's tail instead of the whole table being read.
+    pub async fn stream_waiting(&self, xact: i64) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM audit_events WHERE xact >= $1) AS "waiting!""#,
+            xact,
         )
         .fetch_one(&self.pool)
-        .await?;
-        Ok(StreamHorizon {
-            horizon: row.horizon,
-            waiting: row.waiting,
-        })
+        .await?)
     }
 
     /// One job's events after `after` (its history as `GET /jobs/{id}/events` shows it),

@@ -68,6 +68,11 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging expired OAuth codes and tokens failed"),
         }
+        match store.purge_ui_sessions(PAGE * 2).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "ended dashboard sessions purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging ended dashboard sessions failed"),
+        }
     }
 }
 

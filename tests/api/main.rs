@@ -31,3 +31,4 @@ mod ssh;
 mod sshd;
 mod streams;
 mod test_tools;
+mod ui;

@@ -18,6 +18,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -66,6 +67,10 @@ pub struct Handler {
     shared: Arc<Shared>,
     /// Cancelled when the session ends (its handler is dropped): stops its change watcher.
     ended: CancellationToken,
+    /// Catalog watchers taken when a `subscriptions/listen` is accepted, before rmcp
+    /// acknowledges it: a change right after the acknowledgement is not missed by `listen`,
+    /// which runs only then.
+    accepted_listens: std::sync::Mutex<std::collections::VecDeque<watch::Receiver<u64>>>,
 }
 
 impl Handler {
@@ -73,6 +78,7 @@ impl Handler {
         Self {
             shared,
             ended: CancellationToken::new(),
+            accepted_listens: Default::default(),
         }
     }
 }
@@ -206,12 +212,26 @@ impl ServerHandler for Handler {
         &self,
         _requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        let mut changes = self.shared.state.registry.changes();
+        changes.mark_unchanged();
+        self.accepted_listens
+            .lock()
+            .expect("listens lock poisoned")
+            .push_back(changes);
         Some(SubscriptionFilter::builder().tools_list_changed().build())
     }
 
     async fn listen(&self, subscription: SubscriptionContext) -> Result<(), McpError> {
-        let mut changes = self.shared.state.registry.changes();
-        changes.mark_unchanged();
+        let accepted = self
+            .accepted_listens
+            .lock()
+            .expect("listens lock poisoned")
+            .pop_front();
+        let mut changes = accepted.unwrap_or_else(|| {
+            let mut changes = self.shared.state.registry.changes();
+            changes.mark_unchanged();
+            changes
+        });
         let stopping = self.shared.state.shutdown.clone();
         loop {
             tokio::select! {

@@ -1,0 +1,138 @@
+//! The dashboard in a real browser: tests/ui/dashboard.mjs drives Debian's Chromium through
+//! playwright-core against a running server; this test makes the keys and jobs and opens the
+//! gate when the script asks. Screenshots are left in target/ui-screenshots.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{
+    helpers::{Spawn, eventually, installed_by, job_id, prerequisite, spawn},
+    test_tools::Gate,
+};
+
+#[tokio::test]
+async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("target/browser");
+    let core = installed_by(
+        ".ci/install-browser",
+        "BROWSER_DIR",
+        &browser_dir,
+        browser_dir.join("node_modules/playwright-core"),
+    );
+    if !prerequisite(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium (.ci/install-browser)",
+    ) {
+        return;
+    }
+    let (gate, hold) = (Gate::new("test.gate"), Gate::new("test.hold"));
+    let app = spawn(Spawn {
+        tools: vec![gate.clone(), hold.clone()],
+        ..Default::default()
+    })
+    .await;
+    let admin = app
+        .key(
+            "operator",
+            &["*", "jobs:read:all", "jobs:cancel", "jobs:read:payloads"],
+        )
+        .await;
+    let reader = app.key("auditor", &["*", "jobs:read:all"]).await;
+    let start = |intent: &'static str| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let resp = app
+                .client
+                .post(format!("{}/orchestrate", app.base))
+                .bearer_auth(admin)
+                .json(&json!({"intent": intent, "inputs": {"n": 1}, "async": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::ACCEPTED);
+            job_id(&resp.json().await.unwrap())
+        }
+    };
+    let gated = start("test.gate").await;
+    let held = start("test.hold").await;
+    let other = start("test.hold").await;
+    let status_of = |job: String| {
+        let (app, admin) = (&app, admin.clone());
+        async move { app.get_json_as(&admin, &format!("/jobs/{job}")).await.1["status"].clone() }
+    };
+    for job in [&gated, &held, &other] {
+        let running = eventually(Duration::from_secs(20), || async {
+            status_of(job.clone()).await == "running"
+        })
+        .await;
+        assert!(running, "{job} runs");
+    }
+
+    let shots = root.join("target/ui-screenshots");
+    let mut node = Command::new("node")
+        .arg(root.join("tests/ui/dashboard.mjs"))
+        .env("PLAYWRIGHT_CORE", &core)
+        .env("BASE", &app.base)
+        .env("SHOTS", &shots)
+        .env("ADMIN_KEY", &admin)
+        .env("READER_KEY", &reader)
+        .env("GATED_JOB", &gated)
+        .env("HELD_JOB", &held)
+        .env("OTHER_JOB", &other)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut to_script = node.stdin.take().unwrap();
+    let from_script = BufReader::new(node.stdout.take().unwrap());
+    // The script's lines arrive on a thread of their own (a blocking read).
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in from_script.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut passed = false;
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(120), lines.recv()).await {
+        match line.as_str() {
+            "open-gate" => {
+                gate.open();
+                writeln!(to_script, "ok").unwrap();
+            }
+            "PASS" => passed = true,
+            other => eprintln!("dashboard.mjs: {other}"),
+        }
+    }
+    drop(to_script);
+    let status = node.wait().unwrap();
+    assert!(
+        status.success() && passed,
+        "the browser test failed ({status})"
+    );
+    // The cancel through the page reached the job; the forged one did not.
+    let cancelled = eventually(Duration::from_secs(20), || async {
+        status_of(held.clone()).await == "cancelled"
+    })
+    .await;
+    assert!(cancelled);
+    assert_eq!(status_of(other.clone()).await, "running");
+    for shot in [
+        "overview.png",
+        "jobs.png",
+        "job.png",
+        "job-phone-read-only.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot} saved");
+    }
+    hold.open();
+}

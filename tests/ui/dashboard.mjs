@@ -1,0 +1,93 @@
+// The dashboard in a real browser (Debian's Chromium through playwright-core), driven by
+// tests/api/ui.rs, which runs the server, makes the keys and jobs, and opens the gate when
+// this script says `open-gate` (and answers `ok` on stdin). Prints `PASS` at the end.
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+
+const env = process.env;
+const { chromium } = createRequire(import.meta.url)(env.PLAYWRIGHT_CORE);
+const base = env.BASE;
+const shots = env.SHOTS;
+mkdirSync(shots, { recursive: true });
+const lines = createInterface({ input: process.stdin });
+const stdin = lines[Symbol.asyncIterator]();
+
+function check(ok, what) {
+  if (!ok) throw new Error("failed: " + what);
+}
+
+async function signIn(context, key) {
+  const page = await context.newPage();
+  await page.goto(base + "/ui");
+  check(page.url().endsWith("/ui/sign-in"), "a visitor without a session is sent to sign in");
+  await page.fill("#api_key", key);
+  await Promise.all([page.waitForURL(base + "/ui"), page.click("button[type=submit]")]);
+  return page;
+}
+
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"] });
+try {
+  // A wrong key is refused on the page.
+  const stranger = await browser.newContext();
+  const refused = await stranger.newPage();
+  await refused.goto(base + "/ui/sign-in");
+  await refused.fill("#api_key", "orch_not-a-key");
+  await refused.click("button[type=submit]");
+  await refused.waitForSelector(".error");
+  await stranger.close();
+
+  // The operator: overview with counts, then the jobs list filtered, then the running job.
+  const admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await signIn(admin, env.ADMIN_KEY);
+  const cookie = (await admin.cookies()).find((c) => c.name === "orch_session");
+  check(cookie && cookie.httpOnly && cookie.sameSite === "Strict", "the session cookie is HttpOnly, SameSite=Strict");
+  await page.waitForSelector("[data-count=running]");
+  check(Number(await page.textContent("[data-count=running]")) >= 2, "the overview counts running jobs");
+  await page.screenshot({ path: shots + "/overview.png", fullPage: true });
+
+  await page.goto(base + "/ui/jobs");
+  await page.fill("input[name=intent]", "test.gate");
+  await Promise.all([page.waitForURL(/intent=test.gate/), page.click(".filters button")]);
+  const rows = await page.locator("table.jobs tbody tr").count();
+  check(rows === 1, `one test.gate job listed (saw ${rows})`);
+  await page.screenshot({ path: shots + "/jobs.png", fullPage: true });
+  await Promise.all([page.waitForURL(/\/ui\/jobs\/job_/), page.click(`a[href="/ui/jobs/${env.GATED_JOB}"]`)]);
+  check((await page.textContent("#status")).trim() === "running", "the job page shows it running");
+  await page.waitForFunction(() => document.querySelectorAll("#timeline li").length >= 2);
+  await page.evaluate(() => { window.notReloaded = true; });
+
+  // The job finishes while the page is open: it changes without a reload.
+  console.log("open-gate");
+  check((await stdin.next()).value === "ok", "the test opened the gate");
+  await page.waitForFunction(() => document.getElementById("status").textContent === "succeeded", null, { timeout: 20000 });
+  check(await page.evaluate(() => window.notReloaded === true), "the page was not reloaded");
+  await page.waitForFunction(() => document.getElementById("result").textContent.includes("echo"), null, { timeout: 20000 });
+  await page.screenshot({ path: shots + "/job.png", fullPage: true });
+
+  // Cancelling the held job through its page.
+  await page.goto(base + `/ui/jobs/${env.HELD_JOB}`);
+  await Promise.all([page.waitForURL(base + `/ui/jobs/${env.HELD_JOB}`), page.click("button.danger")]);
+  await page.waitForFunction(() => document.getElementById("status").textContent === "cancelled", null, { timeout: 20000 });
+
+  // A form without the session's token is refused, and changes nothing.
+  const forged = await admin.request.post(base + `/ui/jobs/${env.OTHER_JOB}/cancel`, { form: { csrf: "forged" } });
+  check(forged.status() === 403, `a CSRF-less post is refused (got ${forged.status()})`);
+
+  // A read-only key: no action buttons, payloads hidden.
+  const readerContext = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const reader = await signIn(readerContext, env.READER_KEY);
+  await reader.goto(base + `/ui/jobs/${env.OTHER_JOB}`);
+  check((await reader.locator("button.danger").count()) === 0, "a read-only key sees no cancel button");
+  check((await reader.textContent("main")).includes("jobs:read:payloads"), "payloads are hidden without jobs:read:payloads");
+  await reader.screenshot({ path: shots + "/job-phone-read-only.png", fullPage: true });
+
+  // Signing out ends the session.
+  await Promise.all([page.waitForURL(base + "/ui/sign-in"), page.click(".who button")]);
+  await page.goto(base + "/ui");
+  check(page.url().endsWith("/ui/sign-in"), "after signing out the dashboard asks to sign in again");
+  console.log("PASS");
+} finally {
+  await browser.close();
+  lines.close();
+}
