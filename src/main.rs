@@ -289,13 +289,7 @@ async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
                 "id", "name", "prefix", "state", "last used"
             );
             for k in store.list_api_keys().await? {
-                let state = if k.revoked_at.is_some() {
-                    "revoked"
-                } else if k.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
-                    "expired"
-                } else {
-                    "active"
-                };
+                let state = k.state();
                 let last_used = k
                     .last_used_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())

@@ -70,8 +70,8 @@ pub struct CreateKey {
     /// Unique among active keys; not only spaces.
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
-    /// Intent globs (`memory.*`) and administrative scopes (`jobs:read:all`, `jobs:cancel`,
-    /// `callbacks:retry`, `keys:admin`).
+    /// Intent globs (`memory.*`) and administrative scopes (`jobs:read:all`,
+    /// `jobs:read:payloads`, `jobs:cancel`, `callbacks:retry`, `keys:admin`, `ops:read`).
     #[schema(min_items = 1, inline, value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -82,7 +82,7 @@ pub struct CreateKey {
 #[derive(ToSchema)]
 #[schema(
     value_type = String,
-    pattern = "^([A-Za-z0-9._*?-]+|jobs:read:all|jobs:cancel|callbacks:retry|keys:admin|ops:read)$"
+    pattern = "^([A-Za-z0-9._*?-]+|jobs:read:all|jobs:read:payloads|jobs:cancel|callbacks:retry|keys:admin|ops:read)$"
 )]
 pub struct Scope(String);
 
@@ -94,7 +94,7 @@ pub struct CreatedKeyView {
     pub record: KeyView,
 }
 
-fn admin(auth: &Authenticated) -> KeyAdmin<'_> {
+pub(crate) fn admin(auth: &Authenticated) -> KeyAdmin<'_> {
     KeyAdmin {
         actor_kind: auth.principal.actor_kind(),
         actor_id: auth.principal.api_key_id.map(|id| id.to_string()),

@@ -18,6 +18,19 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+impl ApiKeyRecord {
+    /// `active`, `revoked` or `expired`.
+    pub fn state(&self) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= Utc::now()) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
 pub struct NewApiKey<'a> {
     pub id: Uuid,
     pub name: &'a str,

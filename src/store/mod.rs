@@ -11,6 +11,7 @@ mod mcp_sessions;
 mod memory;
 mod notify;
 mod oauth;
+mod open_deliveries;
 mod reporting;
 mod settings;
 mod stream;
@@ -34,6 +35,7 @@ pub use oauth::{
     AccessRecord, GrantRecord, NewGrant, NewOauthClient, NewTokens, OauthAudit, OauthClientRecord,
     RedeemedCode, Redemption,
 };
+pub use open_deliveries::OpenDelivery;
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};
 pub use ui_sessions::UiSession;

@@ -43,6 +43,9 @@ struct Running {
     reason: Arc<AtomicU8>,
     /// Until when our lease surely holds (measured from when it was last granted or renewed).
     lease_valid_until: Instant,
+    /// The attempt ended and its outcome is being written: nothing is left to stop, and a
+    /// heartbeat that no longer finds the job running saw that write, not a lost lease.
+    finishing: bool,
 }
 
 pub struct Executor {
@@ -149,7 +152,7 @@ impl Executor {
     /// Like [`Executor::stop`], but only if the local attempt is `attempt` (when given).
     pub fn stop_attempt(&self, job: JobId, attempt: Option<i32>, reason: StopReason) -> bool {
         match self.lock().get(&job) {
-            Some(r) if attempt.is_none_or(|a| a == r.attempt) => {
+            Some(r) if attempt.is_none_or(|a| a == r.attempt) && !r.finishing => {
                 let _ = r.reason.compare_exchange(
                     StopReason::None as u8,
                     reason as u8,
@@ -191,6 +194,7 @@ impl Executor {
                 token: token.clone(),
                 reason: reason.clone(),
                 lease_valid_until: Instant::now() + self.lease,
+                finishing: false,
             },
         );
         if job.cancel_requested {
@@ -211,6 +215,11 @@ impl Executor {
     async fn run(&self, job: ClaimedJob, token: CancellationToken, reason: Arc<AtomicU8>) {
         let started = Instant::now();
         let outcome = self.attempt(&job, &token).await;
+        if let Some(r) = self.lock().get_mut(&job.id)
+            && r.attempt == job.attempt
+        {
+            r.finishing = true;
+        }
         let stop = match reason.load(Ordering::SeqCst) {
             1 => StopReason::Cancelled,
             2 => StopReason::LeaseLost,

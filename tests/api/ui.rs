@@ -42,7 +42,14 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
     let admin = app
         .key(
             "operator",
-            &["*", "jobs:read:all", "jobs:cancel", "jobs:read:payloads"],
+            &[
+                "*",
+                "jobs:read:all",
+                "jobs:cancel",
+                "jobs:read:payloads",
+                "keys:admin",
+                "callbacks:retry",
+            ],
         )
         .await;
     let reader = app.key("auditor", &["*", "jobs:read:all"]).await;
@@ -76,6 +83,38 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
         assert!(running, "{job} runs");
     }
 
+    // A callback that cannot be delivered (nothing listens there): exhausted after its tries.
+    let hook = format!("http://127.0.0.1:{}/hook", crate::process::free_port());
+    let resp = app
+        .client
+        .post(format!("{}/orchestrate", app.base))
+        .bearer_auth(&admin)
+        .json(&json!({"intent": "system.echo", "inputs": {"text": "x"}, "callback_url": hook}))
+        .send()
+        .await
+        .unwrap();
+    let undelivered = job_id(&resp.json().await.unwrap());
+    let delivery = |job: String| {
+        let pool = app.pool().clone();
+        async move {
+            sqlx::query_as::<_, (String, i32)>(
+                "SELECT status::text, manual_retries FROM callback_deliveries \
+                 WHERE job_id = $1::text::uuid",
+            )
+            .bind(job.trim_start_matches("job_"))
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let exhausted = eventually(Duration::from_secs(20), || async {
+        delivery(undelivered.clone())
+            .await
+            .is_some_and(|(s, _)| s == "exhausted")
+    })
+    .await;
+    assert!(exhausted, "the callback ran out of attempts");
+
     let shots = root.join("target/ui-screenshots");
     let mut node = Command::new("node")
         .arg(root.join("tests/ui/dashboard.mjs"))
@@ -87,6 +126,7 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
         .env("GATED_JOB", &gated)
         .env("HELD_JOB", &held)
         .env("OTHER_JOB", &other)
+        .env("UNDELIVERED_JOB", &undelivered)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -126,10 +166,15 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
     .await;
     assert!(cancelled);
     assert_eq!(status_of(other.clone()).await, "running");
+    // The page's retries reached the delivery: one for the job, one for its host.
+    let (_, retries) = delivery(undelivered.clone()).await.unwrap();
+    assert_eq!(retries, 2);
     for shot in [
         "overview.png",
         "jobs.png",
         "job.png",
+        "callbacks.png",
+        "keys.png",
         "job-phone-read-only.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot} saved");

@@ -74,6 +74,35 @@ try {
   const forged = await admin.request.post(base + `/ui/jobs/${env.OTHER_JOB}/cancel`, { form: { csrf: "forged" } });
   check(forged.status() === 403, `a CSRF-less post is refused (got ${forged.status()})`);
 
+  // Callbacks: the exhausted delivery is listed; retry it, then every exhausted one to its host.
+  const row = `tr[data-job="${env.UNDELIVERED_JOB}"]`;
+  await page.goto(base + "/ui/callbacks?host=127.0.0.1");
+  check((await page.textContent(row)).includes("exhausted"), "the exhausted delivery is listed");
+  await page.screenshot({ path: shots + "/callbacks.png", fullPage: true });
+  await Promise.all([page.waitForURL(/\/ui\/callbacks\?host=127.0.0.1/), page.click(`${row} button`)]);
+  check((await page.textContent(`${row} .retries`)).trim() === "1", "one manual retry");
+  // It fails again (nothing listens); then the host-wide retry sends it once more.
+  for (let i = 0; i < 100 && !(await page.textContent(row)).includes("exhausted"); i++) {
+    await page.waitForTimeout(100);
+    await page.reload();
+  }
+  await Promise.all([page.waitForURL(/\/ui\/callbacks\?host=127.0.0.1/), page.click("#retry-host")]);
+  check((await page.textContent(`${row} .retries`)).trim() === "2", "the host-wide retry reached it");
+
+  // Keys: create one (shown once, and it works), revoke it (and it stops working).
+  await page.click("nav a[href='/ui/keys']");
+  await page.fill("input[name=name]", "robot");
+  await page.fill("input[name=scopes]", "memory.*");
+  await page.click("form[action='/ui/keys'] button");
+  const secret = (await page.textContent("#new-key")).trim();
+  check(secret.startsWith("orch_"), "the new key is shown once");
+  const withKey = (key) => fetch(base + "/tools", { headers: { authorization: "Bearer " + key } });
+  check((await withKey(secret)).status === 200, "the new key works");
+  await page.screenshot({ path: shots + "/keys.png", fullPage: true });
+  await Promise.all([page.waitForURL(base + "/ui/keys"), page.click("button[aria-label='Revoke robot']")]);
+  check((await page.locator("tr", { hasText: "robot" }).textContent()).includes("revoked"), "the key is listed as revoked");
+  check((await withKey(secret)).status === 401, "the revoked key no longer works");
+
   // A read-only key: no action buttons, payloads hidden.
   const readerContext = await browser.newContext({ viewport: { width: 390, height: 844 } });
   const reader = await signIn(readerContext, env.READER_KEY);
@@ -81,6 +110,9 @@ try {
   check((await reader.locator("button.danger").count()) === 0, "a read-only key sees no cancel button");
   check((await reader.textContent("main")).includes("jobs:read:payloads"), "payloads are hidden without jobs:read:payloads");
   await reader.screenshot({ path: shots + "/job-phone-read-only.png", fullPage: true });
+  check((await reader.locator("nav a[href='/ui/keys']").count()) === 0, "no Keys tab without keys:admin");
+  const keysPage = await reader.goto(base + "/ui/keys");
+  check(keysPage.status() === 403, "the keys page needs keys:admin");
 
   // Signing out ends the session.
   await Promise.all([page.waitForURL(base + "/ui/sign-in"), page.click(".who button")]);

@@ -8,6 +8,8 @@
 //! token; the API itself accepts the cookie only for GET and HEAD, so no cookie ever changes
 //! anything without one.
 
+mod callbacks;
+mod keys;
 mod pages;
 mod session;
 
@@ -39,6 +41,11 @@ pub fn router() -> Router<AppState> {
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{job_id}", get(pages::job))
         .route("/ui/jobs/{job_id}/cancel", post(pages::cancel))
+        .route("/ui/callbacks", get(callbacks::callbacks))
+        .route("/ui/callbacks/retry-host", post(callbacks::retry_host))
+        .route("/ui/callbacks/{job_id}/retry", post(callbacks::retry_one))
+        .route("/ui/keys", get(keys::keys).post(keys::create))
+        .route("/ui/keys/{key_id}/revoke", post(keys::revoke))
         .route(
             "/ui/assets/ui.css",
             get(|| async { asset(CSS, "text/css") }),

@@ -27,14 +27,17 @@ pub struct Chrome {
     pub who: String,
     pub csrf: String,
     pub tab: &'static str,
+    /// The key may manage keys (the Keys tab).
+    pub keys_admin: bool,
 }
 
 impl Chrome {
-    fn of(session: &Session, tab: &'static str) -> Self {
+    pub fn of(session: &Session, tab: &'static str) -> Self {
         Self {
             who: session.auth.principal.name.clone(),
             csrf: session.csrf.clone(),
             tab,
+            keys_admin: session.auth.require("keys:admin").is_ok(),
         }
     }
 }
@@ -48,7 +51,7 @@ pub fn render_failed(e: askama::Error) -> Response {
         .into_response()
 }
 
-fn page(template: impl Template) -> Response {
+pub fn page(template: impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => render_failed(e),
@@ -56,7 +59,7 @@ fn page(template: impl Template) -> Response {
 }
 
 /// An API error as a page (the status and the problem's detail).
-fn problem_page(e: ApiError) -> Response {
+pub fn problem_page(e: ApiError) -> Response {
     let resp = e.into_response();
     let status = resp.status();
     (
