@@ -56,4 +56,35 @@ impl Store {
         .map(|r| (r.status, r.n))
         .collect())
     }
+
+    /// Finished jobs per hour over the last `hours` (oldest first, every hour present), from
+    /// the hourly rollups: (hour, succeeded, failed or timed out).
+    pub async fn hourly_outcomes(
+        &self,
+        hours: i32,
+    ) -> StoreResult<Vec<(chrono::DateTime<chrono::Utc>, i64, i64)>> {
+        Ok(sqlx::query!(
+            r#"
+            SELECT h.hour AS "hour!",
+                   coalesce(sum(s.jobs) FILTER (WHERE s.status = 'succeeded'), 0)::bigint
+                       AS "succeeded!",
+                   coalesce(sum(s.jobs) FILTER (WHERE s.status IN ('failed', 'timed_out')), 0)::bigint
+                       AS "failed!"
+            FROM generate_series(
+                     date_bin('1 hour', now() - make_interval(hours => $1 - 1),
+                              TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+                     date_bin('1 hour', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+                     interval '1 hour') AS h(hour)
+            LEFT JOIN job_stats_hourly s ON s.hour = h.hour
+            GROUP BY h.hour
+            ORDER BY h.hour
+            "#,
+            hours,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.hour, r.succeeded, r.failed))
+        .collect())
+    }
 }

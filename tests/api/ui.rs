@@ -115,6 +115,19 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
     .await;
     assert!(exhausted, "the callback ran out of attempts");
 
+    // The charts read the hourly rollups (a minute behind the jobs): two hours of them.
+    sqlx::query(
+        "INSERT INTO job_stats_hourly (hour, intent, mode, status, jobs, attempts, retried_jobs, \
+                                       duration_ms_sum, duration_ms_max) \
+         SELECT date_bin('1 hour', now() - h * interval '1 hour', TIMESTAMPTZ '2000-01-01'), \
+                'memory.write', 'agent', s.status::job_status, s.jobs, s.jobs, 0, 0, 0 \
+         FROM (VALUES (0), (3)) hours(h), \
+              (VALUES ('succeeded', 7), ('failed', 3)) s(status, jobs)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+
     let shots = root.join("target/ui-screenshots");
     let mut node = Command::new("node")
         .arg(root.join("tests/ui/dashboard.mjs"))

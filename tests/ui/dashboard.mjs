@@ -44,6 +44,11 @@ try {
   check(cookie && cookie.httpOnly && cookie.sameSite === "Strict", "the session cookie is HttpOnly, SameSite=Strict");
   await page.waitForSelector("[data-count=running]");
   check(Number(await page.textContent("[data-count=running]")) >= 2, "the overview counts running jobs");
+  const captions = await page.locator("figcaption").allTextContents();
+  check(captions.some((c) => c.includes("Last 24 hours: 20 jobs, failure rate 30.0 %")), `the 24 h chart: ${captions}`);
+  const titles = await page.locator("svg.chart title").allTextContents();
+  check(titles.filter((t) => t.endsWith("7 succeeded, 3 failed")).length === 4, "two hours drawn in each chart");
+  check(titles.length === 24 + 168, `every hour of both charts has a bar (${titles.length})`);
   await page.screenshot({ path: shots + "/overview.png", fullPage: true });
 
   await page.goto(base + "/ui/jobs");

@@ -75,10 +75,76 @@ struct Count {
     status: &'static str,
 }
 
+/// One bar of a chart: succeeded stacked under failed, in SVG units (the chart is 100 high).
+pub struct Bar {
+    x: usize,
+    ok_y: f64,
+    ok_height: f64,
+    failed_y: f64,
+    failed_height: f64,
+    title: String,
+}
+
+/// Finished jobs per hour as stacked bars, drawn as inline SVG (no chart library, nothing
+/// fetched): `width` is in bar slots.
+pub struct Chart {
+    caption: &'static str,
+    width: usize,
+    bars: Vec<Bar>,
+    total: i64,
+    failed: i64,
+}
+
+impl Chart {
+    fn of(caption: &'static str, hours: &[(chrono::DateTime<chrono::Utc>, i64, i64)]) -> Self {
+        let peak = hours
+            .iter()
+            .map(|(_, ok, bad)| ok + bad)
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let bars = hours
+            .iter()
+            .enumerate()
+            .map(|(i, (hour, ok, bad))| {
+                let ok_height = *ok as f64 / peak * 100.0;
+                let failed_height = *bad as f64 / peak * 100.0;
+                Bar {
+                    x: i * 4,
+                    ok_y: 100.0 - ok_height,
+                    ok_height,
+                    failed_y: 100.0 - ok_height - failed_height,
+                    failed_height,
+                    title: format!(
+                        "{} UTC: {ok} succeeded, {bad} failed",
+                        hour.format("%Y-%m-%d %H:00")
+                    ),
+                }
+            })
+            .collect();
+        Chart {
+            caption,
+            width: hours.len() * 4,
+            bars,
+            total: hours.iter().map(|(_, ok, bad)| ok + bad).sum(),
+            failed: hours.iter().map(|(_, _, bad)| bad).sum(),
+        }
+    }
+
+    fn failure_rate(&self) -> String {
+        if self.total == 0 {
+            "–".into()
+        } else {
+            format!("{:.1} %", self.failed as f64 * 100.0 / self.total as f64)
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "ui/overview.html")]
 struct Overview {
     chrome: Chrome,
+    charts: Vec<Chart>,
     /// Counts for the whole deployment (keys with `jobs:read:all`), else none.
     counts: Vec<Count>,
     oldest_queued: String,
@@ -89,12 +155,16 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     let sees_all = session.auth.sees_all_jobs();
     let mut counts = Vec::new();
     let mut oldest_queued = String::new();
+    let mut charts = Vec::new();
     if sees_all {
-        let (gauges, finished) =
-            match tokio::try_join!(state.store.queue_gauges(), state.store.finished_since(24.0)) {
-                Ok(both) => both,
-                Err(e) => return problem_page(e.into()),
-            };
+        let (gauges, finished, week) = match tokio::try_join!(
+            state.store.queue_gauges(),
+            state.store.finished_since(24.0),
+            state.store.hourly_outcomes(24 * 7)
+        ) {
+            Ok(all) => all,
+            Err(e) => return problem_page(e.into()),
+        };
         let finished_of = |s: JobStatus| {
             finished
                 .iter()
@@ -134,9 +204,15 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
             },
         ];
         oldest_queued = format!("{:.1} s", gauges.oldest_queued_seconds);
+        let day = &week[week.len().saturating_sub(24)..];
+        charts = vec![
+            Chart::of("Last 24 hours", day),
+            Chart::of("Last 7 days", &week),
+        ];
     }
     page(Overview {
         chrome: Chrome::of(&session, "overview"),
+        charts,
         counts,
         oldest_queued,
         sees_all,
