@@ -33,9 +33,13 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
     ) {
         return;
     }
-    let (gate, hold) = (Gate::new("test.gate"), Gate::new("test.hold"));
+    let (gate, hold, bulk) = (
+        Gate::new("test.gate"),
+        Gate::new("test.hold"),
+        Gate::new("test.bulk"),
+    );
     let app = spawn(Spawn {
-        tools: vec![gate.clone(), hold.clone()],
+        tools: vec![gate.clone(), hold.clone(), bulk.clone()],
         ..Default::default()
     })
     .await;
@@ -69,6 +73,11 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
         }
     };
     let gated = start("test.gate").await;
+    // Three jobs for the bulk cancel by filter.
+    let mut bulk_jobs = Vec::new();
+    for _ in 0..3 {
+        bulk_jobs.push(start("test.bulk").await);
+    }
     let held = start("test.hold").await;
     let other = start("test.hold").await;
     let status_of = |job: String| {
@@ -179,6 +188,9 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
     .await;
     assert!(cancelled);
     assert_eq!(status_of(other.clone()).await, "running");
+    for job in &bulk_jobs {
+        assert_eq!(status_of(job.clone()).await, "cancelled", "bulk-cancelled");
+    }
     // The page's retries reached the delivery: one for the job, one for its host.
     let (_, retries) = delivery(undelivered.clone()).await.unwrap();
     assert_eq!(retries, 2);
@@ -193,4 +205,5 @@ async fn an_operator_signs_in_watches_a_job_finish_and_cancels_another() {
         assert!(shots.join(shot).exists(), "{shot} saved");
     }
     hold.open();
+    bulk.open();
 }

@@ -79,6 +79,17 @@ try {
   const forged = await admin.request.post(base + `/ui/jobs/${env.OTHER_JOB}/cancel`, { form: { csrf: "forged" } });
   check(forged.status() === 403, `a CSRF-less post is refused (got ${forged.status()})`);
 
+  // Bulk cancel by filter: the count first, then every matching job is cancelled.
+  await page.goto(base + "/ui/jobs?intent=test.bulk");
+  await Promise.all([page.waitForURL(/bulk-cancel/), page.click("#bulk-cancel")]);
+  check((await page.textContent("#bulk-count")).trim() === "3", "three jobs to cancel, counted before confirming");
+  await Promise.all([page.waitForURL(/status=cancelled/), page.click("#confirm-bulk")]);
+  for (let i = 0; i < 100 && (await page.locator("table.jobs tbody tr").count()) < 3; i++) {
+    await page.waitForTimeout(100);
+    await page.reload();
+  }
+  check((await page.locator("table.jobs tbody tr").count()) === 3, "all three are cancelled");
+
   // Callbacks: the exhausted delivery is listed; retry it, then every exhausted one to its host.
   const row = `tr[data-job="${env.UNDELIVERED_JOB}"]`;
   await page.goto(base + "/ui/callbacks?host=127.0.0.1");

@@ -8,6 +8,7 @@
 //! token; the API itself accepts the cookie only for GET and HEAD, so no cookie ever changes
 //! anything without one.
 
+mod bulk;
 mod callbacks;
 mod keys;
 mod pages;
@@ -39,6 +40,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/sign-out", post(session::sign_out))
         .route("/ui/jobs", get(pages::jobs))
+        .route(
+            "/ui/jobs/bulk-cancel",
+            get(bulk::confirm).post(bulk::cancel),
+        )
         .route("/ui/jobs/{job_id}", get(pages::job))
         .route("/ui/jobs/{job_id}/cancel", post(pages::cancel))
         .route("/ui/callbacks", get(callbacks::callbacks))

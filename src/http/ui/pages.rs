@@ -239,6 +239,10 @@ struct Jobs {
     next: Option<String>,
     error: Option<String>,
     statuses: Vec<&'static str>,
+    /// The key may cancel jobs (the bulk cancel link).
+    can_cancel: bool,
+    /// The filter as a query string.
+    filter_query: String,
 }
 
 pub async fn jobs(
@@ -279,9 +283,13 @@ pub async fn jobs(
                 next: None,
                 error: Some(error),
                 statuses,
+                can_cancel: false,
+                filter_query: String::new(),
             });
         }
     };
+    let filter_query =
+        serde_urlencoded::to_string([("intent", &intent), ("status", &status)]).unwrap_or_default();
     let next = cursor.map(|cursor| {
         let mut query = vec![("cursor", cursor)];
         if !intent.is_empty() {
@@ -315,6 +323,8 @@ pub async fn jobs(
         next,
         error: None,
         statuses,
+        can_cancel: session.auth.require("jobs:cancel").is_ok(),
+        filter_query,
     })
 }
 
