@@ -232,7 +232,10 @@ impl Store {
         horizon: i64,
         limit: i64,
     ) -> StoreResult<StreamPage> {
-        // `xact >= $1` lets the BRIN skip everything older; the row comparison is exact.
+        // One window of transactions per read: `xact >= $1 AND xact < $3` lets the BRIN read
+        // only that stretch of the table, so a stream resumed from an old (or forged) position
+        // walks the history a window at a time instead of sorting all of it on every page.
+        let upto = horizon.min(after.xact.saturating_add(XACT_WINDOW));
         let rows = sqlx::query_as!(
             Row,
             r#"
@@ -249,18 +252,24 @@ impl Store {
             "#,
             after.xact,
             after.id,
-            horizon,
+            upto,
             limit,
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(StreamPage::new(
+        let mut page = StreamPage::new(
             rows.into_iter().map(StreamEvent::from).collect(),
             limit,
-            horizon,
-        ))
+            upto,
+        );
+        // Later windows remain below the horizon.
+        page.more |= upto < horizon;
+        Ok(page)
     }
 }
+
+/// Transactions one read of every job's events spans at most.
+const XACT_WINDOW: i64 = 100_000;
 
 #[cfg(test)]
 mod tests {
