@@ -24,7 +24,7 @@ function line(event) {
   li.append(more);
   if (!document.getElementById("status") && event.job_id) {
     const link = document.createElement("a");
-    link.href = "/ui/jobs/" + event.job_id;
+    link.href = document.body.dataset.base + "/ui/jobs/" + event.job_id;
     link.textContent = " " + event.job_id;
     li.append(link);
   }

@@ -202,6 +202,7 @@ impl Application {
             signing,
             oauth,
             live,
+            mcp: mcp.health(),
             shutdown: shutdown.clone(),
         };
         Ok(Self {

@@ -87,6 +87,9 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: how long running jobs and requests may take to finish.
     #[serde(with = "duration::human")]
     pub shutdown_grace: Duration,
+    /// Serve everything under this path (`/orchestrator`) behind a reverse proxy that passes
+    /// the prefix on; the dashboard's links carry it. Empty: at the root.
+    pub base_path: String,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             max_sync_timeout: Duration::from_secs(60),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            base_path: String::new(),
         }
     }
 }
@@ -128,6 +132,21 @@ impl ServerConfig {
             out.push(ConfigProblem::new(
                 "server.sync_timeout_ms",
                 "must not exceed server.max_sync_timeout_ms",
+            ));
+        }
+        if !self.base_path.is_empty()
+            && (!self.base_path.starts_with('/')
+                || self.base_path.ends_with('/')
+                || self.base_path.contains("//")
+                || !self
+                    .base_path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~')))
+        {
+            out.push(ConfigProblem::new(
+                "server.base_path",
+                "must be empty or a path like /orchestrator: a leading /, no trailing /, \
+                 letters, digits and -_.~",
             ));
         }
         if self.max_body_bytes < 1024 {
@@ -454,6 +473,29 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_base_path_is_a_clean_absolute_path() {
+        for good in ["", "/ops", "/a/b-c_d.e~f"] {
+            let server = ServerConfig {
+                base_path: good.into(),
+                ..Default::default()
+            };
+            assert!(server.problems().is_empty(), "{good}");
+        }
+        for bad in ["ops", "/ops/", "/", "//ops", "/ops?x", "/a b", "/ops#"] {
+            let server = ServerConfig {
+                base_path: bad.into(),
+                ..Default::default()
+            };
+            let problems = server.problems();
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert!(
+                problems[0].to_string().contains("server.base_path"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -89,8 +89,8 @@ enum KeysCommand {
         /// A name to recognise the key by (1 to 100 characters, unique among active keys).
         #[arg(long)]
         name: String,
-        /// Comma-separated: intent globs (memory.*) and jobs:read:all, jobs:cancel,
-        /// callbacks:retry, keys:admin.
+        /// Comma-separated: intent globs (memory.*) and jobs:read:all, jobs:read:payloads,
+        /// jobs:cancel, jobs:retry, callbacks:retry, keys:admin, ops:read.
         #[arg(long)]
         scopes: String,
         /// The key stops working after this many days.
@@ -209,7 +209,8 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             print_stdout(&serde_json::to_string_pretty(&doc)?)
         }
         Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(|| health_url(config.server.listen));
+            let url =
+                url.unwrap_or_else(|| health_url(config.server.listen, &config.server.base_path));
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))
                 .build()?;
@@ -236,14 +237,14 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// `/healthz` on the listen address (an unspecified address is reached on loopback).
-fn health_url(listen: std::net::SocketAddr) -> String {
+fn health_url(listen: std::net::SocketAddr, base_path: &str) -> String {
     let ip = match listen.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
     format!(
-        "http://{}/healthz",
+        "http://{}{base_path}/healthz",
         std::net::SocketAddr::new(ip, listen.port())
     )
 }

@@ -47,6 +47,14 @@ impl JobStatus {
         )
     }
 
+    /// A job that ended without success may be sent back to the queue (`retry`).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Failed | JobStatus::Cancelled | JobStatus::TimedOut
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -304,6 +312,8 @@ vocabulary! {
         CallbackReceived = "callback_received",
         /// An engine reported how far a running job got (MCP progress, SSH output).
         Progress = "progress",
+        /// A person sent a finished job back to the queue (`POST /jobs/{id}/retry`).
+        Retried = "retried",
         SshRun = "ssh.run",
         SshExit = "ssh.exit",
         SshDryRun = "ssh.dry_run",

@@ -3,11 +3,13 @@
 
 use crate::glob::Glob;
 
-const ADMIN_SCOPES: [&str; 6] = [
+const ADMIN_SCOPES: [&str; 7] = [
     "jobs:read:all",
     // Jobs' inputs and results in the dashboard (hidden from other keys by default).
     "jobs:read:payloads",
     "jobs:cancel",
+    // Send failed, timed-out and cancelled jobs back to the queue.
+    "jobs:retry",
     "callbacks:retry",
     "keys:admin",
     // Operational detail: /readyz checks, flow URLs and breakers, the instance.

@@ -27,7 +27,7 @@ use crate::{
     ids::JobId,
     intake::WaitOutcome,
     model::{JobError, JobStatus, Mode, job_error},
-    store::{CancelOutcome, JobEvent, JobFilter, JobRecord, ListCursor},
+    store::{CancelOutcome, JobEvent, JobFilter, JobRecord, ListCursor, RetryOutcome},
 };
 
 /// How long `POST /jobs/{id}/cancel` waits for a running attempt to stop.
@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", get(list_jobs))
         .route("/jobs/{job_id}", get(get_job))
         .route("/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/jobs/{job_id}/retry", post(retry_job))
         .route("/jobs/{job_id}/events", get(job_events))
 }
 
@@ -156,6 +157,13 @@ pub struct ListParams {
     /// One status or several, comma-separated (`queued,running`).
     #[param(value_type = Option<Vec<JobStatus>>, style = Form, explode = false)]
     pub status: Option<String>,
+    /// The engine that ran it: `flow`, `agent` or `mcp`.
+    #[param(pattern = "^(flow|agent|mcp)$")]
+    pub mode: Option<String>,
+    /// Only the jobs created with this API key (`key_id` of `GET /keys`); another key's jobs
+    /// need `jobs:read:all`.
+    #[param(value_type = Option<Uuid>)]
+    pub api_key_id: Option<String>,
     /// Created at or after (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
@@ -246,15 +254,49 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
             "must be at most 200 characters",
         ));
     }
+    let mode = p
+        .mode
+        .as_deref()
+        .map(|raw| match Mode::parse(raw) {
+            Some(m) if m != Mode::Auto => Ok(m),
+            _ => Err(ApiError::invalid(
+                "mode",
+                "must be one of: flow, agent, mcp",
+            )),
+        })
+        .transpose()?;
+    let owner = p
+        .api_key_id
+        .as_deref()
+        .map(|raw| {
+            Uuid::try_parse(raw).map_err(|_| ApiError::invalid("api_key_id", "must be a UUID"))
+        })
+        .transpose()?;
     Ok(JobFilter {
-        owner: None,
+        owner,
         intent: p.intent.clone().filter(|s| !s.is_empty()),
         statuses,
+        mode,
         since: parse_time("since", &p.since)?,
         until: parse_time("until", &p.until)?,
         cursor,
         limit,
     })
+}
+
+/// The store filter of `params` over the jobs `auth` may see.
+pub(crate) fn filter_for(auth: &Authenticated, params: &ListParams) -> Result<JobFilter, ApiError> {
+    let mut filter = filter_from(params)?;
+    if !auth.sees_all_jobs() {
+        // A key without jobs:read:all lists its own jobs; asking for another key's gets none
+        // (the nil id, like an unused key's, matches no job).
+        let own = auth.principal.api_key_id.unwrap_or_default();
+        filter.owner = Some(match filter.owner {
+            Some(asked) if asked != own => Uuid::nil(),
+            _ => own,
+        });
+    }
+    Ok(filter)
 }
 
 /// One page of the jobs `auth` may see, newest first, and the cursor of the next page.
@@ -263,11 +305,7 @@ pub(crate) async fn page_of_jobs(
     auth: &Authenticated,
     params: &ListParams,
 ) -> Result<(Vec<JobRecord>, Option<String>), ApiError> {
-    let mut filter = filter_from(params)?;
-    if !auth.sees_all_jobs() {
-        // A key without jobs:read:all lists its own jobs (an unused key id matches nothing).
-        filter.owner = Some(auth.principal.api_key_id.unwrap_or_default());
-    }
+    let filter = filter_for(auth, params)?;
     // One extra row tells whether another page exists.
     let mut rows = state
         .store
@@ -340,6 +378,36 @@ pub async fn cancel_job(
             Ok((code, Json(JobView::from(job))).into_response())
         }
     }
+}
+
+#[utoipa::path(post, path = "/jobs/{job_id}/retry", operation_id = "retryJob", tag = "jobs",
+    summary = "Run a failed, timed-out or cancelled job again (scope jobs:retry)",
+    description = "The same job goes back to `queued` (audited as `retried`) with its outcome \
+        cleared and one more attempt if its budget was spent; its callback, if any, is sent \
+        again when it finishes. The key must also be allowed the job's intent.",
+    params(("job_id" = JobId, Path, description = "`job_` + 32 hex digits")),
+    responses((status = 200, description = "Queued again", body = JobView),
+              (status = 409, description = "Not failed, timed out or cancelled (`job_not_retryable`, with `job_status`), or its inputs were removed by retention (`payload_purged`)", body = super::problem::Problem, content_type = "application/problem+json"),
+              JobLookup, KeyProblems, ScopeProblem))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    auth.require("jobs:retry")?;
+    let job = load_visible(&state, &auth, id).await?;
+    // Running it again is running the intent: the key must be allowed to.
+    auth.require_intent(&job.intent)?;
+    match state.intake.retry(id, &auth.principal).await? {
+        RetryOutcome::NotFound => return Err(ApiError::JobNotFound { job_id }),
+        RetryOutcome::NotRetryable(status) => {
+            return Err(ApiError::JobNotRetryable { job_id, status });
+        }
+        RetryOutcome::PayloadPurged => return Err(ApiError::PayloadPurged { job_id }),
+        RetryOutcome::Retried => {}
+    }
+    Ok(Json(JobView::from(load_visible(&state, &auth, id).await?)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -432,6 +500,8 @@ mod tests {
         let p = ListParams {
             intent: None,
             status: Some("queued, failed".into()),
+            mode: None,
+            api_key_id: None,
             since: None,
             until: None,
             limit: None,

@@ -65,6 +65,8 @@ pub struct AppState {
     pub oauth: Arc<crate::oauth::Oauth>,
     /// Live job events, read once per instance and fanned out to SSE streams.
     pub live: Arc<crate::live::LiveEvents>,
+    /// This instance's MCP servers: up, idle, restarts (the dashboard's engine health).
+    pub mcp: crate::tools::mcp::McpHealth,
     /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -72,6 +74,23 @@ pub struct AppState {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
+    let base_path = state.config.server.base_path.clone();
+    let app = routes(state);
+    if base_path.is_empty() {
+        return app;
+    }
+    // Handlers and layers see paths without the prefix (axum strips it); only links and
+    // redirects that go back to the client add it (see `ui::at`).
+    Router::new()
+        .nest(&base_path, app)
+        .fallback(|uri: Uri| async move {
+            ApiError::RouteNotFound {
+                path: uri.path().to_owned(),
+            }
+        })
+}
+
+fn routes(state: AppState) -> Router {
     let body_limit = state.config.server.max_body_bytes;
     let authenticate = middleware::from_fn_with_state(state.clone(), auth::authenticate);
     Router::new()

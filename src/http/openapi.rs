@@ -38,6 +38,7 @@ use crate::{
         jobs::get_job,
         jobs::list_jobs,
         jobs::cancel_job,
+        jobs::retry_job,
         jobs::job_events,
         streams::stream_job,
         streams::stream_events,

@@ -64,6 +64,10 @@ pub enum ApiError {
     JobNotFound { job_id: String },
     #[error("job {job_id} already finished ({})", status.as_str())]
     JobFinished { job_id: String, status: JobStatus },
+    #[error("job {job_id} is {} (only failed, timed-out and cancelled jobs are retried)", status.as_str())]
+    JobNotRetryable { job_id: String, status: JobStatus },
+    #[error("job {job_id} cannot run again: retention removed its inputs")]
+    PayloadPurged { job_id: String },
     #[error("{detail}")]
     Unauthorized { detail: String },
     /// No valid API key.
@@ -120,9 +124,11 @@ impl ApiError {
             | InvalidInputs { .. }
             | InvalidField { .. }
             | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            AmbiguousIntent { .. } | IdempotencyKeyBusy | JobFinished { .. } => {
-                StatusCode::CONFLICT
-            }
+            AmbiguousIntent { .. }
+            | IdempotencyKeyBusy
+            | JobFinished { .. }
+            | JobNotRetryable { .. }
+            | PayloadPurged { .. } => StatusCode::CONFLICT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +150,8 @@ impl ApiError {
             IdempotencyKeyBusy => "idempotency_key_busy",
             JobNotFound { .. } => "job_not_found",
             JobFinished { .. } => "job_finished",
+            JobNotRetryable { .. } => "job_not_retryable",
+            PayloadPurged { .. } => "payload_purged",
             RouteNotFound { .. } => "not_found",
             Unauthorized { .. } | Unauthenticated { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",
@@ -188,13 +196,15 @@ impl ApiError {
                 p.intent = Some(intent.clone());
                 p.served_by = Some(served_by.clone());
             }
-            JobNotFound { job_id } | NoDelivery { job_id } => p.job_id = Some(job_id.clone()),
+            JobNotFound { job_id } | NoDelivery { job_id } | PayloadPurged { job_id } => {
+                p.job_id = Some(job_id.clone())
+            }
             Forbidden { missing_scope } => p.missing_scope = Some(missing_scope.clone()),
             DeliveryNotExhausted { job_id, status } => {
                 p.job_id = Some(job_id.clone());
                 p.delivery_status = Some(*status);
             }
-            JobFinished { job_id, status } => {
+            JobFinished { job_id, status } | JobNotRetryable { job_id, status } => {
                 p.job_id = Some(job_id.clone());
                 p.job_status = Some(*status);
             }

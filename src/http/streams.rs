@@ -151,6 +151,9 @@ struct Pump {
     keep: Box<dyn Fn(&StreamEvent) -> bool + Send>,
     /// The job whose final state change ends the stream.
     ends_with: Option<(JobId, Finale)>,
+    /// Final state changes at or before this position do not end it: the job was retried
+    /// after them.
+    ends_after: Option<StreamPosition>,
     queued: VecDeque<Event>,
     finished: bool,
     shutdown: CancellationToken,
@@ -189,6 +192,7 @@ impl Pump {
                     .ends_with
                     .as_ref()
                     .is_some_and(|(job, _)| *job == event.job_id)
+                && self.ends_after.is_none_or(|after| event.position > after)
                 && let Some((job, finale)) = self.ends_with.take()
             {
                 self.finished = true;
@@ -252,18 +256,21 @@ pub async fn job_stream(
                 follower,
                 keep: Box::new(|_| false),
                 ends_with: None,
+                ends_after: None,
                 queued,
                 finished: true,
                 shutdown: state.shutdown.clone(),
             },
         ));
     }
+    let ends_after = state.store.job_retried_position(job_id).await?;
     Ok(sse_response(
         state,
         Pump {
             follower,
             keep: Box::new(|_| true),
             ends_with,
+            ends_after,
             queued,
             finished: false,
             shutdown: state.shutdown.clone(),
@@ -410,6 +417,7 @@ pub async fn stream_events(
             follower,
             keep: Box::new(move |e| filter.admits(e) && auth.sees(e.owner)),
             ends_with: None,
+            ends_after: None,
             queued: VecDeque::new(),
             finished: false,
             shutdown: state.shutdown.clone(),

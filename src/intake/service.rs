@@ -12,7 +12,9 @@ use crate::{
     catalog::{Effect, Intent},
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
-    store::{CancelOutcome, ClaimedJob, KeyClaim, NewJob, Store, StoreError, StoredKey},
+    store::{
+        CancelOutcome, ClaimedJob, KeyClaim, NewJob, RetryOutcome, Store, StoreError, StoredKey,
+    },
     worker::{StopReason, Waiter, Workers},
 };
 
@@ -235,6 +237,12 @@ impl Intake {
             self.workers.executor.stop(job, StopReason::Cancelled);
         }
         Ok(outcome)
+    }
+
+    /// Sends a failed, timed-out or cancelled job back to the queue; any instance's workers
+    /// hear of it through NOTIFY.
+    pub async fn retry(&self, job: JobId, by: &Principal) -> Result<RetryOutcome, StoreError> {
+        self.store.retry_job(job, by).await
     }
 }
 

@@ -124,6 +124,15 @@ impl LiveEvents {
                 read: start,
                 announced: start,
             });
+            // Say where live reading starts, events or not: a follower whose catch-up ended
+            // short of it reads the gap from the database now. Without this it would wait for
+            // the next event to learn of the gap, and a job's last event, committed between
+            // the two reads, would reach its stream only if something else happened later.
+            let _ = self.batches.send(Arc::new(Batch {
+                after: start,
+                covered: start,
+                events: Vec::new(),
+            }));
             return Ok(false);
         };
         let page = self.store.jobs_stream(r.read, horizon, PAGE).await?;

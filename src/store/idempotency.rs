@@ -38,6 +38,33 @@ impl Store {
         }))
     }
 
+    /// The jobs a client-sent key was used for (the dashboard's search): the key of `owner`,
+    /// or of any API key when `owner` is `None`. Keys are stored per API key, so the search
+    /// probes the primary key once per key that exists (a few dozen) instead of scanning.
+    pub async fn jobs_with_key(
+        &self,
+        key: &str,
+        owner: Option<uuid::Uuid>,
+    ) -> StoreResult<Vec<JobId>> {
+        let rows = sqlx::query_scalar!(
+            r#"
+            SELECT job_id FROM idempotency_keys
+            WHERE key = $1 AND NOT derived
+              AND scope = ANY(CASE WHEN $2::uuid IS NULL
+                                   THEN ARRAY(SELECT replace(id::text, '-', '') FROM api_keys)
+                                        || ''::text
+                                   ELSE ARRAY[replace($2::uuid::text, '-', '')] END)
+            ORDER BY created_at DESC
+            LIMIT 50
+            "#,
+            key,
+            owner,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(JobId::from).collect())
+    }
+
     /// Deletes up to `limit` expired keys; returns how many.
     pub async fn purge_expired_keys(&self, limit: i64) -> StoreResult<u64> {
         let done = sqlx::query!(

@@ -124,6 +124,8 @@ pub struct JobFilter {
     pub owner: Option<Uuid>,
     pub intent: Option<String>,
     pub statuses: Option<Vec<JobStatus>>,
+    /// The engine that ran it.
+    pub mode: Option<Mode>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub cursor: Option<ListCursor>,
@@ -140,6 +142,18 @@ pub enum CancelOutcome {
     Requested {
         lease_owner: Uuid,
     },
+}
+
+/// What asking to retry a job came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    NotFound,
+    /// Only failed, timed-out and cancelled jobs go back to the queue.
+    NotRetryable(JobStatus),
+    /// Retention blanked its inputs: there is nothing left to run.
+    PayloadPurged,
+    /// It is `queued` again.
+    Retried,
 }
 
 /// Rows of the lease heartbeat: which held jobs are still ours and which were asked to stop.
@@ -623,6 +637,59 @@ impl Store {
         })
     }
 
+    /// Sends a failed, timed-out or cancelled job back to the queue, as River and Oban do: the
+    /// same row and id (clients that poll it see it run again), its outcome cleared, one more
+    /// attempt granted when its budget is spent. Audited as `retried` by `by`; when it finishes
+    /// again, its callback goes out again as a new message (see the delivery trigger).
+    pub async fn retry_job(&self, id: JobId, by: &Principal) -> StoreResult<RetryOutcome> {
+        let row = sqlx::query!(
+            r#"
+            WITH target AS (
+                SELECT id, status, payload_purged_at FROM jobs WHERE id = $1 FOR UPDATE
+            ), changed AS (
+                UPDATE jobs j
+                SET status = 'queued', run_at = now(),
+                    max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
+                    result = NULL, error_code = NULL, error_message = NULL, finished_at = NULL,
+                    duration_ms = NULL, cancel_requested_at = NULL, callback_deadline_at = NULL
+                FROM target t
+                WHERE j.id = t.id AND t.status IN ('failed', 'cancelled', 'timed_out')
+                  AND t.payload_purged_at IS NULL
+                RETURNING j.id, j.intent, j.mode, j.attempts
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, actor_kind, actor_id, actor_name, request_id,
+                                          client_addr)
+                SELECT c.id, c.intent, c.mode, 'retried', t.status, 'queued', c.attempts,
+                       CASE WHEN $2::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                       $2::uuid::text, $3, $4, $5
+                FROM changed c, target t
+            ), wake AS (
+                SELECT pg_notify($6, '') FROM changed
+            )
+            SELECT t.status AS "before!: JobStatus", t.payload_purged_at,
+                   (c.id IS NOT NULL) AS "retried!"
+            FROM target t LEFT JOIN changed c ON true LEFT JOIN wake ON true
+            "#,
+            id.uuid(),
+            by.api_key_id,
+            by.name,
+            by.request_id,
+            by.client_addr,
+            Channel::NewWork.name(),
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => RetryOutcome::NotFound,
+            Some(r) if r.retried => RetryOutcome::Retried,
+            Some(r) if r.payload_purged_at.is_some() && r.before.is_retryable() => {
+                RetryOutcome::PayloadPurged
+            }
+            Some(r) => RetryOutcome::NotRetryable(r.before),
+        })
+    }
+
     pub async fn get_job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         let row = select_jobs!("id = $1", id.uuid())
             .fetch_optional(&self.pool)
@@ -664,13 +731,17 @@ impl Store {
             .as_ref()
             .map(|s| s.iter().map(|st| st.as_str().to_owned()).collect());
         let limit = f.limit;
+        let mode = f.mode;
+        // `mode` is never selective enough to lead a plan: it filters whatever index serves
+        // the rest, so it is one optional parameter rather than another set of statements.
         macro_rules! page {
             ($filter:literal $(, $arg:expr)*) => {
                 select_jobs!(
-                    "created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4) "
+                    "created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4) \
+                     AND ($6::job_mode IS NULL OR mode = $6) "
                         + $filter
                         + " ORDER BY created_at DESC, id DESC LIMIT $5",
-                    since, until, at, id, limit $(, $arg)*
+                    since, until, at, id, limit, mode as Option<Mode> $(, $arg)*
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -680,35 +751,37 @@ impl Store {
             // Everything: along the primary key (UUIDv7 ids are ordered by creation time).
             (None, None, None) => {
                 select_jobs!(
-                    "id >= $1 AND id < $2 AND id < $3 ORDER BY id DESC LIMIT $4",
+                    "id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5) \
+                     ORDER BY id DESC LIMIT $4",
                     uuid_v7_floor(since),
                     uuid_v7_floor(until),
                     id,
-                    limit
+                    limit,
+                    mode as Option<Mode>
                 )
                 .fetch_all(&self.pool)
                 .await?
             }
-            (Some(i), None, None) => page!("AND intent = $6", i),
-            (None, Some(st), None) => page!("AND status = ANY($6::text[]::job_status[])", st),
+            (Some(i), None, None) => page!("AND intent = $7", i),
+            (None, Some(st), None) => page!("AND status = ANY($7::text[]::job_status[])", st),
             (Some(i), Some(st), None) => {
                 page!(
-                    "AND intent = $6 AND status = ANY($7::text[]::job_status[])",
+                    "AND intent = $7 AND status = ANY($8::text[]::job_status[])",
                     i,
                     st
                 )
             }
-            (None, None, Some(o)) => page!("AND api_key_id = $6", o),
-            (Some(i), None, Some(o)) => page!("AND api_key_id = $6 AND intent = $7", o, i),
+            (None, None, Some(o)) => page!("AND api_key_id = $7", o),
+            (Some(i), None, Some(o)) => page!("AND api_key_id = $7 AND intent = $8", o, i),
             (None, Some(st), Some(o)) => {
                 page!(
-                    "AND api_key_id = $6 AND status = ANY($7::text[]::job_status[])",
+                    "AND api_key_id = $7 AND status = ANY($8::text[]::job_status[])",
                     o,
                     st
                 )
             }
             (Some(i), Some(st), Some(o)) => page!(
-                "AND api_key_id = $6 AND intent = $7 AND status = ANY($8::text[]::job_status[])",
+                "AND api_key_id = $7 AND intent = $8 AND status = ANY($9::text[]::job_status[])",
                 o,
                 i,
                 st

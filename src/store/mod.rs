@@ -2,6 +2,7 @@
 //! the offline cache in `sqlx-data/`.
 
 mod callbacks;
+mod engine_health;
 mod events;
 mod gauges;
 mod idempotency;
@@ -21,12 +22,13 @@ pub use callbacks::{
     CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,
     IngestTarget,
 };
+pub use engine_health::SshActivity;
 pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use jobs::{
     CancelOutcome, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
-    NewJob,
+    NewJob, RetryOutcome,
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};

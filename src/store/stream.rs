@@ -166,6 +166,26 @@ impl Store {
         }))
     }
 
+    /// Where the job was last sent back to the queue (`retried`): final states before it
+    /// are not the job's end.
+    pub async fn job_retried_position(&self, job: JobId) -> StoreResult<Option<StreamPosition>> {
+        Ok(sqlx::query!(
+            r#"
+            SELECT xact, id FROM audit_events
+            WHERE job_id = $1 AND kind = 'retried'
+            ORDER BY xact DESC, id DESC
+            LIMIT 1
+            "#,
+            job.uuid(),
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| StreamPosition {
+            xact: r.xact,
+            id: r.id,
+        }))
+    }
+
     /// Where streams can read up to now: the oldest transaction still running.
     pub async fn stream_horizon(&self) -> StoreResult<i64> {
         Ok(

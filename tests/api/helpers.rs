@@ -298,6 +298,7 @@ pub async fn spawn(s: Spawn) -> TestApp {
     };
     let mut config = test_config(&db);
     (s.configure)(&mut config);
+    let base_path = config.server.base_path.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -318,7 +319,7 @@ pub async fn spawn(s: Spawn) -> TestApp {
         .await
         .unwrap()
         .expect("app builds");
-    let base = format!("http://{}", app.local_addr());
+    let base = format!("http://{}{base_path}", app.local_addr());
     let instance_id = app.state().intake.workers().instance_id();
     let registry = app.state().registry.clone();
     let shutdown = app.shutdown_token();
@@ -416,6 +417,19 @@ impl TestApp {
         .await
         .expect("key revoked")
         .expect("an active key of that name");
+    }
+
+    /// POST without a body, with `Authorization: Bearer <key>`.
+    pub async fn post_as(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// GET with `Authorization: Bearer <key>`.

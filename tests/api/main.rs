@@ -25,6 +25,7 @@ mod process;
 mod proxy;
 mod queue;
 mod reporting;
+mod retry;
 mod secret_hygiene;
 mod secure_defaults;
 mod ssh;

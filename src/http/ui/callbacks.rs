@@ -121,11 +121,14 @@ pub struct RetryForm {
     csrf: String,
     #[serde(default)]
     host: String,
+    /// Sent from the job's page: go back there.
+    #[serde(default)]
+    to_job: bool,
 }
 
-fn back_to(host: &str) -> Response {
+fn back_to(session: &Session, host: &str) -> Response {
     let query = serde_urlencoded::to_string([("host", host)]).unwrap_or_default();
-    Redirect::to(&format!("/ui/callbacks?{query}")).into_response()
+    Redirect::to(&session.at(&format!("/ui/callbacks?{query}"))).into_response()
 }
 
 pub async fn retry_one(
@@ -142,10 +145,13 @@ pub async fn retry_one(
         session.auth.require("callbacks:retry")?;
         load_visible(&state, &session.auth, id).await?;
         state.store.retry_delivery(id).await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, ApiError>(id)
     };
     match retried.await {
-        Ok(()) => back_to(form.host.trim()),
+        Ok(id) if form.to_job => {
+            Redirect::to(&session.at(&format!("/ui/jobs/{id}"))).into_response()
+        }
+        Ok(_) => back_to(&session, form.host.trim()),
         Err(e) => problem_page(e),
     }
 }
@@ -169,7 +175,7 @@ pub async fn retry_host(
         .retry_exhausted_to(owner_filter(&session), host)
         .await
     {
-        Ok(_) => back_to(host),
+        Ok(_) => back_to(&session, host),
         Err(e) => problem_page(e.into()),
     }
 }

@@ -166,7 +166,7 @@ pub async fn revoke(
     match revoke_key(&state.store, &key_id, &admin(&session.auth)).await {
         Ok(_) => {
             state.authenticator.invalidate();
-            Redirect::to("/ui/keys").into_response()
+            Redirect::to(&session.at("/ui/keys")).into_response()
         }
         Err(e) => super::pages::problem_page(e.into()),
     }

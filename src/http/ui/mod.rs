@@ -10,6 +10,7 @@
 
 mod bulk;
 mod callbacks;
+mod jobs;
 mod keys;
 mod pages;
 mod session;
@@ -39,13 +40,11 @@ pub fn router() -> Router<AppState> {
             get(session::sign_in_page).post(session::sign_in),
         )
         .route("/ui/sign-out", post(session::sign_out))
-        .route("/ui/jobs", get(pages::jobs))
-        .route(
-            "/ui/jobs/bulk-cancel",
-            get(bulk::confirm).post(bulk::cancel),
-        )
+        .route("/ui/jobs", get(jobs::jobs))
+        .route("/ui/jobs/bulk", get(bulk::confirm).post(bulk::run))
         .route("/ui/jobs/{job_id}", get(pages::job))
         .route("/ui/jobs/{job_id}/cancel", post(pages::cancel))
+        .route("/ui/jobs/{job_id}/retry", post(pages::retry))
         .route("/ui/callbacks", get(callbacks::callbacks))
         .route("/ui/callbacks/retry-host", post(callbacks::retry_host))
         .route("/ui/callbacks/{job_id}/retry", post(callbacks::retry_one))
@@ -59,6 +58,12 @@ pub fn router() -> Router<AppState> {
             "/ui/assets/ui.js",
             get(|| async { asset(JS, "text/javascript") }),
         )
+}
+
+/// `path` (from the root of the server, `/ui/jobs`) as the client reaches it: under
+/// `server.base_path` when one is set.
+pub fn at(state: &AppState, path: &str) -> String {
+    format!("{}{path}", state.config.server.base_path)
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -1,10 +1,10 @@
-//! The pages: overview, jobs (filtered, keyset-paginated), one job (payloads, timeline live,
-//! cancel).
+//! The pages: overview and one job (payloads, timeline live, attempts, callback delivery;
+//! cancel and retry).
 
 use askama::Template;
 use axum::{
     Form,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Path, State},
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -15,15 +15,18 @@ use crate::{
     http::{
         AppState,
         auth::Permissions,
-        jobs::{JobView, ListParams, load_visible, page_of_jobs, parse_job_id},
+        jobs::{JobView, load_visible, parse_job_id},
         problem::ApiError,
     },
-    model::JobStatus,
-    store::JobEvent,
+    ids::JobId,
+    model::{Direction, JobStatus},
+    store::{CallbackAudit, DeliveryRecord, DeliveryStatus, JobEvent, RetryOutcome},
 };
 
 /// What every page shows around its content.
 pub struct Chrome {
+    /// `server.base_path`, the start of every link.
+    pub base: String,
     pub who: String,
     pub csrf: String,
     pub tab: &'static str,
@@ -34,6 +37,7 @@ pub struct Chrome {
 impl Chrome {
     pub fn of(session: &Session, tab: &'static str) -> Self {
         Self {
+            base: session.base.clone(),
             who: session.auth.principal.name.clone(),
             csrf: session.csrf.clone(),
             tab,
@@ -140,10 +144,119 @@ impl Chart {
     }
 }
 
+/// One row of the engine health tables.
+struct EngineRow {
+    name: String,
+    /// `ok`, `degraded`, `down` or `idle`: the badge's class.
+    state: &'static str,
+    detail: String,
+}
+
+/// One engine's rows: flows' circuit breakers, MCP servers or SSH hosts.
+struct EngineSection {
+    title: &'static str,
+    rows: Vec<EngineRow>,
+}
+
+/// Every engine's health (operators: `ops:read` or `keys:admin`).
+async fn engine_health(state: &AppState) -> Result<Vec<EngineSection>, ApiError> {
+    // Flow URLs may carry secrets (ActivePieces webhooks): only their hosts are shown.
+    let flows = state
+        .breakers
+        .views()
+        .into_iter()
+        .map(|b| EngineRow {
+            name: url::Url::parse(&b.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            state: match b.state {
+                "closed" => "ok",
+                "half_open" => "degraded",
+                _ => "down",
+            },
+            detail: format!(
+                "circuit {}, {} failures in a row",
+                b.state, b.consecutive_failures
+            ),
+        })
+        .collect();
+    let mcp = state
+        .mcp
+        .servers()
+        .into_iter()
+        .map(|s| EngineRow {
+            state: match (s.up, s.idle) {
+                (true, _) => "ok",
+                (false, true) => "idle",
+                (false, false) => "down",
+            },
+            detail: format!(
+                "{}; {} restarts on this instance",
+                match (s.up, s.idle) {
+                    (true, _) => "connected",
+                    (false, true) => "starts on first use",
+                    (false, false) => "not connected",
+                },
+                s.restarts
+            ),
+            name: s.name,
+        })
+        .collect();
+    let activity = state.store.ssh_activity(24.0).await?;
+    let ssh = state
+        .config
+        .ssh
+        .hosts
+        .iter()
+        .map(|(name, host)| {
+            let seen = activity.iter().find(|a| &a.host == name);
+            let (runs, failures) = seen.map_or((0, 0), |a| (a.runs, a.failures));
+            let mut detail = format!(
+                "{}@{}:{}, at most {} sessions; last 24 h: {runs} commands, {failures} connection failures",
+                host.user, host.address, host.port, host.max_sessions
+            );
+            if let Some(a) = seen
+                && let (Some(at), Some(why)) = (a.last_failure_at, &a.last_failure)
+            {
+                detail.push_str(&format!(
+                    " (last at {} UTC: {why})",
+                    at.format("%Y-%m-%d %H:%M")
+                ));
+            }
+            EngineRow {
+                name: name.clone(),
+                state: match (runs, failures) {
+                    (_, 0) => "ok",
+                    (0, _) => "down",
+                    _ => "degraded",
+                },
+                detail,
+            }
+        })
+        .collect();
+    Ok(vec![
+        EngineSection {
+            title: "Flows",
+            rows: flows,
+        },
+        EngineSection {
+            title: "MCP servers",
+            rows: mcp,
+        },
+        EngineSection {
+            title: "SSH hosts",
+            rows: ssh,
+        },
+    ])
+}
+
 #[derive(Template)]
 #[template(path = "ui/overview.html")]
 struct Overview {
     chrome: Chrome,
+    /// For operators only.
+    engines: Option<Vec<EngineSection>>,
     charts: Vec<Chart>,
     /// Counts for the whole deployment (keys with `jobs:read:all`), else none.
     counts: Vec<Count>,
@@ -210,121 +323,21 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
             Chart::of("Last 7 days", &week),
         ];
     }
+    let engines = if session.auth.key_holds_any(&["ops:read", "keys:admin"]) {
+        match engine_health(&state).await {
+            Ok(health) => Some(health),
+            Err(e) => return problem_page(e),
+        }
+    } else {
+        None
+    };
     page(Overview {
         chrome: Chrome::of(&session, "overview"),
+        engines,
         charts,
         counts,
         oldest_queued,
         sees_all,
-    })
-}
-
-struct Row {
-    id: String,
-    intent: String,
-    mode: &'static str,
-    status: &'static str,
-    principal: String,
-    created_at: String,
-    duration: String,
-}
-
-#[derive(Template)]
-#[template(path = "ui/jobs.html")]
-struct Jobs {
-    chrome: Chrome,
-    rows: Vec<Row>,
-    intent: String,
-    status: String,
-    next: Option<String>,
-    error: Option<String>,
-    statuses: Vec<&'static str>,
-    /// The key may cancel jobs (the bulk cancel link).
-    can_cancel: bool,
-    /// The filter as a query string.
-    filter_query: String,
-}
-
-pub async fn jobs(
-    State(state): State<AppState>,
-    session: Session,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Response {
-    let chrome = Chrome::of(&session, "jobs");
-    let statuses = JobStatus::ALL.map(JobStatus::as_str).to_vec();
-    let Ok(Query(mut params)) = params else {
-        return Redirect::to("/ui/jobs").into_response();
-    };
-    // A form's empty fields mean "any".
-    params.status = params.status.filter(|s| !s.is_empty());
-    params.intent = params.intent.filter(|s| !s.trim().is_empty());
-    // A job id typed into the intent box opens that job.
-    if let Some(found) = params
-        .intent
-        .as_deref()
-        .and_then(|i| parse_job_id(i.trim()).ok())
-    {
-        return Redirect::to(&format!("/ui/jobs/{found}")).into_response();
-    }
-    let intent = params.intent.clone().unwrap_or_default();
-    let status = params.status.clone().unwrap_or_default();
-    let (rows, cursor) = match page_of_jobs(&state, &session.auth, &params).await {
-        Ok(found) => found,
-        Err(e) => {
-            let error = match &e {
-                ApiError::InvalidField { detail, .. } => detail.clone(),
-                other => other.to_string(),
-            };
-            return page(Jobs {
-                chrome,
-                rows: Vec::new(),
-                intent,
-                status,
-                next: None,
-                error: Some(error),
-                statuses,
-                can_cancel: false,
-                filter_query: String::new(),
-            });
-        }
-    };
-    let filter_query =
-        serde_urlencoded::to_string([("intent", &intent), ("status", &status)]).unwrap_or_default();
-    let next = cursor.map(|cursor| {
-        let mut query = vec![("cursor", cursor)];
-        if !intent.is_empty() {
-            query.push(("intent", intent.clone()));
-        }
-        if !status.is_empty() {
-            query.push(("status", status.clone()));
-        }
-        serde_urlencoded::to_string(query).unwrap_or_default()
-    });
-    let rows = rows
-        .into_iter()
-        .map(|r| Row {
-            id: r.id.to_string(),
-            intent: r.intent,
-            mode: r.mode.as_str(),
-            status: r.status.as_str(),
-            principal: r.principal.unwrap_or_default(),
-            created_at: r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            duration: r
-                .duration_ms
-                .map(|ms| format!("{ms} ms"))
-                .unwrap_or_default(),
-        })
-        .collect();
-    page(Jobs {
-        chrome,
-        rows,
-        intent,
-        status,
-        next,
-        error: None,
-        statuses,
-        can_cancel: session.auth.require("jobs:cancel").is_ok(),
-        filter_query,
     })
 }
 
@@ -335,17 +348,117 @@ struct TimelineRow {
     attempt: i32,
 }
 
-impl From<JobEvent> for TimelineRow {
-    fn from(e: JobEvent) -> Self {
+impl From<&JobEvent> for TimelineRow {
+    fn from(e: &JobEvent) -> Self {
         TimelineRow {
             at: e.at.format("%H:%M:%S%.3f").to_string(),
-            kind: e.kind,
+            kind: e.kind.clone(),
             to_status: e
                 .to_status
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
             attempt: e.attempt,
         }
+    }
+}
+
+/// How one attempt ended, from the audit trail.
+struct AttemptRow {
+    attempt: i32,
+    at: String,
+    outcome: String,
+    error: String,
+}
+
+/// Events that end an attempt (or the job between attempts).
+const ATTEMPT_ENDS: [&str; 7] = [
+    "retry_scheduled",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "rescued",
+    "released",
+];
+
+fn attempts_of(events: &[JobEvent]) -> Vec<AttemptRow> {
+    events
+        .iter()
+        .filter(|e| e.attempt > 0 && ATTEMPT_ENDS.contains(&e.kind.as_str()))
+        .map(|e| {
+            let field = |name: &str| {
+                e.detail
+                    .as_ref()
+                    .and_then(|d| d.get(name))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (code, message) = (field("code"), field("message"));
+            AttemptRow {
+                attempt: e.attempt,
+                at: e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                outcome: e.kind.clone(),
+                error: match (code.is_empty(), message.is_empty()) {
+                    (true, true) => String::new(),
+                    (false, true) => code,
+                    (true, false) => message,
+                    (false, false) => format!("{code}: {message}"),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The job's callback delivery and each attempt at it.
+struct DeliveryView {
+    url: String,
+    status: &'static str,
+    attempts: i32,
+    next_attempt: String,
+    exhausted: bool,
+    tries: Vec<DeliveryTry>,
+}
+
+struct DeliveryTry {
+    attempt: String,
+    at: String,
+    answer: String,
+    outcome: String,
+}
+
+fn delivery_view(d: DeliveryRecord, audits: Vec<CallbackAudit>) -> DeliveryView {
+    let status = match d.status {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Gone => "gone",
+        DeliveryStatus::Exhausted => "exhausted",
+    };
+    DeliveryView {
+        url: d.url,
+        status,
+        attempts: d.attempts,
+        next_attempt: if d.status == DeliveryStatus::Pending {
+            d.next_attempt_at.format("%Y-%m-%d %H:%M:%S").to_string()
+        } else {
+            String::new()
+        },
+        exhausted: d.status == DeliveryStatus::Exhausted,
+        tries: audits
+            .into_iter()
+            .filter(|a| a.direction == Direction::Out)
+            .map(|a| DeliveryTry {
+                attempt: a.attempt.map(|n| n.to_string()).unwrap_or_default(),
+                at: a.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                answer: match (a.status_code, a.error) {
+                    (Some(code), Some(e)) => format!("{code}: {e}"),
+                    (Some(code), None) => code.to_string(),
+                    (None, Some(e)) => e,
+                    (None, None) => String::new(),
+                },
+                outcome: a.outcome.map(|o| o.as_str().to_owned()).unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -360,7 +473,11 @@ struct JobPage {
     /// Payloads shown only with `jobs:read:payloads`.
     payloads_hidden: bool,
     timeline: Vec<TimelineRow>,
+    attempts: Vec<AttemptRow>,
+    delivery: Option<DeliveryView>,
     can_cancel: bool,
+    can_retry: bool,
+    can_retry_callback: bool,
 }
 
 fn pretty(v: &Value) -> String {
@@ -375,10 +492,14 @@ pub async fn job(
     let shown = async {
         let id = parse_job_id(&job_id)?;
         let job = load_visible(&state, &session.auth, id).await?;
-        let events = state.store.job_events(id).await?;
-        Ok::<_, ApiError>((JobView::from(job), events))
+        let (events, delivery, audits) = tokio::try_join!(
+            state.store.job_events(id),
+            state.store.delivery_of(id),
+            state.store.callback_audits(id)
+        )?;
+        Ok::<_, ApiError>((JobView::from(job), events, delivery, audits))
     };
-    let (job, events) = match shown.await {
+    let (job, events, delivery, audits) = match shown.await {
         Ok(found) => found,
         Err(e) => return problem_page(e),
     };
@@ -397,16 +518,42 @@ pub async fn job(
         .map(|e| format!("{}: {}", e.code, e.message))
         .unwrap_or_default();
     let can_cancel = !job.status.is_final() && session.auth.require("jobs:cancel").is_ok();
+    let can_retry = job.status.is_retryable()
+        && session.auth.require("jobs:retry").is_ok()
+        && session.auth.require_intent(&job.intent).is_ok();
     page(JobPage {
         chrome: Chrome::of(&session, "jobs"),
         inputs,
         result,
         error,
         payloads_hidden,
-        timeline: events.into_iter().map(TimelineRow::from).collect(),
+        timeline: events.iter().map(TimelineRow::from).collect(),
+        attempts: attempts_of(&events),
+        delivery: delivery.map(|d| delivery_view(d, audits)),
         can_cancel,
+        can_retry,
+        can_retry_callback: session.auth.require("callbacks:retry").is_ok(),
         job,
     })
+}
+
+/// A single-job action from its page (`cancel`, `retry`), then back to the page.
+async fn job_action<F, Fut>(session: Session, job_id: String, csrf: &str, action: F) -> Response
+where
+    F: FnOnce(Session, JobId) -> Fut,
+    Fut: std::future::Future<Output = (Session, Result<(), ApiError>)>,
+{
+    if let Some(refused) = session.csrf_refusal(csrf) {
+        return refused;
+    }
+    let id = match parse_job_id(&job_id) {
+        Ok(id) => id,
+        Err(e) => return problem_page(e),
+    };
+    match action(session, id).await {
+        (session, Ok(())) => Redirect::to(&session.at(&format!("/ui/jobs/{id}"))).into_response(),
+        (_, Err(e)) => problem_page(e),
+    }
 }
 
 pub async fn cancel(
@@ -415,18 +562,46 @@ pub async fn cancel(
     Path(job_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&form.csrf) {
-        return refused;
-    }
-    let cancelled = async {
-        let id = parse_job_id(&job_id)?;
-        session.auth.require("jobs:cancel")?;
-        load_visible(&state, &session.auth, id).await?;
-        state.intake.cancel(id, &session.auth.principal).await?;
-        Ok::<_, ApiError>(id)
-    };
-    match cancelled.await {
-        Ok(id) => Redirect::to(&format!("/ui/jobs/{id}")).into_response(),
-        Err(e) => problem_page(e),
-    }
+    job_action(session, job_id, &form.csrf, |session, id| async move {
+        let done = async {
+            session.auth.require("jobs:cancel")?;
+            load_visible(&state, &session.auth, id).await?;
+            state.intake.cancel(id, &session.auth.principal).await?;
+            Ok(())
+        }
+        .await;
+        (session, done)
+    })
+    .await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    session: Session,
+    Path(job_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    job_action(session, job_id, &form.csrf, |session, id| async move {
+        let done = async {
+            session.auth.require("jobs:retry")?;
+            let job = load_visible(&state, &session.auth, id).await?;
+            session.auth.require_intent(&job.intent)?;
+            match state.intake.retry(id, &session.auth.principal).await? {
+                RetryOutcome::Retried => Ok(()),
+                RetryOutcome::NotFound => Err(ApiError::JobNotFound {
+                    job_id: id.to_string(),
+                }),
+                RetryOutcome::NotRetryable(status) => Err(ApiError::JobNotRetryable {
+                    job_id: id.to_string(),
+                    status,
+                }),
+                RetryOutcome::PayloadPurged => Err(ApiError::PayloadPurged {
+                    job_id: id.to_string(),
+                }),
+            }
+        }
+        .await;
+        (session, done)
+    })
+    .await
 }

@@ -51,9 +51,10 @@ fn cookie(state: &AppState, value: &str, max_age: Duration) -> HeaderValue {
     } else {
         ""
     };
-    // Path=/: the dashboard's live parts read the API's event streams with it.
+    // The whole server's path: the dashboard's live parts read the API's event streams with it.
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{COOKIE}={value}; Path={}/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        state.config.server.base_path,
         max_age.as_secs()
     ))
     .expect("a cookie of base64url characters")
@@ -63,10 +64,17 @@ fn cookie(state: &AppState, value: &str, max_age: Duration) -> HeaderValue {
 pub struct Session {
     pub auth: Authenticated,
     pub csrf: String,
+    /// `server.base_path`: every link and redirect starts with it.
+    pub base: String,
     token: String,
 }
 
 impl Session {
+    /// A path of the server as the browser reaches it (see [`super::at`]).
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// The refusal of a form without the session's token (a cross-site request), if it is.
     pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         use subtle::ConstantTimeEq;
@@ -86,12 +94,17 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let to_sign_in = || Redirect::to("/ui/sign-in").into_response();
+        let to_sign_in = || Redirect::to(&super::at(state, "/ui/sign-in")).into_response();
         let Some(token) = session_token(&parts.headers).map(str::to_owned) else {
             return Err(to_sign_in());
         };
         match state.authenticator.authenticate_session(&token).await {
-            Ok((auth, csrf)) => Ok(Session { auth, csrf, token }),
+            Ok((auth, csrf)) => Ok(Session {
+                auth,
+                csrf,
+                base: state.config.server.base_path.clone(),
+                token,
+            }),
             Err(AuthError::Store(e)) => {
                 tracing::warn!(error = %e, "dashboard session not checked");
                 Err((
@@ -108,18 +121,20 @@ impl FromRequestParts<AppState> for Session {
 #[derive(Template)]
 #[template(path = "ui/sign_in.html")]
 struct SignInPage<'a> {
+    base: &'a str,
     error: Option<&'a str>,
 }
 
-fn sign_in_form(status: StatusCode, error: Option<&str>) -> Response {
-    match (SignInPage { error }).render() {
+fn sign_in_form(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+    let base = &state.config.server.base_path;
+    match (SignInPage { base, error }).render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => super::pages::render_failed(e),
     }
 }
 
-pub async fn sign_in_page() -> Response {
-    sign_in_form(StatusCode::OK, None)
+pub async fn sign_in_page(State(state): State<AppState>) -> Response {
+    sign_in_form(&state, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
@@ -136,12 +151,13 @@ pub async fn sign_in(
     let client_addr = peer.ip().to_string();
     let key = form.api_key.trim();
     if key.is_empty() {
-        return sign_in_form(StatusCode::BAD_REQUEST, Some("Paste an API key."));
+        return sign_in_form(&state, StatusCode::BAD_REQUEST, Some("Paste an API key."));
     }
     let auth = match state.authenticator.authenticate(Some(key)).await {
         Ok(auth) => auth,
         Err(AuthError::Store(_)) => {
             return sign_in_form(
+                &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("The database is unavailable; try again shortly."),
             );
@@ -155,13 +171,18 @@ pub async fn sign_in(
                 Some(&client_addr),
             );
             return sign_in_form(
+                &state,
                 StatusCode::UNAUTHORIZED,
                 Some("That API key is not valid (unknown, revoked or expired)."),
             );
         }
     };
     let Some(key_id) = auth.principal.api_key_id else {
-        return sign_in_form(StatusCode::UNAUTHORIZED, Some("Sign in with an API key."));
+        return sign_in_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("Sign in with an API key."),
+        );
     };
     let token = random_token();
     let opened = state
@@ -177,11 +198,12 @@ pub async fn sign_in(
     if let Err(e) = opened {
         tracing::warn!(error = %e, "could not open a dashboard session");
         return sign_in_form(
+            &state,
             StatusCode::SERVICE_UNAVAILABLE,
             Some("The database is unavailable; try again shortly."),
         );
     }
-    let mut resp = Redirect::to("/ui").into_response();
+    let mut resp = Redirect::to(&super::at(&state, "/ui")).into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, cookie(&state, &token, SESSION_TTL));
     resp
@@ -210,7 +232,7 @@ pub async fn sign_out(
     {
         tracing::warn!(error = %e, "could not end a dashboard session");
     }
-    let mut resp = Redirect::to("/ui/sign-in").into_response();
+    let mut resp = Redirect::to(&session.at("/ui/sign-in")).into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, cookie(&state, "", Duration::ZERO));
     resp

@@ -24,6 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::{EffectPolicy, McpConfig, McpServerConfig, StartPolicy};
 use server::McpServer;
+pub use server::McpServerStatus;
 
 use crate::catalog::{LazySource, Registry};
 
@@ -31,6 +32,17 @@ use crate::catalog::{LazySource, Registry};
 pub struct McpManager {
     stop: CancellationToken,
     tasks: TaskTracker,
+    servers: McpHealth,
+}
+
+/// The state of this instance's MCP servers, for the dashboard (cheap to clone).
+#[derive(Clone, Default)]
+pub struct McpHealth(Arc<Vec<Arc<McpServer>>>);
+
+impl McpHealth {
+    pub fn servers(&self) -> Vec<McpServerStatus> {
+        self.0.iter().map(|s| s.status()).collect()
+    }
 }
 
 impl McpManager {
@@ -41,8 +53,10 @@ impl McpManager {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut booting = Vec::new();
+        let mut servers = Vec::new();
         for (name, server_config) in &config.servers {
             let server = Arc::new(McpServer::new(name, server_config.clone()));
+            servers.push(server.clone());
             match server_config.start {
                 StartPolicy::Boot => booting.push(server.clone()),
                 StartPolicy::Lazy => registry.add_lazy_source(Arc::new(Lazy(server.clone()))),
@@ -60,7 +74,15 @@ impl McpManager {
         )
         .await;
         tasks.close();
-        Self { stop, tasks }
+        Self {
+            stop,
+            tasks,
+            servers: McpHealth(Arc::new(servers)),
+        }
+    }
+
+    pub fn health(&self) -> McpHealth {
+        self.servers.clone()
     }
 
     /// Closes every session and stops every server's process group (SIGTERM, then SIGKILL

@@ -3,7 +3,7 @@
 //! through [`McpServer::call`], which bounds it with our own timeout: rmcp sets none.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -39,6 +39,19 @@ pub struct McpServer {
     start_requested: AtomicBool,
     start_wanted: Notify,
     check_wanted: Notify,
+    /// Sessions that ended and were started again since this instance started.
+    restarts: AtomicU64,
+}
+
+/// One MCP server as the dashboard's engine health shows it (this instance's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpServerStatus {
+    pub name: String,
+    /// A session is open.
+    pub up: bool,
+    /// `lazy` and nothing has asked for it yet: down by design, not by failure.
+    pub idle: bool,
+    pub restarts: u64,
 }
 
 impl McpServer {
@@ -53,6 +66,7 @@ impl McpServer {
             attempts: watch::Sender::new(0),
             start_wanted: Notify::new(),
             check_wanted: Notify::new(),
+            restarts: AtomicU64::new(0),
         }
     }
 
@@ -214,6 +228,24 @@ impl McpServer {
             0.0
         };
         metrics::gauge!("orchestrator_mcp_server_up", "server" => self.name.clone()).set(up);
+    }
+
+    pub fn record_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("orchestrator_mcp_restarts_total", "server" => self.name.clone())
+            .increment(1);
+    }
+
+    pub fn status(&self) -> McpServerStatus {
+        let up = self.live.borrow().is_some();
+        McpServerStatus {
+            name: self.name.clone(),
+            up,
+            idle: !up
+                && self.config.start == super::config::StartPolicy::Lazy
+                && !self.start_requested(),
+            restarts: self.restarts.load(Ordering::Relaxed),
+        }
     }
 
     pub fn attempt_ended(&self) {

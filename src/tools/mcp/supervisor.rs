@@ -63,8 +63,7 @@ pub async fn supervise(server: Arc<McpServer>, registry: Arc<Registry>, stop: Ca
         if up_since.elapsed() >= max_delay {
             delay = first_delay;
         }
-        metrics::counter!("orchestrator_mcp_restarts_total", "server" => server.name.clone())
-            .increment(1);
+        server.record_restart();
         tracing::warn!(server = %server.name, reason = ?end, delay_ms = delay.as_millis() as u64, "restarting MCP server");
         tokio::select! {
             _ = stop.cancelled() => break,
