@@ -88,6 +88,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_commented_roots_in_the_example_file_parse() {
+        use figment::providers::{Format, Toml};
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("\n[tools.fs]\n").expect("a [tools.fs] section");
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + 1 + i);
+        let uncommented: String = text[start..end]
+            .lines()
+            .filter_map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("[tools.fs") || rest.contains(" = ") => Some(rest),
+                Some(_) => None,
+                None => Some(l),
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct File {
+            tools: Tools,
+        }
+        #[derive(Deserialize)]
+        struct Tools {
+            fs: FsConfig,
+        }
+        let file: File = figment::Figment::from(Toml::string(&uncommented))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let fs = file.tools.fs;
+        assert!(fs.problems().is_empty());
+        assert_eq!(fs.roots.len(), 2);
+        assert!(fs.roots["scratch"].writable && !fs.roots["docs"].writable);
+    }
+
+    #[test]
     fn problems_name_each_bad_root() {
         let root = |path: &str| FsRoot {
             path: path.into(),
