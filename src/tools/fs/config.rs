@@ -90,22 +90,7 @@ mod tests {
     #[test]
     fn the_commented_roots_in_the_example_file_parse() {
         use figment::providers::{Format, Toml};
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        let start = text.find("\n[tools.fs]\n").expect("a [tools.fs] section");
-        let end = text[start + 1..]
-            .find("\n[")
-            .map_or(text.len(), |i| start + 1 + i);
-        let uncommented: String = text[start..end]
-            .lines()
-            .filter_map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.starts_with("[tools.fs") || rest.contains(" = ") => Some(rest),
-                Some(_) => None,
-                None => Some(l),
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let uncommented = crate::config::uncommented_example("tools.fs");
         #[derive(Deserialize)]
         struct File {
             tools: Tools,
