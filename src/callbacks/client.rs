@@ -210,6 +210,8 @@ async fn read_limited(
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> OutboundError {
+    // Messages reach job errors and logs; a URL's query may carry a token.
+    let e = e.without_url();
     let mut source = e.source();
     while let Some(inner) = source {
         if let Some(refused) = inner.downcast_ref::<RefusedAddress>() {

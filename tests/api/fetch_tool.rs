@@ -90,6 +90,20 @@ async fn a_loopback_peer_is_fetched_only_when_loopback_is_allowed() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("authorization"), "Bearer peer-token");
     assert_eq!(seen[0].header("x-trace"), "t1");
+
+    // A failure names what went wrong, not the URL (its query may hold a token).
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_, body) = fetch(
+        &open,
+        json!({"url": format!("http://127.0.0.1:{closed_port}/x?token=s3cr3t")}),
+    )
+    .await;
+    let (code, message) = failure(&body);
+    assert_eq!(code, "connect_failed", "{body}");
+    assert!(!message.contains("s3cr3t"), "{message}");
 }
 
 #[tokio::test]
