@@ -462,6 +462,32 @@ fn in_unit(value: Value, unit: Unit) -> Result<Value, String> {
         .ok_or_else(|| format!("{count} {} is too long", unit.name()))
 }
 
+/// The tables of orchestrator.example.toml from `[table]` to the next table outside it, with
+/// their commented examples (`# [table…` headers and `# key = value` lines) uncommented: what
+/// an operator gets by uncommenting them. For the tests that hold those examples to the code.
+#[cfg(test)]
+pub(crate) fn uncommented_example(table: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let header = format!("[{table}]");
+    let prefix = format!("[{table}");
+    let mut lines = text.lines().skip_while(|l| *l != header);
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no {header} in the example"));
+    let rest = lines
+        .take_while(|l| !l.starts_with('[') || l.starts_with(&prefix))
+        .filter_map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.starts_with(&prefix) || rest.contains(" = ") => Some(rest),
+            Some(_) => None,
+            None => Some(l),
+        });
+    std::iter::once(first)
+        .chain(rest)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

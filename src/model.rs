@@ -320,6 +320,10 @@ vocabulary! {
         SshRefused = "ssh.refused",
         SshHostKeyMismatch = "ssh.host_key_mismatch",
         SshConnectFailed = "ssh.connect_failed",
+        /// `fs.write` wrote a file in a root, or refused to (`decision`: `ok` or `refused`).
+        FsWrite = "fs.write",
+        /// `fs.delete` removed an entry of a root, or refused to.
+        FsDelete = "fs.delete",
         CallbackOut = "callback.out",
         CallbackIn = "callback.in",
         AuthFailed = "auth.failed",

@@ -53,7 +53,7 @@ FROM (
            CASE WHEN i % 13 = 0 THEN 2 WHEN i % 101 = 0 THEN 3 ELSE 1 END AS attempts,
            now() - interval '30 days' + make_interval(secs => i * 0.5184) AS created,
            (exp(ln(5) + random() * 6))::bigint AS dur,
-           (i * 7919) % 20 AS key_no
+           (i::bigint * 7919) % 20 AS key_no
     FROM generate_series(1, 5000000) i
 ) s JOIN keys k ON k.k = s.key_no;
 

@@ -1,6 +1,7 @@
-//! The one HTTP client for calling out (callbacks, flows): http(s) only, no proxies, no
-//! redirects, and every address checked after DNS resolution against the URL policy, so a
-//! hostname cannot smuggle a request into a private network.
+//! The one HTTP client for calling out (callbacks, flows, `http.fetch`): http(s) only, no
+//! proxies, no redirects (a caller that follows them checks each hop itself), and every
+//! address checked after DNS resolution against the URL policy, so a hostname cannot smuggle
+//! a request into a private network.
 
 use std::{
     error::Error as _,
@@ -55,15 +56,25 @@ pub struct SignedRequest<'a> {
     pub max_response_bytes: usize,
 }
 
-#[derive(Clone)]
-pub struct SafeClient {
-    http: reqwest::Client,
-    policy: Arc<UrlPolicy>,
-    signer: Signer,
+/// A request as the caller wrote it: nothing added but the user agent.
+pub struct PlainRequest<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
 }
 
-impl SafeClient {
-    pub fn new(policy: Arc<UrlPolicy>, signer: Signer) -> Self {
+/// The guarded client without a signer: what `http.fetch` uses, with its own policy.
+#[derive(Clone)]
+pub struct GuardedClient {
+    http: reqwest::Client,
+    policy: Arc<UrlPolicy>,
+}
+
+impl GuardedClient {
+    pub fn new(policy: Arc<UrlPolicy>) -> Self {
         let http = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
             .no_proxy()
@@ -75,21 +86,71 @@ impl SafeClient {
             .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("static client configuration");
+        Self { http, policy }
+    }
+
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    /// Checks what can be checked before DNS (literal IPs never reach the resolver).
+    fn check(&self, url: &str) -> Result<url::Url, OutboundError> {
+        self.policy
+            .check_literal(url)
+            .map_err(|r| OutboundError::Refused(r.into()))
+    }
+
+    /// One request, no redirect followed.
+    pub async fn send(&self, req: PlainRequest<'_>) -> Result<OutboundResponse, OutboundError> {
+        let url = self.check(req.url)?;
+        let mut builder = self
+            .http
+            .request(req.method, url)
+            .timeout(req.timeout)
+            .headers(req.headers);
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        read_limited(builder, req.timeout, req.max_response_bytes).await
+    }
+
+    /// An unsigned GET (documents other servers publish: OAuth client metadata, JWKS).
+    pub async fn fetch(
+        &self,
+        url: &str,
+        timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let url = self.check(url)?;
+        let builder = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        read_limited(builder, timeout, max_response_bytes).await
+    }
+}
+
+/// The guarded client that signs what it sends (callbacks, flows).
+#[derive(Clone)]
+pub struct SafeClient {
+    guarded: GuardedClient,
+    signer: Signer,
+}
+
+impl SafeClient {
+    pub fn new(policy: Arc<UrlPolicy>, signer: Signer) -> Self {
         Self {
-            http,
-            policy,
+            guarded: GuardedClient::new(policy),
             signer,
         }
     }
 
     pub async fn send(&self, req: SignedRequest<'_>) -> Result<OutboundResponse, OutboundError> {
-        // Literal IPs never reach the resolver: check them here.
-        let url = self
-            .policy
-            .check_literal(req.url)
-            .map_err(|r| OutboundError::Refused(r.into()))?;
+        let url = self.guarded.check(req.url)?;
         let timestamp = chrono::Utc::now().timestamp();
         let mut builder = self
+            .guarded
             .http
             .request(req.method, url)
             .timeout(req.timeout)
@@ -106,24 +167,9 @@ impl SafeClient {
         read_limited(builder.body(req.body), req.timeout, req.max_response_bytes).await
     }
 
-    /// An unsigned GET (documents other servers publish: OAuth client metadata, JWKS), under
-    /// the same address policy.
-    pub async fn fetch(
-        &self,
-        url: &str,
-        timeout: Duration,
-        max_response_bytes: usize,
-    ) -> Result<OutboundResponse, OutboundError> {
-        let url = self
-            .policy
-            .check_literal(url)
-            .map_err(|r| OutboundError::Refused(r.into()))?;
-        let builder = self
-            .http
-            .get(url)
-            .timeout(timeout)
-            .header(reqwest::header::ACCEPT, "application/json");
-        read_limited(builder, timeout, max_response_bytes).await
+    /// The same client for unsigned requests, under the same address policy.
+    pub fn unsigned(&self) -> &GuardedClient {
+        &self.guarded
     }
 }
 
@@ -164,6 +210,8 @@ async fn read_limited(
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> OutboundError {
+    // Messages reach job errors and logs; a URL's query may carry a token.
+    let e = e.without_url();
     let mut source = e.source();
     while let Some(inner) = source {
         if let Some(refused) = inner.downcast_ref::<RefusedAddress>() {

@@ -14,7 +14,9 @@ mod signing;
 mod url_policy;
 
 pub use answer::{body_text, excerpt, retry_after, truncate_bytes};
-pub use client::{OutboundError, OutboundResponse, SafeClient, SignedRequest};
+pub use client::{
+    GuardedClient, OutboundError, OutboundResponse, PlainRequest, SafeClient, SignedRequest,
+};
 pub use config::CallbacksConfig;
 pub use delivery::{Deliverer, DeliverySettings};
 pub use ingest::CallbackIngest;

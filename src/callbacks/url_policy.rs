@@ -1,5 +1,5 @@
-//! Which URLs the server may call (callbacks, flows): http(s) only, and no address in a
-//! non-public range unless an allowed network admits it.
+//! Which URLs the server may call (callbacks, flows, `http.fetch`): http(s) only, and no
+//! address in a non-public range unless an allowed network admits it.
 //!
 //! One classification (`reasons`) serves both checks: at intake for literal hosts
 //! ([`UrlPolicy::check_literal`]) and at connect time for every DNS answer
@@ -198,14 +198,32 @@ impl From<Refusal> for String {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UrlPolicy {
     pub allow_networks: Vec<IpNet>,
+    /// The setting that lists `allow_networks`, named in refusals so an operator knows what
+    /// to change (each caller has its own: a model's fetches are not a flow's webhooks).
+    setting: &'static str,
+}
+
+impl Default for UrlPolicy {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl UrlPolicy {
+    /// The policy of callbacks and flows (`callbacks.allow_networks`).
     pub fn new(allow_networks: Vec<IpNet>) -> Self {
-        Self { allow_networks }
+        Self::named("callbacks.allow_networks", allow_networks)
+    }
+
+    /// The same policy with its allowed networks taken from another setting.
+    pub fn named(setting: &'static str, allow_networks: Vec<IpNet>) -> Self {
+        Self {
+            allow_networks,
+            setting,
+        }
     }
 
     /// Checks what can be checked without DNS: scheme, shape, and a literal IP host.
@@ -251,7 +269,8 @@ impl UrlPolicy {
             });
         match unwaived {
             Some(reason) => Err(Refusal(format!(
-                "{reason}, which is refused unless callbacks.allow_networks admits it"
+                "{reason}, which is refused unless {} admits it",
+                self.setting
             ))),
             None => Ok(()),
         }
@@ -504,6 +523,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn refusals_name_the_setting_that_admits_more() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let err = UrlPolicy::named("tools.fetch.allow_networks", Vec::new())
+            .check_ip(loopback)
+            .unwrap_err();
+        assert!(
+            err.ends_with("refused unless tools.fetch.allow_networks admits it"),
+            "{err}"
+        );
+        let admitted = UrlPolicy::named("x", vec!["127.0.0.0/8".parse().unwrap()]);
+        assert_eq!(admitted.check_ip(loopback), Ok(()));
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl Intent {
         self.tool.spec().effect
     }
 
+    /// The effect of one call (see [`Tool::effect_of`]).
+    pub fn effect_of(&self, inputs: &Value) -> Effect {
+        self.tool.effect_of(inputs)
+    }
+
     /// Schema, then the tool's own checks. Every error names its field as `inputs.<path>`.
     pub fn validate(&self, inputs: &Value) -> Result<(), Vec<FieldError>> {
         let mut errors: Vec<FieldError> = self

@@ -149,5 +149,11 @@ pub trait Tool: Send + Sync + 'static {
         None
     }
 
+    /// The effect of a call with these inputs, where it depends on them (`http.fetch`: GET and
+    /// HEAD read, other methods write); the spec's effect describes the intent as a whole.
+    fn effect_of(&self, _inputs: &Value) -> Effect {
+        self.spec().effect
+    }
+
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult>;
 }

@@ -282,7 +282,7 @@ impl IdempotencyKey {
                     derived: false,
                 })
             }
-            None if sub.intent.effect() == Effect::Write => {
+            None if sub.intent.effect_of(&sub.inputs) == Effect::Write => {
                 let mut h = Sha256::new();
                 h.update(b"derived\0");
                 write_canonical(&mut h, &Value::String(sub.intent.name().to_owned()));

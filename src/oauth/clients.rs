@@ -199,6 +199,7 @@ impl Clients<'_> {
         }
         let fetched = self
             .http
+            .unsigned()
             .fetch(url.as_str(), METADATA_TIMEOUT, METADATA_MAX_BYTES)
             .await
             .map_err(|e| OauthError::InvalidClient(format!("the client metadata document: {e}")))?;

@@ -147,6 +147,7 @@ impl JwtVerifier {
     async fn fetch(&self) -> Result<JwkSet, String> {
         let answer = self
             .http
+            .unsigned()
             .fetch(&self.config.jwks_url, FETCH_TIMEOUT, JWKS_MAX_BYTES)
             .await
             .map_err(|e| format!("fetching the identity provider's keys: {e}"))?;

@@ -1,8 +1,11 @@
-//! Tools: what an intent runs. Local tools (memory, system, SSH) run in this process; flows and
+//! Tools: what an intent runs. Local tools (memory, system, SSH, fetch, fs) run in this process; flows and
 //! MCP servers are tools too, behind the same trait (`crate::catalog::Tool`), so intake,
 //! workers and discovery treat every engine alike. Each tool's configuration lives with it.
 
+pub mod content;
+pub mod fetch;
 pub mod flow;
+pub mod fs;
 pub mod mcp;
 pub mod memory;
 pub mod ssh;
@@ -22,6 +25,16 @@ use crate::{
     store::Store,
 };
 
+/// Inputs that fail a tool's own checks when the job runs (they passed at intake, so the
+/// configuration changed in between): one permanent error naming every field.
+pub(crate) fn invalid_inputs(errors: Vec<crate::model::FieldError>) -> ToolError {
+    let why: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    ToolError::permanent("invalid_inputs", why.join("; "))
+}
+
 /// Why this configuration's tools cannot be set up: at start, so that a broken inventory
 /// stops the server rather than a job later.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +52,10 @@ pub enum SetupError {
 pub struct ToolsConfig {
     /// `system.echo` and `system.sleep` (diagnostics, tests, benchmarks).
     pub system: bool,
+    /// `[tools.fetch]`: `http.fetch` (off by default).
+    pub fetch: fetch::FetchConfig,
+    /// `[tools.fs]`: the roots of the `fs.*` tools (none by default: no tools).
+    pub fs: fs::FsConfig,
     pub overrides: BTreeMap<String, IntentOverride>,
 }
 
@@ -46,6 +63,8 @@ impl Default for ToolsConfig {
     fn default() -> Self {
         Self {
             system: true,
+            fetch: fetch::FetchConfig::default(),
+            fs: fs::FsConfig::default(),
             overrides: BTreeMap::new(),
         }
     }
@@ -53,7 +72,8 @@ impl Default for ToolsConfig {
 
 impl ToolsConfig {
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut out = self.fetch.problems();
+        out.extend(self.fs.problems());
         for (intent, o) in &self.overrides {
             let field = |key: &str| format!("tools.overrides.\"{intent}\".{key}");
             if o.max_attempts.is_some_and(|n| n < 1) {
@@ -70,7 +90,7 @@ impl ToolsConfig {
     }
 }
 
-/// The intents served by this process's own tools (memory, system, SSH).
+/// The intents served by this process's own tools (memory, system, SSH, fetch, fs).
 pub fn local_catalog(
     config: &ToolsConfig,
     ssh_config: &ssh::SshConfig,
@@ -82,6 +102,8 @@ pub fn local_catalog(
         tools.extend(system::tools());
     }
     tools.extend(ssh::tools(ssh_config, &config.overrides, store)?);
+    tools.extend(fetch::tools(&config.fetch));
+    tools.extend(fs::tools(&config.fs, store)?);
     for tool in tools {
         let overrides = config.overrides.get(&tool.spec().name);
         catalog.add(Intent::new(Mode::Agent, tool, overrides)?)?;

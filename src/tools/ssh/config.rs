@@ -318,19 +318,7 @@ mod tests {
     #[test]
     fn the_commented_examples_in_the_example_file_parse() {
         use figment::providers::{Format, Toml};
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrator.example.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        let ssh = &text[text.find("\n[ssh]\n").expect("an [ssh] section")..];
-        let uncommented: String = ssh
-            .lines()
-            .filter_map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.starts_with("[ssh") || rest.contains(" = ") => Some(rest),
-                Some(_) => None,
-                None => Some(l),
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let uncommented = crate::config::uncommented_example("ssh");
         #[derive(Deserialize)]
         struct File {
             ssh: SshConfig,
