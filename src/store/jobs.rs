@@ -716,8 +716,32 @@ impl Store {
     }
 
     /// Newest first, keyset-paginated. One static statement per filter shape, so each is
-    /// planned against the index that serves it.
+    /// planned against the index that serves it. Several statuses are read one status at a
+    /// time and merged: `status = ANY(...)` cannot walk `(status, created_at, id)` in order,
+    /// so PostgreSQL would sort every job of those statuses for one page.
     pub async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<JobRecord>> {
+        let Some(statuses) = f.statuses.as_deref().filter(|s| s.len() > 1) else {
+            let status = f.statuses.as_ref().and_then(|s| s.first().copied());
+            if f.statuses.as_ref().is_some_and(Vec::is_empty) {
+                return Ok(Vec::new());
+            }
+            return self.list_page(f, status).await;
+        };
+        let mut merged = Vec::new();
+        for status in statuses {
+            merged.extend(self.list_page(f, Some(*status)).await?);
+        }
+        merged.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id.uuid())));
+        merged.truncate(f.limit.max(0) as usize);
+        Ok(merged)
+    }
+
+    /// One page of `f` with at most one status.
+    async fn list_page(
+        &self,
+        f: &JobFilter,
+        status: Option<JobStatus>,
+    ) -> StoreResult<Vec<JobRecord>> {
         // Postgres timestamps span 4713 BC to 294276 AD; chrono's extremes do not fit.
         let far_past = DateTime::<Utc>::UNIX_EPOCH;
         let far_future = far_past + chrono::Duration::days(365 * 8000);
@@ -726,10 +750,6 @@ impl Store {
             .cursor
             .map(|c| (c.created_at, c.id))
             .unwrap_or((far_future, Uuid::max()));
-        let statuses: Option<Vec<String>> = f
-            .statuses
-            .as_ref()
-            .map(|s| s.iter().map(|st| st.as_str().to_owned()).collect());
         let limit = f.limit;
         let mode = f.mode;
         // `mode` is never selective enough to lead a plan: it filters whatever index serves
@@ -747,7 +767,7 @@ impl Store {
                 .await?
             };
         }
-        let rows = match (&f.intent, &statuses, f.owner) {
+        let rows = match (&f.intent, status, f.owner) {
             // Everything: along the primary key (UUIDv7 ids are ordered by creation time).
             (None, None, None) => {
                 select_jobs!(
@@ -763,28 +783,20 @@ impl Store {
                 .await?
             }
             (Some(i), None, None) => page!("AND intent = $7", i),
-            (None, Some(st), None) => page!("AND status = ANY($7::text[]::job_status[])", st),
+            (None, Some(st), None) => page!("AND status = $7", st as JobStatus),
             (Some(i), Some(st), None) => {
-                page!(
-                    "AND intent = $7 AND status = ANY($8::text[]::job_status[])",
-                    i,
-                    st
-                )
+                page!("AND intent = $7 AND status = $8", i, st as JobStatus)
             }
             (None, None, Some(o)) => page!("AND api_key_id = $7", o),
             (Some(i), None, Some(o)) => page!("AND api_key_id = $7 AND intent = $8", o, i),
             (None, Some(st), Some(o)) => {
-                page!(
-                    "AND api_key_id = $7 AND status = ANY($8::text[]::job_status[])",
-                    o,
-                    st
-                )
+                page!("AND api_key_id = $7 AND status = $8", o, st as JobStatus)
             }
             (Some(i), Some(st), Some(o)) => page!(
-                "AND api_key_id = $7 AND intent = $8 AND status = ANY($9::text[]::job_status[])",
+                "AND api_key_id = $7 AND intent = $8 AND status = $9",
                 o,
                 i,
-                st
+                st as JobStatus
             ),
         };
         Ok(rows.into_iter().map(JobRecord::from).collect())

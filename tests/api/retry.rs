@@ -212,9 +212,41 @@ async fn jobs_are_filtered_by_engine_and_by_api_key() {
         .await;
     assert_eq!(ids(&list).len(), 3);
 
+    // Several statuses are read one at a time and merged: still newest first, page by page.
+    let resp = app
+        .client
+        .post(format!("{}/orchestrate", app.base))
+        .bearer_auth(&admin)
+        .json(&json!({"intent": "memory.get",
+                      "inputs": {"item_id": "mem_00000000000070008000000000000000"}}))
+        .send()
+        .await
+        .unwrap();
+    let failed = job_id(&resp.json().await.unwrap());
+    let (_, all) = app.get_json_as(&admin, "/jobs?limit=6").await;
+    let newest_first = ids(&all);
+    assert_eq!(newest_first[0], failed);
+    let (_, page1) = app
+        .get_json_as(&admin, "/jobs?status=succeeded,failed&limit=4")
+        .await;
+    assert_eq!(ids(&page1), newest_first[..4], "{page1}");
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = app
+        .get_json_as(
+            &admin,
+            &format!("/jobs?status=failed,succeeded&limit=4&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(ids(&page2), newest_first[4..], "{page2}");
+    assert!(page2["next_cursor"].is_null());
+
     // system.echo runs as an agent tool.
     let (_, agents) = app.get_json_as(&admin, "/jobs?mode=agent").await;
-    assert_eq!(ids(&agents).len(), 5);
+    assert_eq!(
+        ids(&agents).len(),
+        6,
+        "five echoes and the failed memory.get"
+    );
     let (_, flows) = app
         .get_json_as(&admin, "/jobs?mode=flow&intent=system.echo")
         .await;
