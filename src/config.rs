@@ -69,6 +69,8 @@ pub struct Config {
     /// `[oauth]`: the access tokens `/mcp` accepts besides API keys.
     pub oauth: crate::oauth::OauthConfig,
     pub ssh: crate::tools::ssh::SshConfig,
+    /// `[[schedules]]`: intents filed on a cron timetable.
+    pub schedules: Vec<crate::schedules::ScheduleConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -274,6 +276,7 @@ impl Config {
         out.extend(self.oauth.problems());
         out.extend(self.ssh.problems());
         out.extend(self.tools.problems());
+        out.extend(crate::schedules::ScheduleConfig::problems(&self.schedules));
         out
     }
 

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
 pub mod responses;
+pub mod schedules;
 pub mod streams;
 pub mod tools;
 pub mod ui;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveEvents>,
     /// This instance's MCP servers: up, idle, restarts (the dashboard's engine health).
     pub mcp: crate::tools::mcp::McpHealth,
+    /// Fires schedules on demand (`POST /schedules/{id}/trigger`).
+    pub scheduler: Arc<crate::schedules::Scheduler>,
     /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -101,6 +104,7 @@ fn routes(state: AppState) -> Router {
         .merge(ui::router())
         .merge(callbacks::router())
         .merge(keys::router())
+        .merge(schedules::router())
         .merge(tools::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -14,6 +14,7 @@ mod notify;
 mod oauth;
 mod open_deliveries;
 mod reporting;
+mod schedules;
 mod settings;
 mod stream;
 mod ui_sessions;
@@ -38,6 +39,7 @@ pub use oauth::{
     RedeemedCode, Redemption,
 };
 pub use open_deliveries::OpenDelivery;
+pub use schedules::{NewSchedule, ScheduleLock, ScheduleRecord};
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};
 pub use ui_sessions::UiSession;

@@ -28,6 +28,7 @@ mod proxy;
 mod queue;
 mod reporting;
 mod retry;
+mod schedules;
 mod secret_hygiene;
 mod secure_defaults;
 mod ssh;
