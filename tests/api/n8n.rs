@@ -427,3 +427,97 @@ async fn the_example_workflows_run_in_a_real_n8n_answering_and_calling_back() {
         assert_eq!(*status, Some(200), "{ingests:?}");
     }
 }
+
+/// The workflows of a folder of examples, by file name.
+fn workflows(dir: &Path) -> BTreeMap<String, Value> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, serde_json::from_str(&text).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_workflow_uses_nodes_and_credentials_of_the_pinned_n8n_and_matches_its_config() {
+    let Some(cli) = n8n_cli() else { return };
+    let node_modules = cli.ancestors().nth(3).unwrap();
+    let types = node_modules.join("n8n-nodes-base/dist/types");
+    let read = |f: &str| -> Vec<Value> {
+        serde_json::from_str(&std::fs::read_to_string(types.join(f)).unwrap()).unwrap()
+    };
+    let (nodes, credentials) = (read("nodes.json"), read("credentials.json"));
+    let urls: Vec<String> = ["flows.toml", "flows.async.toml"]
+        .iter()
+        .flat_map(|f| example_flows(f, EXAMPLE_BASE))
+        .map(|(_, flow)| flow.url)
+        .collect();
+    let real = workflows(&examples());
+    let test = workflows(&examples().join("test"));
+    assert_eq!(real.len(), 6);
+    assert_eq!(
+        real.keys().collect::<Vec<_>>(),
+        test.keys().collect::<Vec<_>>()
+    );
+    for (file, wf) in real.iter().chain(&test) {
+        let names: Vec<&str> = wf["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        for node in wf["nodes"].as_array().unwrap() {
+            let kind = node["type"].as_str().unwrap();
+            let version = &node["typeVersion"];
+            let known = nodes.iter().find(|d| {
+                Some(d["name"].as_str().unwrap()) == kind.strip_prefix("n8n-nodes-base.")
+                    && (d["version"] == *version
+                        || d["version"].as_array().is_some_and(|v| v.contains(version)))
+            });
+            let known = known.unwrap_or_else(|| panic!("{file}: {kind} v{version} is unknown"));
+            for (credential, _) in node["credentials"].as_object().into_iter().flatten() {
+                assert!(
+                    credentials.iter().any(|c| c["name"] == *credential)
+                        && known["credentials"]
+                            .as_array()
+                            .is_some_and(|cs| cs.iter().any(|c| c["name"] == *credential)),
+                    "{file}: {kind} takes no {credential} credential"
+                );
+            }
+        }
+        for (from, outputs) in wf["connections"].as_object().unwrap() {
+            assert!(names.contains(&from.as_str()), "{file}: {from}");
+            for to in outputs["main"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|o| o.as_array().unwrap())
+            {
+                assert!(
+                    names.contains(&to["node"].as_str().unwrap()),
+                    "{file}: {to}"
+                );
+            }
+        }
+        let webhook = &wf["nodes"][0];
+        assert_eq!(webhook["name"], "Webhook", "{file}");
+        let path = webhook["parameters"]["path"].as_str().unwrap();
+        assert!(
+            urls.contains(&format!("{EXAMPLE_BASE}/webhook/{path}")),
+            "{file}: no example config calls /webhook/{path}"
+        );
+        let text = wf.to_string();
+        if file.ends_with(".async.json") {
+            assert!(path.ends_with("-async"), "{file}");
+            assert!(webhook["parameters"].get("responseMode").is_none());
+            assert!(text.contains(".callback.url") && text.contains(".callback.token"));
+        } else {
+            assert_eq!(webhook["parameters"]["responseMode"], "responseNode");
+            assert!(text.contains("n8n-nodes-base.respondToWebhook"), "{file}");
+        }
+    }
+}
