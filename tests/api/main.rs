@@ -19,6 +19,7 @@ mod mcp_clients;
 mod mcp_peers;
 mod mcp_server;
 mod mock_http;
+mod n8n;
 mod oauth;
 mod oauth_external;
 mod operations;
