@@ -114,7 +114,7 @@ pub struct CreateSchedule {
     #[schema(min_length = 1, max_length = 200)]
     pub cron: String,
     /// An IANA time zone (default `UTC`).
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_+/-]+$")]
     pub timezone: Option<String>,
     pub overlap: Option<Overlap>,
     pub catch_up: Option<CatchUp>,
