@@ -39,3 +39,26 @@ EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
 ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
+
+-- 100,000 due jobs of one concurrency key whose only place is taken, ahead (by priority) of the
+-- 100,000 due jobs without a key: the claim passes over them (one place lookup each).
+DELETE FROM jobs WHERE status = 'queued' AND run_at > now();
+INSERT INTO concurrency_slots (key, slot, job_id) VALUES ('ssh:web-1', 1, gen_random_uuid());
+INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                  attempt_timeout_ms, inputs, run_at, created_at, concurrency_key,
+                  concurrency_limit)
+SELECT gen_random_uuid(), 'ssh.exec', 'agent', 'auto', 'queued', 0, 3, 10000, '{}',
+       now() - make_interval(secs => i * 0.01), now(), 'ssh:web-1', 1
+FROM generate_series(1, 100000) i;
+VACUUM ANALYZE jobs;
+\echo '### claim 512 past 100,000 jobs waiting for a concurrency place'
+BEGIN;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+SELECT id, concurrency_key, concurrency_limit FROM jobs
+WHERE status = 'queued' AND run_at <= now()
+  AND (concurrency_key IS NULL OR EXISTS (
+        SELECT 1 FROM concurrency_slots s
+        WHERE s.key = jobs.concurrency_key AND s.job_id IS NULL
+          AND s.slot <= jobs.concurrency_limit))
+ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED;
+ROLLBACK;

@@ -2,11 +2,13 @@
 //! belongs to, its compiled input schema and run policy — and how `auto` picks an engine.
 //! Engines register into it; intake, workers and the HTTP API read it. It knows no engine.
 
+mod concurrency;
 mod progress;
 mod registry;
 pub mod routing;
 mod tool;
 
+pub use concurrency::{Concurrency, ConcurrencyKey};
 pub use progress::{OutputStream, Progress, ProgressWriter};
 pub use registry::{
     Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError,

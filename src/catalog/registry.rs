@@ -38,6 +38,8 @@ pub struct IntentOverride {
     pub priority: Option<i16>,
     /// What MCP clients are told (`destructiveHint`); unset: the tool's own answer.
     pub destructive: Option<bool>,
+    /// Jobs sharing a key run at most `limit` at a time, across instances.
+    pub concurrency: Option<super::concurrency::Concurrency>,
 }
 
 /// The documented order of engines: how `served_by` lists them.
@@ -53,6 +55,8 @@ pub struct Intent {
     pub priority: i16,
     /// May destroy something (the tool's answer or configuration's).
     pub destructive: bool,
+    /// Configured concurrency key (else the tool's own, see [`Intent::concurrency_for`]).
+    pub concurrency: Option<super::concurrency::Concurrency>,
 }
 
 impl std::fmt::Debug for Intent {
@@ -84,6 +88,7 @@ impl Intent {
             max_attempts: o.max_attempts.unwrap_or(spec.max_attempts),
             priority: o.priority.unwrap_or(spec.priority),
             destructive: o.destructive.unwrap_or(spec.destructive),
+            concurrency: o.concurrency,
             validator,
             tool,
         })
@@ -95,6 +100,15 @@ impl Intent {
 
     pub fn effect(&self) -> Effect {
         self.tool.spec().effect
+    }
+
+    /// The concurrency key of a job with these inputs: the configured one, else the tool's
+    /// (SSH: the host's `max_sessions`).
+    pub fn concurrency_for(&self, inputs: &Value) -> Option<super::concurrency::ConcurrencyKey> {
+        match &self.concurrency {
+            Some(c) => Some(c.key_for(self.name(), inputs)),
+            None => self.tool.concurrency_of(inputs),
+        }
     }
 
     /// The effect of one call (see [`Tool::effect_of`]).

@@ -155,5 +155,11 @@ pub trait Tool: Send + Sync + 'static {
         self.spec().effect
     }
 
+    /// The tool's own concurrency key for these inputs, when it has one (SSH: one key per host
+    /// with its `max_sessions`); configuration may set another.
+    fn concurrency_of(&self, _inputs: &Value) -> Option<super::concurrency::ConcurrencyKey> {
+        None
+    }
+
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult>;
 }

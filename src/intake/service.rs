@@ -152,9 +152,11 @@ impl Intake {
         let executor = &self.workers.executor;
         // Registered before the insert: the job may finish before we start waiting.
         let waiter = sub.wait.then(|| self.workers.waiters.register(job_id));
-        // A job for later is never run here at once.
+        // A job for later is never run here at once, nor one with a concurrency key (its
+        // place is taken by the claim).
         let later = sub.run_at.is_some_and(|t| t > Utc::now());
-        let permit = if sub.wait && !later {
+        let concurrency = intent.concurrency_for(&sub.inputs);
+        let permit = if sub.wait && !later && concurrency.is_none() {
             executor.try_reserve()
         } else {
             None
@@ -189,6 +191,8 @@ impl Intake {
                     principal: &sub.principal,
                     run_at: sub.run_at,
                     schedule_id: sub.schedule_id,
+                    concurrency_key: concurrency.as_ref().map(|c| c.key.as_str()),
+                    concurrency_limit: concurrency.as_ref().map(|c| c.limit),
                 },
                 claim.as_ref(),
             )

@@ -31,6 +31,10 @@ pub struct NewJob<'a> {
     /// Not before this time; in the future, the job is filed as `scheduled`.
     pub run_at: Option<DateTime<Utc>>,
     pub schedule_id: Option<Uuid>,
+    /// Jobs sharing the key run at most `concurrency_limit` at a time (then `start_now` is
+    /// None: the claim takes the place).
+    pub concurrency_key: Option<&'a str>,
+    pub concurrency_limit: Option<i32>,
 }
 
 /// A job a worker now holds the lease of.
@@ -220,7 +224,8 @@ impl Store {
                 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                                   attempt_timeout_ms, inputs, callback_url, request_id, attempts,
                                   lease_owner, lease_expires_at, started_at, api_key_id, principal,
-                                  client_addr, run_at, schedule_id)
+                                  client_addr, run_at, schedule_id, concurrency_key,
+                                  concurrency_limit)
                 SELECT $4, $7, $8, $9,
                        CASE WHEN $10::uuid IS NOT NULL THEN 'running'::job_status
                             WHEN $22::timestamptz > now() THEN 'scheduled'
@@ -231,7 +236,7 @@ impl Store {
                        CASE WHEN $10::uuid IS NULL THEN NULL
                             ELSE now() + make_interval(secs => $17) END,
                        CASE WHEN $10::uuid IS NULL THEN NULL ELSE now() END,
-                       $18, $19, $20, coalesce($22::timestamptz, now()), $23
+                       $18, $19, $20, coalesce($22::timestamptz, now()), $23, $24, $25
                 WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
                 RETURNING id, status, attempts
             ), event AS (
@@ -242,6 +247,12 @@ impl Store {
                        CASE WHEN $18::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
                        $18::uuid::text, $19, $16, $20
                 FROM job
+            ), places AS (
+                -- The key's places exist before its first job can be claimed.
+                INSERT INTO concurrency_slots (key, slot)
+                SELECT $24, g FROM job, generate_series(1, $25::integer) g
+                WHERE $24::text IS NOT NULL
+                ON CONFLICT DO NOTHING
             ), wake AS (
                 SELECT pg_notify($21, '') FROM job WHERE status = 'queued'
             )
@@ -270,6 +281,8 @@ impl Store {
             Channel::NewWork.name(),
             job.run_at,
             job.schedule_id,
+            job.concurrency_key,
+            job.concurrency_limit,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -286,12 +299,39 @@ impl Store {
     ) -> StoreResult<Vec<ClaimedJob>> {
         let rows = sqlx::query!(
             r#"
-            WITH next AS (
-                SELECT id FROM jobs
+            WITH candidate AS (
+                -- A keyed job is a candidate only while its key has a free place: jobs over
+                -- their limit stay queued (passed over here, woken when a place frees).
+                SELECT id, concurrency_key, concurrency_limit FROM jobs
                 WHERE status = 'queued' AND run_at <= now()
+                  AND (concurrency_key IS NULL OR EXISTS (
+                        SELECT 1 FROM concurrency_slots s
+                        WHERE s.key = jobs.concurrency_key AND s.job_id IS NULL
+                          AND s.slot <= jobs.concurrency_limit))
                 ORDER BY priority, run_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
+            ), keyed AS (
+                SELECT id, concurrency_key AS key, concurrency_limit AS lim,
+                       row_number() OVER (PARTITION BY concurrency_key ORDER BY id) AS n
+                FROM candidate WHERE concurrency_key IS NOT NULL
+            ), free AS (
+                -- Places another claim holds this moment are skipped, never shared.
+                SELECT s.key, s.slot FROM concurrency_slots s
+                WHERE s.key IN (SELECT key FROM keyed) AND s.job_id IS NULL
+                FOR UPDATE SKIP LOCKED
+            ), numbered AS (
+                SELECT key, slot, row_number() OVER (PARTITION BY key ORDER BY slot) AS n
+                FROM free
+            ), placed AS (
+                UPDATE concurrency_slots s SET job_id = k.id
+                FROM keyed k JOIN numbered f ON f.key = k.key AND f.n = k.n
+                WHERE s.key = f.key AND s.slot = f.slot AND f.slot <= k.lim
+                RETURNING s.job_id
+            ), next AS (
+                SELECT id FROM candidate WHERE concurrency_key IS NULL
+                UNION ALL
+                SELECT job_id FROM placed
             ), claimed AS (
                 UPDATE jobs j
                 SET status = 'running', attempts = j.attempts + 1, lease_owner = $1,

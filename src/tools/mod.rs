@@ -82,6 +82,9 @@ impl ToolsConfig {
                     "must be at least 1",
                 ));
             }
+            if let Some(problem) = o.concurrency.as_ref().and_then(|c| c.problem()) {
+                out.push(ConfigProblem::new(field("concurrency"), problem));
+            }
             if o.timeout.is_some_and(|t| t.is_zero()) {
                 out.push(ConfigProblem::new(field("timeout_ms"), "must be positive"));
             }

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod callbacks;
 mod checkers;
+mod concurrency;
 mod discovery;
 mod embedded;
 mod fetch_tool;

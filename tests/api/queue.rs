@@ -36,6 +36,8 @@ async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
                     principal: &anonymous,
                     run_at: None,
                     schedule_id: None,
+                    concurrency_key: None,
+                    concurrency_limit: None,
                 },
                 None,
             )

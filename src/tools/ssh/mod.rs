@@ -548,6 +548,17 @@ impl Tool for SshTool {
         &self.spec
     }
 
+    /// One key per host, shared by every SSH intent, at its `max_sessions`: commands beyond
+    /// it wait in the queue (on any instance) instead of failing `ssh_busy`.
+    fn concurrency_of(&self, inputs: &Value) -> Option<crate::catalog::ConcurrencyKey> {
+        let host = inputs.get("host")?.as_str()?;
+        let pool = self.shared.pools.get(host)?;
+        Some(crate::catalog::ConcurrencyKey {
+            key: format!("ssh:{host}"),
+            limit: pool.target.config.max_sessions.clamp(1, i32::MAX as usize) as i32,
+        })
+    }
+
     fn check_inputs(&self, inputs: &Value) -> Result<(), Vec<FieldError>> {
         let input = parse(inputs).map_err(|e| vec![FieldError::new("inputs", e.message)])?;
         self.plan(&input)
