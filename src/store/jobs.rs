@@ -705,7 +705,10 @@ impl Store {
                     result = NULL, error_code = NULL, error_message = NULL, finished_at = NULL,
                     duration_ms = NULL, cancel_requested_at = NULL, callback_deadline_at = NULL
                 FROM target t
+                -- Checked on the row being updated too: under READ COMMITTED it is re-read at
+                -- its latest version, so a job a worker took meanwhile is not sent back.
                 WHERE j.id = t.id AND t.status IN ('failed', 'cancelled', 'timed_out')
+                  AND j.status IN ('failed', 'cancelled', 'timed_out')
                   AND t.payload_purged_at IS NULL
                 RETURNING j.id, j.intent, j.mode, j.attempts
             ), event AS (
