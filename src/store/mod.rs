@@ -13,6 +13,7 @@ mod memory;
 mod notify;
 mod oauth;
 mod open_deliveries;
+mod rate_limits;
 mod reporting;
 mod settings;
 mod stream;
@@ -38,6 +39,7 @@ pub use oauth::{
     RedeemedCode, Redemption,
 };
 pub use open_deliveries::OpenDelivery;
+pub use rate_limits::{BucketTake, Refusal};
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};
 pub use ui_sessions::UiSession;

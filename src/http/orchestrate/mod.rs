@@ -29,7 +29,7 @@ use super::{
     auth::Permissions,
     body::parse_json_body,
     problem::ApiError,
-    responses::{BodyProblems, IntakeProblems, KeyProblems},
+    responses::{BodyProblems, IntakeProblems, KeyProblems, RateLimited},
     streams::{self, Finale, json_event},
 };
 use crate::{
@@ -216,7 +216,7 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
          content((OrchestrateResult = "application/json"), (String = "text/event-stream"))),
         (status = 202, description = "Accepted; still running", body = Accepted,
          headers(("Location" = String, description = "The job's status URL"))),
-        IntakeProblems, BodyProblems, KeyProblems,
+        IntakeProblems, BodyProblems, KeyProblems, RateLimited,
     )
 )]
 pub async fn orchestrate(
@@ -272,6 +272,8 @@ pub async fn run(
                 errors: vec![FieldError::new("callback_url", reason)],
             })?;
     }
+
+    super::rate_limit::admit(state, &auth.principal, intent.name()).await?;
 
     let prefer = preferences(headers);
     let respond_async = req.async_.unwrap_or(prefer.respond_async);
