@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use orchestrator::{
-    ids::JobId,
     limits::Rate,
-    model::Mode,
-    store::{BucketTake, NewJob, Refusal, Store},
+    store::{BucketTake, Refusal, Store},
     tools::flow::{Completion, FlowConfig, FlowEngine},
 };
 use reqwest::StatusCode;
@@ -118,32 +116,7 @@ async fn several_buckets_are_taken_all_or_none_and_the_longest_wait_is_named() {
 async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool.clone());
-    let mut jobs = Vec::new();
-    for _ in 0..4 {
-        let id = JobId::new();
-        store
-            .insert_job(
-                &NewJob {
-                    id,
-                    intent: "system.echo",
-                    mode: Mode::Agent,
-                    requested_mode: Mode::Auto,
-                    priority: 0,
-                    max_attempts: 1,
-                    attempt_timeout_ms: 1000,
-                    inputs: &json!({}),
-                    callback_url: None,
-                    request_id: None,
-                    start_now: None,
-                    lease_secs: 1.0,
-                    principal: &orchestrator::model::Principal::anonymous(),
-                },
-                None,
-            )
-            .await
-            .unwrap();
-        jobs.push(id);
-    }
+    let jobs = crate::queue::enqueue(&store, 4).await;
     // 4 per second, 2 at once: two go now, then one every 250 ms.
     let flow = take("flow:f", Rate::new(4.0, 2));
     let mut waits = Vec::new();
@@ -184,18 +157,8 @@ async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() 
     );
 }
 
-/// `system.echo` as `key`.
-async fn echo_as(app: &TestApp, key: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/orchestrate", app.base))
-        .bearer_auth(key)
-        .json(&json!({"intent": "system.echo", "inputs": {"message": "hi"}}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn run_as(app: &TestApp, key: &str, intent: &str, inputs: Value) -> StatusCode {
+/// `intent` with `inputs`, as `key`.
+async fn run_as(app: &TestApp, key: &str, intent: &str, inputs: Value) -> reqwest::Response {
     app.client
         .post(format!("{}/orchestrate", app.base))
         .bearer_auth(key)
@@ -203,7 +166,10 @@ async fn run_as(app: &TestApp, key: &str, intent: &str, inputs: Value) -> Status
         .send()
         .await
         .unwrap()
-        .status()
+}
+
+async fn echo_as(app: &TestApp, key: &str) -> reqwest::Response {
+    run_as(app, key, "system.echo", json!({"message": "hi"})).await
 }
 
 fn retry_after(resp: &reqwest::Response) -> u64 {
@@ -280,12 +246,14 @@ async fn an_intent_limit_holds_for_every_caller_apart_from_their_keys_limits() {
     let search = json!({"query": "anything"});
     for _ in 0..3 {
         assert_eq!(
-            run_as(&app, &b, "memory.search", search.clone()).await,
+            run_as(&app, &b, "memory.search", search.clone())
+                .await
+                .status(),
             StatusCode::OK
         );
     }
     assert_eq!(
-        run_as(&app, &b, "memory.search", search).await,
+        run_as(&app, &b, "memory.search", search).await.status(),
         StatusCode::TOO_MANY_REQUESTS,
         "b's own limit"
     );
