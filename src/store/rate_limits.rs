@@ -49,9 +49,45 @@ impl Store {
         let buckets: Vec<&str> = takes.iter().map(|t| t.bucket).collect();
         let intervals: Vec<f64> = takes.iter().map(|t| ms(t.interval)).collect();
         let tolerances: Vec<f64> = takes.iter().map(|t| ms(t.tolerance)).collect();
+        // One statement, all or none: lock the buckets (in one order, so requests sharing
+        // buckets cannot deadlock), find the one that is the longest to wait for, and move
+        // every bucket on only if there is none. A bucket used for the first time is full: it
+        // is created with its token taken (when two first requests create it at once, the
+        // loser's conflict moves it on without the check: a token over at most, once).
+        // A plain statement costs about half of the same steps in a PL/pgSQL function.
         let row = sqlx::query!(
-            r#"SELECT refused AS "refused!", wait_ms AS "wait_ms!"
-               FROM take_rate_tokens($1::text[], $2::float8[], $3::float8[], $4)"#,
+            r#"
+            WITH t AS (SELECT COALESCE($4::timestamptz, now()) AS now),
+            w AS (
+                SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY
+                    AS w(bucket, interval_ms, tolerance_ms, i)
+            ), locked AS (
+                SELECT r.bucket, greatest(r.tat, t.now) AS base
+                FROM rate_buckets r JOIN w ON w.bucket = r.bucket, t
+                ORDER BY r.bucket
+                FOR UPDATE OF r
+            ), refused AS (
+                SELECT w.i, extract(epoch FROM l.base - t.now) * 1000 - w.tolerance_ms AS wait_ms
+                FROM w JOIN locked l ON l.bucket = w.bucket, t
+                WHERE extract(epoch FROM l.base - t.now) * 1000 > w.tolerance_ms
+                ORDER BY 2 DESC
+                LIMIT 1
+            ), moved AS (
+                UPDATE rate_buckets r
+                SET tat = greatest(r.tat, t.now) + make_interval(secs => w.interval_ms / 1000)
+                FROM w, t
+                WHERE r.bucket = w.bucket AND NOT EXISTS (SELECT 1 FROM refused)
+            ), created AS (
+                INSERT INTO rate_buckets (bucket, tat)
+                SELECT w.bucket, t.now + make_interval(secs => w.interval_ms / 1000)
+                FROM w, t
+                WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.bucket = w.bucket)
+                  AND NOT EXISTS (SELECT 1 FROM refused)
+                ON CONFLICT (bucket) DO UPDATE
+                    SET tat = greatest(rate_buckets.tat, EXCLUDED.tat)
+            )
+            SELECT i AS "refused!", wait_ms AS "wait_ms!" FROM refused
+            "#,
             &buckets as &[&str],
             &intervals,
             &tolerances,
