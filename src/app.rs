@@ -23,6 +23,7 @@ use crate::{
     intake::Intake,
     model::Mode,
     redact::Redactor,
+    schedules::Scheduler,
     store::Store,
     telemetry::gauges,
     tools::{
@@ -173,9 +174,24 @@ impl Application {
             workers.instance_id(),
             redactor,
         ));
-        let intake = Arc::new(Intake::new(store.clone(), workers, config.idempotency.ttl));
+        let scheduled = Arc::new(tokio::sync::Notify::new());
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            workers,
+            config.idempotency.ttl,
+            scheduled.clone(),
+        ));
+        sync_config_schedules(&store, &config.schedules).await?;
+        let scheduler = Arc::new(Scheduler::new(
+            store.clone(),
+            registry.clone(),
+            intake.clone(),
+            instance_id,
+            scheduled,
+        ));
         let shutdown = CancellationToken::new();
         tokio::spawn(live.clone().run(shutdown.child_token()));
+        tokio::spawn(scheduler.clone().run(shutdown.child_token()));
         tokio::spawn(gauges::run(
             gauges::GaugeSources {
                 store: store.clone(),
@@ -203,6 +219,7 @@ impl Application {
             oauth,
             live,
             mcp: mcp.health(),
+            scheduler,
             shutdown: shutdown.clone(),
         };
         Ok(Self {
@@ -317,6 +334,59 @@ async fn log_auth_state(authenticator: &Authenticator, listen: SocketAddr) -> an
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Makes the database's configuration schedules those of `[[schedules]]`: new ones made,
+/// changed ones updated (their next fire time kept when their timing did not change, so a
+/// restart catches up), removed ones deleted. Every instance does it at start; the result is
+/// the same whichever goes first.
+async fn sync_config_schedules(
+    store: &crate::store::Store,
+    schedules: &[crate::schedules::ScheduleConfig],
+) -> anyhow::Result<()> {
+    let operator = crate::model::Principal {
+        api_key_id: None,
+        name: "configuration".into(),
+        client_addr: None,
+        request_id: None,
+    };
+    for s in schedules {
+        let timetable = crate::schedules::Timetable::parse(&s.cron, &s.timezone)?;
+        let upserted = store
+            .upsert_config_schedule(&crate::store::NewSchedule {
+                name: &s.name,
+                intent: &s.intent,
+                mode: s.mode.unwrap_or(Mode::Auto),
+                inputs: &s.inputs,
+                cron: &s.cron,
+                timezone: &s.timezone,
+                overlap: s.overlap.as_str(),
+                catch_up: s.catch_up.as_str(),
+                catch_up_max: s.catch_up_max,
+                paused: s.paused,
+                source: "config",
+                next_fire_at: timetable.next_after(chrono::Utc::now()),
+                by: &operator,
+            })
+            .await?;
+        if upserted.is_none() {
+            anyhow::bail!(
+                "schedules: `{}` is the name of a schedule made through the API; rename one",
+                s.name
+            );
+        }
+    }
+    let names: Vec<String> = schedules.iter().map(|s| s.name.clone()).collect();
+    for gone in store.drop_config_schedules_except(&names).await? {
+        tracing::info!(schedule = %gone, "schedule removed from the configuration: deleted");
+    }
+    if !schedules.is_empty() {
+        tracing::info!(
+            schedules = schedules.len(),
+            "schedules from the configuration"
+        );
     }
     Ok(())
 }

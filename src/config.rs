@@ -71,6 +71,8 @@ pub struct Config {
     pub ssh: crate::tools::ssh::SshConfig,
     /// `[rate_limits]`: requests per API key and per intent.
     pub rate_limits: crate::limits::RateLimitsConfig,
+    /// `[[schedules]]`: intents filed on a cron timetable.
+    pub schedules: Vec<crate::schedules::ScheduleConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +280,7 @@ impl Config {
         out.extend(self.tools.problems());
         out.extend(self.rate_limits.problems());
         out.extend(crate::tools::flow::config::shared_url_problems(&self.flows));
+        out.extend(crate::schedules::ScheduleConfig::problems(&self.schedules));
         out
     }
 

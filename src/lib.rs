@@ -23,6 +23,7 @@ pub mod model;
 pub mod nul;
 pub mod oauth;
 pub mod redact;
+pub mod schedules;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

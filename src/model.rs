@@ -9,17 +9,15 @@ use uuid::Uuid;
 
 use crate::ids::JobId;
 
-/// The life of a job. Who moves it where:
-/// - `queued`: intake (async requests), retry scheduling, lease rescue and shutdown release.
-///   Left when a worker claims it (`running`) or it is cancelled.
-/// - `running`: a worker (or the intake, for a request that waits and finds a free slot) holds
-///   the lease. Left by the fenced completion of that attempt, or by lease rescue.
-/// - `awaiting_callback`: a flow accepted the work and will report through `/callbacks/ingest`.
-/// - `succeeded`, `failed`, `cancelled`, `timed_out`: final; nothing moves a job out of them.
+/// The life of a job: `scheduled` (for later; queued when due), `queued` (waiting for a
+/// worker), `running` (a worker holds the lease), `awaiting_callback` (a flow will report
+/// back), then final: `succeeded`, `failed`, `cancelled`, `timed_out` (only a retry sends a
+/// failed, timed-out or cancelled job back to `queued`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[sqlx(type_name = "job_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    Scheduled,
     Queued,
     Running,
     AwaitingCallback,
@@ -30,7 +28,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Scheduled,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::AwaitingCallback,
@@ -57,6 +56,7 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::AwaitingCallback => "awaiting_callback",
@@ -317,6 +317,16 @@ vocabulary! {
         Progress = "progress",
         /// A person sent a finished job back to the queue (`POST /jobs/{id}/retry`).
         Retried = "retried",
+        /// A scheduled job's time came: it is queued now.
+        Due = "due",
+        ScheduleCreated = "schedule.created",
+        /// Paused, resumed or changed (`detail.action`).
+        ScheduleChanged = "schedule.changed",
+        ScheduleDeleted = "schedule.deleted",
+        /// A schedule filed a job for one of its fire times (or on demand).
+        ScheduleFired = "schedule.fired",
+        /// A fire time passed without a job: the previous run was still going (`overlap`).
+        ScheduleSkipped = "schedule.skipped",
         SshRun = "ssh.run",
         SshExit = "ssh.exit",
         SshDryRun = "ssh.dry_run",

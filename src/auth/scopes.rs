@@ -3,7 +3,7 @@
 
 use crate::glob::Glob;
 
-const ADMIN_SCOPES: [&str; 7] = [
+const ADMIN_SCOPES: [&str; 8] = [
     "jobs:read:all",
     // Jobs' inputs and results in the dashboard (hidden from other keys by default).
     "jobs:read:payloads",
@@ -11,6 +11,8 @@ const ADMIN_SCOPES: [&str; 7] = [
     // Send failed, timed-out and cancelled jobs back to the queue.
     "jobs:retry",
     "callbacks:retry",
+    // The /schedules API: schedules file jobs as the key that makes them.
+    "schedules:admin",
     "keys:admin",
     // Operational detail: /readyz checks, flow URLs and breakers, the instance.
     "ops:read",

@@ -205,7 +205,10 @@ impl CallbackIngest {
     ) -> Result<IngestOutcome, IngestError> {
         let open = matches!(
             target.status,
-            JobStatus::Queued | JobStatus::Running | JobStatus::AwaitingCallback
+            JobStatus::Scheduled
+                | JobStatus::Queued
+                | JobStatus::Running
+                | JobStatus::AwaitingCallback
         );
         if open && target.mode == Mode::Flow {
             let finished = self

@@ -77,6 +77,8 @@ pub struct JobView {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// When retention dropped its inputs and result.
     pub payload_purged_at: Option<DateTime<Utc>>,
+    /// The schedule that filed it.
+    pub schedule_id: Option<Uuid>,
 }
 
 impl From<JobRecord> for JobView {
@@ -109,6 +111,7 @@ impl From<JobRecord> for JobView {
             run_at: r.run_at,
             cancel_requested_at: r.cancel_requested_at,
             payload_purged_at: r.payload_purged_at,
+            schedule_id: r.schedule_id,
         }
     }
 }
@@ -164,6 +167,9 @@ pub struct ListParams {
     /// need `jobs:read:all`.
     #[param(value_type = Option<Uuid>)]
     pub api_key_id: Option<String>,
+    /// Only the jobs this schedule filed (`schedule_id` of `GET /schedules`).
+    #[param(value_type = Option<Uuid>)]
+    pub schedule_id: Option<String>,
     /// Created at or after (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
@@ -272,11 +278,19 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
             Uuid::try_parse(raw).map_err(|_| ApiError::invalid("api_key_id", "must be a UUID"))
         })
         .transpose()?;
+    let schedule = p
+        .schedule_id
+        .as_deref()
+        .map(|raw| {
+            Uuid::try_parse(raw).map_err(|_| ApiError::invalid("schedule_id", "must be a UUID"))
+        })
+        .transpose()?;
     Ok(JobFilter {
         owner,
         intent: p.intent.clone().filter(|s| !s.is_empty()),
         statuses,
         mode,
+        schedule,
         since: parse_time("since", &p.since)?,
         until: parse_time("until", &p.until)?,
         cursor,
@@ -502,6 +516,7 @@ mod tests {
             status: Some("queued, failed".into()),
             mode: None,
             api_key_id: None,
+            schedule_id: None,
             since: None,
             until: None,
             limit: None,

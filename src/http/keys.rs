@@ -71,7 +71,7 @@ pub struct CreateKey {
     #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Intent globs (`memory.*`) and administrative scopes (`jobs:read:all`,
-    /// `jobs:read:payloads`, `jobs:cancel`, `jobs:retry`, `callbacks:retry`, `keys:admin`, `ops:read`).
+    /// `jobs:read:payloads`, `jobs:cancel`, `jobs:retry`, `callbacks:retry`, `schedules:admin`, `keys:admin`, `ops:read`).
     #[schema(min_items = 1, inline, value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -82,7 +82,7 @@ pub struct CreateKey {
 #[derive(ToSchema)]
 #[schema(
     value_type = String,
-    pattern = "^([A-Za-z0-9._*?-]+|jobs:read:all|jobs:read:payloads|jobs:cancel|jobs:retry|callbacks:retry|keys:admin|ops:read)$"
+    pattern = "^([A-Za-z0-9._*?-]+|jobs:read:all|jobs:read:payloads|jobs:cancel|jobs:retry|callbacks:retry|schedules:admin|keys:admin|ops:read)$"
 )]
 pub struct Scope(String);
 

@@ -16,6 +16,7 @@ pub mod orchestrate;
 pub mod problem;
 pub mod rate_limit;
 pub mod responses;
+pub mod schedules;
 pub mod streams;
 pub mod tools;
 pub mod ui;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveEvents>,
     /// This instance's MCP servers: up, idle, restarts (the dashboard's engine health).
     pub mcp: crate::tools::mcp::McpHealth,
+    /// Fires schedules on demand (`POST /schedules/{id}/trigger`).
+    pub scheduler: Arc<crate::schedules::Scheduler>,
     /// Fires when the instance stops: long-lived streams (MCP's SSE) end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -102,6 +105,7 @@ fn routes(state: AppState) -> Router {
         .merge(ui::router())
         .merge(callbacks::router())
         .merge(keys::router())
+        .merge(schedules::router())
         .merge(tools::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -68,6 +68,16 @@ pub enum ApiError {
     JobNotRetryable { job_id: String, status: JobStatus },
     #[error("job {job_id} cannot run again: retention removed its inputs")]
     PayloadPurged { job_id: String },
+    #[error("schedule {schedule_id} does not exist")]
+    ScheduleNotFound { schedule_id: String },
+    #[error("a schedule named `{name}` exists already")]
+    ScheduleNameTaken { name: String },
+    #[error("schedule `{name}` is in the configuration ([[schedules]]): change or remove it there")]
+    ScheduleInConfig { name: String },
+    #[error(
+        "schedule `{name}` filed no job: it is being fired this moment, or its intent or inputs no longer file one (see its schedule.skipped events)"
+    )]
+    ScheduleBusy { name: String },
     #[error("{detail}")]
     Unauthorized { detail: String },
     /// No valid API key.
@@ -123,6 +133,7 @@ impl ApiError {
             UnknownIntent { .. }
             | JobNotFound { .. }
             | RouteNotFound { .. }
+            | ScheduleNotFound { .. }
             | NoDelivery { .. } => StatusCode::NOT_FOUND,
             Unauthorized { .. } | Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             KeyNotFound { .. } => StatusCode::NOT_FOUND,
@@ -137,7 +148,10 @@ impl ApiError {
             | IdempotencyKeyBusy
             | JobFinished { .. }
             | JobNotRetryable { .. }
-            | PayloadPurged { .. } => StatusCode::CONFLICT,
+            | PayloadPurged { .. }
+            | ScheduleNameTaken { .. }
+            | ScheduleInConfig { .. }
+            | ScheduleBusy { .. } => StatusCode::CONFLICT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -162,6 +176,10 @@ impl ApiError {
             JobFinished { .. } => "job_finished",
             JobNotRetryable { .. } => "job_not_retryable",
             PayloadPurged { .. } => "payload_purged",
+            ScheduleNotFound { .. } => "schedule_not_found",
+            ScheduleNameTaken { .. } => "schedule_name_taken",
+            ScheduleInConfig { .. } => "schedule_in_config",
+            ScheduleBusy { .. } => "schedule_busy",
             RouteNotFound { .. } => "not_found",
             Unauthorized { .. } | Unauthenticated { .. } => "unauthorized",
             Forbidden { .. } => "forbidden",

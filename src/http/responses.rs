@@ -123,6 +123,18 @@ impl IntoResponses for IntakeProblems {
     }
 }
 
+/// Operations on one schedule: a malformed id, or no such schedule.
+pub struct ScheduleLookup;
+
+impl IntoResponses for ScheduleLookup {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        set(&[
+            ("400", "`schedule_id` is not a UUID (`invalid_request`)."),
+            ("404", "No such schedule (`schedule_not_found`)."),
+        ])
+    }
+}
+
 /// Operations on one job: a malformed id, or a job this key cannot see.
 pub struct JobLookup;
 

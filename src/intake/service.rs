@@ -4,6 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -33,6 +37,13 @@ pub struct Submission {
     pub principal: Principal,
     /// The caller will wait for the result: run it here at once if a slot is free.
     pub wait: bool,
+    /// Not before this time (`run_at`, `delay_ms`): filed as `scheduled` while in the future.
+    pub run_at: Option<DateTime<Utc>>,
+    /// How the client said when (`run_at=…` or `delay_ms=…`, as sent): part of what the
+    /// request is, so a retried request with a delay is the same request.
+    pub when: Option<String>,
+    /// The schedule filing it.
+    pub schedule_id: Option<Uuid>,
 }
 
 #[derive(Debug)]
@@ -68,14 +79,18 @@ pub struct Intake {
     store: Store,
     workers: Workers,
     key_ttl: Duration,
+    /// Tells this instance's scheduler a job for later was filed (it may be due sooner than
+    /// what the scheduler waits for).
+    scheduled: Arc<Notify>,
 }
 
 impl Intake {
-    pub fn new(store: Store, workers: Workers, key_ttl: Duration) -> Self {
+    pub fn new(store: Store, workers: Workers, key_ttl: Duration, scheduled: Arc<Notify>) -> Self {
         Self {
             store,
             workers,
             key_ttl,
+            scheduled,
         }
     }
 
@@ -137,7 +152,9 @@ impl Intake {
         let executor = &self.workers.executor;
         // Registered before the insert: the job may finish before we start waiting.
         let waiter = sub.wait.then(|| self.workers.waiters.register(job_id));
-        let permit = if sub.wait {
+        // A job for later is never run here at once.
+        let later = sub.run_at.is_some_and(|t| t > Utc::now());
+        let permit = if sub.wait && !later {
             executor.try_reserve()
         } else {
             None
@@ -170,6 +187,8 @@ impl Intake {
                     start_now: permit.as_ref().map(|_| executor.instance_id()),
                     lease_secs: self.workers.lease_secs(),
                     principal: &sub.principal,
+                    run_at: sub.run_at,
+                    schedule_id: sub.schedule_id,
                 },
                 claim.as_ref(),
             )
@@ -193,6 +212,7 @@ impl Intake {
                 },
                 permit,
             ),
+            None if later => self.scheduled.notify_one(),
             None => self.workers.wake.notify_one(),
         }
         Ok(Some(Submitted::Created { job_id, waiter }))
@@ -276,6 +296,10 @@ impl IdempotencyKey {
                 h.update(sub.requested_mode.as_str().as_bytes());
                 h.update(b"\0");
                 h.update(sub.callback_url.as_deref().unwrap_or("").as_bytes());
+                if let Some(when) = &sub.when {
+                    h.update(b"\0when\0");
+                    h.update(when.as_bytes());
+                }
                 Some(Self {
                     key: key.clone(),
                     request_hash: h.finalize().to_vec(),
@@ -287,6 +311,10 @@ impl IdempotencyKey {
                 h.update(b"derived\0");
                 write_canonical(&mut h, &Value::String(sub.intent.name().to_owned()));
                 write_canonical(&mut h, &sub.inputs);
+                if let Some(when) = &sub.when {
+                    h.update(b"\0when\0");
+                    h.update(when.as_bytes());
+                }
                 let digest = h.finalize().to_vec();
                 Some(Self {
                     key: format!("derived:{}", hex::encode(&digest)),

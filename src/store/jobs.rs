@@ -28,6 +28,9 @@ pub struct NewJob<'a> {
     pub start_now: Option<Uuid>,
     pub lease_secs: f64,
     pub principal: &'a Principal,
+    /// Not before this time; in the future, the job is filed as `scheduled`.
+    pub run_at: Option<DateTime<Utc>>,
+    pub schedule_id: Option<Uuid>,
 }
 
 /// A job a worker now holds the lease of.
@@ -109,6 +112,8 @@ pub struct JobRecord {
     pub principal: Option<String>,
     pub client_addr: Option<String>,
     pub payload_purged_at: Option<DateTime<Utc>>,
+    /// The schedule that filed it.
+    pub schedule_id: Option<Uuid>,
 }
 
 /// Keyset position in the newest-first job listing.
@@ -126,6 +131,8 @@ pub struct JobFilter {
     pub statuses: Option<Vec<JobStatus>>,
     /// The engine that ran it.
     pub mode: Option<Mode>,
+    /// Filed by this schedule.
+    pub schedule: Option<Uuid>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub cursor: Option<ListCursor>,
@@ -172,7 +179,7 @@ macro_rules! select_jobs {
                       status AS "status: JobStatus", priority, inputs, result, error_code,
                       error_message, attempts, max_attempts, callback_url, request_id, run_at,
                       cancel_requested_at, created_at, started_at, finished_at, duration_ms,
-                      api_key_id, principal, client_addr, payload_purged_at
+                      api_key_id, principal, client_addr, payload_purged_at, schedule_id
                FROM jobs WHERE "# + $filter
             $(, $arg)*
         )
@@ -213,16 +220,18 @@ impl Store {
                 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                                   attempt_timeout_ms, inputs, callback_url, request_id, attempts,
                                   lease_owner, lease_expires_at, started_at, api_key_id, principal,
-                                  client_addr)
+                                  client_addr, run_at, schedule_id)
                 SELECT $4, $7, $8, $9,
-                       CASE WHEN $10::uuid IS NULL THEN 'queued'::job_status ELSE 'running' END,
+                       CASE WHEN $10::uuid IS NOT NULL THEN 'running'::job_status
+                            WHEN $22::timestamptz > now() THEN 'scheduled'
+                            ELSE 'queued' END,
                        $11, $12, $13, $14, $15, $16,
                        CASE WHEN $10::uuid IS NULL THEN 0 ELSE 1 END,
                        $10,
                        CASE WHEN $10::uuid IS NULL THEN NULL
                             ELSE now() + make_interval(secs => $17) END,
                        CASE WHEN $10::uuid IS NULL THEN NULL ELSE now() END,
-                       $18, $19, $20
+                       $18, $19, $20, coalesce($22::timestamptz, now()), $23
                 WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
                 RETURNING id, status, attempts
             ), event AS (
@@ -259,6 +268,8 @@ impl Store {
             job.principal.name,
             job.principal.client_addr,
             Channel::NewWork.name(),
+            job.run_at,
+            job.schedule_id,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -571,7 +582,8 @@ impl Store {
                     duration_ms = CASE WHEN t.status = 'running' THEN NULL
                         ELSE (extract(epoch FROM now() - j.created_at) * 1000)::bigint END
                 FROM target t
-                WHERE j.id = t.id AND t.status IN ('queued', 'running', 'awaiting_callback')
+                WHERE j.id = t.id
+                  AND t.status IN ('scheduled', 'queued', 'running', 'awaiting_callback')
                 RETURNING j.id, j.status, j.intent, j.mode, j.callback_url, j.duration_ms,
                           j.finished_at, j.attempts
             ), event AS (
@@ -767,6 +779,30 @@ impl Store {
                 .await?
             };
         }
+        if let Some(schedule) = f.schedule {
+            // A schedule's jobs are few: its partial index, the rest as filters.
+            let rows = select_jobs!(
+                "schedule_id = $1 AND created_at >= $2 AND created_at < $3 \
+                 AND (created_at, id) < ($4, $5) AND ($7::job_mode IS NULL OR mode = $7) \
+                 AND ($8::text IS NULL OR intent = $8) \
+                 AND ($9::job_status IS NULL OR status = $9) \
+                 AND ($10::uuid IS NULL OR api_key_id = $10) \
+                 ORDER BY created_at DESC, id DESC LIMIT $6",
+                schedule,
+                since,
+                until,
+                at,
+                id,
+                limit,
+                mode as Option<Mode>,
+                f.intent.as_deref(),
+                status as Option<JobStatus>,
+                f.owner
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            return Ok(rows.into_iter().map(JobRecord::from).collect());
+        }
         let rows = match (&f.intent, status, f.owner) {
             // Everything: along the primary key (UUIDv7 ids are ordered by creation time).
             (None, None, None) => {
@@ -876,6 +912,7 @@ struct JobRow {
     principal: Option<String>,
     client_addr: Option<String>,
     payload_purged_at: Option<DateTime<Utc>>,
+    schedule_id: Option<Uuid>,
 }
 
 impl From<JobRow> for JobRecord {
@@ -905,6 +942,7 @@ impl From<JobRow> for JobRecord {
             principal: r.principal,
             client_addr: r.client_addr,
             payload_purged_at: r.payload_purged_at,
+            schedule_id: r.schedule_id,
         }
     }
 }

@@ -15,6 +15,7 @@ mod oauth;
 mod open_deliveries;
 mod rate_limits;
 mod reporting;
+mod schedules;
 mod settings;
 mod stream;
 mod ui_sessions;
@@ -40,6 +41,7 @@ pub use oauth::{
 };
 pub use open_deliveries::OpenDelivery;
 pub use rate_limits::{BucketTake, Refusal};
+pub use schedules::{NewSchedule, ScheduleLock, ScheduleRecord};
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};
 pub use ui_sessions::UiSession;

@@ -34,6 +34,8 @@ pub(crate) async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
                     start_now: None,
                     lease_secs: 30.0,
                     principal: &anonymous,
+                    run_at: None,
+                    schedule_id: None,
                 },
                 None,
             )

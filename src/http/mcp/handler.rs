@@ -352,6 +352,9 @@ impl Handler {
                 max_attempts: None,
                 principal: auth.principal.clone(),
                 wait: true,
+                run_at: None,
+                when: None,
+                schedule_id: None,
             })
             .await?;
         let (job_id, waiter) = match submitted {

@@ -273,10 +273,15 @@ pub async fn run(
             })?;
     }
 
+    let when = req.when()?;
+    let later = when
+        .as_ref()
+        .is_some_and(|(_, at)| *at > chrono::Utc::now());
     super::rate_limit::admit(state, &auth.principal, intent.name()).await?;
 
     let prefer = preferences(headers);
-    let respond_async = req.async_.unwrap_or(prefer.respond_async);
+    // A job for later is answered at once: 202, `scheduled`.
+    let respond_async = later || req.async_.unwrap_or(prefer.respond_async);
     let wait = wait_for(req.timeout_ms, &prefer, config, limits);
     // A streamed answer follows the job through its events rather than a waiter.
     let wants_wait = !respond_async && !wait.is_zero() && !stream;
@@ -295,6 +300,9 @@ pub async fn run(
             max_attempts: req.max_attempts,
             principal: auth.principal,
             wait: wants_wait,
+            run_at: when.as_ref().map(|(_, at)| *at),
+            when: when.map(|(said, _)| said),
+            schedule_id: None,
         })
         .await?;
     let (job_id, waiter, replay) = match submitted {

@@ -46,10 +46,47 @@ pub struct OrchestrateRequest {
     /// Lowers the intent's default number of attempts.
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
+    /// Run it at this time (RFC 3339, at most a year ahead): answered 202 at once, the job
+    /// `scheduled` until then. Not with `delay_ms`.
+    #[schema(value_type = Option<String>, format = DateTime, max_length = 64)]
+    pub run_at: Option<String>,
+    /// Run it this many milliseconds from now (at most a year): as `run_at`.
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
+    pub delay_ms: Option<u64>,
+}
+
+/// The longest a job may be filed ahead.
+pub const MAX_AHEAD: chrono::Duration = chrono::Duration::days(365);
+
+impl OrchestrateRequest {
+    /// When to run it, as the client said it (`run_at=…`, `delay_ms=…`) and as a time.
+    pub fn when(&self) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, ApiError> {
+        let now = chrono::Utc::now();
+        match (&self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "run_at",
+                "send run_at or delay_ms, not both",
+            )),
+            (Some(raw), None) => {
+                let at = chrono::DateTime::parse_from_rfc3339(raw)
+                    .map_err(|_| ApiError::invalid("run_at", "must be an RFC 3339 timestamp"))?
+                    .with_timezone(&chrono::Utc);
+                if at > now + MAX_AHEAD {
+                    return Err(ApiError::invalid("run_at", "must be at most a year ahead"));
+                }
+                Ok(Some((format!("run_at={}", at.timestamp_micros()), at)))
+            }
+            (None, Some(ms)) => Ok(Some((
+                format!("delay_ms={ms}"),
+                now + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64),
+            ))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The members, in the order their errors are listed (unknown members first).
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 10] = [
     "intent",
     "inputs",
     "mode",
@@ -58,6 +95,8 @@ const FIELDS: [&str; 8] = [
     "async",
     "timeout_ms",
     "max_attempts",
+    "run_at",
+    "delay_ms",
 ];
 
 /// This type's own schema, compiled once; `inputs` is checked against the intent's schema

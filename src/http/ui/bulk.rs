@@ -66,14 +66,15 @@ impl Action {
     }
 
     /// The statuses the action applies to.
-    fn applies_to(self) -> [JobStatus; 3] {
+    fn applies_to(self) -> &'static [JobStatus] {
         match self {
-            Action::Cancel => [
+            Action::Cancel => &[
+                JobStatus::Scheduled,
                 JobStatus::Queued,
                 JobStatus::Running,
                 JobStatus::AwaitingCallback,
             ],
-            Action::Retry => [JobStatus::Failed, JobStatus::Cancelled, JobStatus::TimedOut],
+            Action::Retry => &[JobStatus::Failed, JobStatus::Cancelled, JobStatus::TimedOut],
         }
     }
 }
@@ -227,7 +228,7 @@ struct Confirm {
 
 fn describe(req: &BulkRequest) -> String {
     let statuses = match req.action {
-        Action::Cancel => "unfinished (queued, running or awaiting a callback)",
+        Action::Cancel => "unfinished (scheduled, queued, running or awaiting a callback)",
         Action::Retry => "failed, timed-out or cancelled",
     };
     match &req.target {

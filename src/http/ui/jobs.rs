@@ -65,6 +65,7 @@ impl JobsQuery {
             status: some(&self.status),
             mode: some(&self.mode),
             api_key_id: some(&self.key),
+            schedule_id: None,
             since: utc_time("since", &self.since)?,
             until: utc_time("until", &self.until)?,
             limit: None,
