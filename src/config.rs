@@ -69,6 +69,8 @@ pub struct Config {
     /// `[oauth]`: the access tokens `/mcp` accepts besides API keys.
     pub oauth: crate::oauth::OauthConfig,
     pub ssh: crate::tools::ssh::SshConfig,
+    /// `[rate_limits]`: requests per API key and per intent.
+    pub rate_limits: crate::limits::RateLimitsConfig,
     /// `[[schedules]]`: intents filed on a cron timetable.
     pub schedules: Vec<crate::schedules::ScheduleConfig>,
 }
@@ -276,6 +278,8 @@ impl Config {
         out.extend(self.oauth.problems());
         out.extend(self.ssh.problems());
         out.extend(self.tools.problems());
+        out.extend(self.rate_limits.problems());
+        out.extend(crate::tools::flow::config::shared_url_problems(&self.flows));
         out.extend(crate::schedules::ScheduleConfig::problems(&self.schedules));
         out
     }

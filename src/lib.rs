@@ -17,6 +17,7 @@ pub mod glob;
 pub mod http;
 pub mod ids;
 pub mod intake;
+pub mod limits;
 pub mod live;
 pub mod model;
 pub mod nul;

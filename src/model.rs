@@ -308,6 +308,9 @@ vocabulary! {
         Cancelled = "cancelled",
         Rescued = "rescued",
         Released = "released",
+        /// An engine did not run the job yet (its flow's rate limit): back to the queue until
+        /// `run_at`, the attempt not counted.
+        Deferred = "deferred",
         AwaitingCallback = "awaiting_callback",
         CallbackReceived = "callback_received",
         /// An engine reported how far a running job got (MCP progress, SSH output).

@@ -73,6 +73,9 @@ pub struct ToolError {
     pub timed_out: bool,
     /// A hint from the remote side for when to try again.
     pub retry_after: Option<Duration>,
+    /// The tool did not run and should in this long (its engine's rate limit): the job goes
+    /// back to the queue until then, the attempt not counted (see [`ToolError::not_now`]).
+    pub defer: Option<Duration>,
 }
 
 impl ToolError {
@@ -84,6 +87,20 @@ impl ToolError {
             retryable: false,
             timed_out: false,
             retry_after: None,
+            defer: None,
+        }
+    }
+
+    /// Not now: nothing was done, and the job should run in `wait`. Unlike a retry, it costs
+    /// no attempt, however many times it happens.
+    pub fn not_now(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+        wait: Duration,
+    ) -> Self {
+        Self {
+            defer: Some(wait),
+            ..Self::permanent(code, message)
         }
     }
 

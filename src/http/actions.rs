@@ -24,7 +24,7 @@ use super::{
     jobs::{JobView, load_visible, parse_job_id},
     orchestrate::{self, AnswerLimits},
     problem::ApiError,
-    responses::{BodyProblems, IntakeProblems, JobLookup, KeyProblems},
+    responses::{BodyProblems, IntakeProblems, JobLookup, KeyProblems, RateLimited},
 };
 use crate::{auth::Authenticated, ids::JobId, model::Mode, tools::Effect};
 
@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Finished within the wait", body = crate::http::orchestrate::OrchestrateResult),
         (status = 202, description = "Accepted; still running: poll getJob", body = crate::http::orchestrate::Accepted),
-        IntakeProblems, BodyProblems, KeyProblems,
+        IntakeProblems, BodyProblems, KeyProblems, RateLimited,
     ))]
 pub async fn orchestrate(
     State(state): State<AppState>,

@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod orchestrate;
 pub mod problem;
+pub mod rate_limit;
 pub mod responses;
 pub mod schedules;
 pub mod streams;

@@ -100,6 +100,15 @@ pub enum ApiError {
     RouteNotFound { path: String },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{} `{name}` is over its rate limit of {}; retry in {} s", kind_label(*limit), rate.describe(), crate::limits::retry_after_secs(*retry_after))]
+    RateLimited {
+        limit: crate::limits::LimitKind,
+        /// The key's name or the intent pattern.
+        name: String,
+        rate: crate::limits::Rate,
+        /// Until the limit's bucket has a token.
+        retry_after: std::time::Duration,
+    },
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -144,6 +153,7 @@ impl ApiError {
             | ScheduleInConfig { .. }
             | ScheduleBusy { .. } => StatusCode::CONFLICT,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -178,6 +188,7 @@ impl ApiError {
             NoDelivery { .. } => "no_delivery",
             DeliveryNotExhausted { .. } => "delivery_not_exhausted",
             MethodNotAllowed => "method_not_allowed",
+            RateLimited { .. } => "rate_limited",
             Unavailable => "unavailable",
             Internal => "internal",
         }
@@ -225,6 +236,16 @@ impl ApiError {
             JobFinished { job_id, status } | JobNotRetryable { job_id, status } => {
                 p.job_id = Some(job_id.clone());
                 p.job_status = Some(*status);
+            }
+            RateLimited {
+                limit,
+                name,
+                retry_after,
+                ..
+            } => {
+                p.limit = Some(limit.as_str().to_owned());
+                p.limit_name = Some(name.clone());
+                p.retry_after = Some(crate::limits::retry_after_secs(*retry_after));
             }
             _ => {}
         }
@@ -309,6 +330,22 @@ pub struct Problem {
     /// `body_too_large`: the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_bytes: Option<usize>,
+    /// `rate_limited`: which limit refused the request, `api_key` or `intent`…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// …whose (the key's name, or the intent pattern of `[rate_limits.intents]`)…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_name: Option<String>,
+    /// …and the seconds until it admits a request (as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+fn kind_label(kind: crate::limits::LimitKind) -> &'static str {
+    match kind {
+        crate::limits::LimitKind::ApiKey => "API key",
+        crate::limits::LimitKind::Intent => "intent",
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -326,6 +363,12 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::retry_after_secs(*retry_after)),
+            );
         }
         if matches!(self, ApiError::Unauthenticated { .. }) {
             resp.headers_mut().insert(

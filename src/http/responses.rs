@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use utoipa::{
     IntoResponses,
     openapi::{
-        ContentBuilder, Ref, RefOr,
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, Type,
         response::{Response, ResponseBuilder},
     },
 };
@@ -150,5 +150,29 @@ impl IntoResponses for JobLookup {
                 "No such job, or another client's (`job_not_found`, with `job_id`).",
             ),
         ])
+    }
+}
+
+/// Operations that file a job: the caller's API key, or the intent, is over its rate limit
+/// (`[rate_limits]`).
+pub struct RateLimited;
+
+impl IntoResponses for RateLimited {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut out = set(&[(
+            "429",
+            "Over a rate limit (`rate_limited`): `limit` says which (`api_key` or `intent`) and `limit_name` whose; retry after `Retry-After` seconds, when that limit next admits a request.",
+        )]);
+        if let Some(RefOr::T(response)) = out.get_mut("429") {
+            response.headers.insert(
+                "Retry-After".into(),
+                HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                    .description(Some("Seconds until the limit admits a request"))
+                    .build()
+                    .into(),
+            );
+        }
+        out
     }
 }

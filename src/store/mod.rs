@@ -13,6 +13,7 @@ mod memory;
 mod notify;
 mod oauth;
 mod open_deliveries;
+mod rate_limits;
 mod reporting;
 mod schedules;
 mod settings;
@@ -39,6 +40,7 @@ pub use oauth::{
     RedeemedCode, Redemption,
 };
 pub use open_deliveries::OpenDelivery;
+pub use rate_limits::{BucketTake, Refusal};
 pub use schedules::{NewSchedule, ScheduleLock, ScheduleRecord};
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};

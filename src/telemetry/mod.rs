@@ -96,6 +96,10 @@ fn describe_metrics() {
         "Time to answer an HTTP request (a synchronous /orchestrate includes its wait), by method, route and status."
     );
     describe_counter!(
+        "orchestrator_rate_limited_total",
+        "Requests refused with 429 by a rate limit (limit: api_key or intent)"
+    );
+    describe_counter!(
         "orchestrator_auth_failures_total",
         "Requests refused for a missing, unknown, revoked or expired API key."
     );

@@ -245,7 +245,18 @@ impl Executor {
                 retry_at: None,
                 callback_deadline: None,
             }),
-            StopReason::None => Some(self.completion_for(&job, outcome)),
+            StopReason::None => match outcome {
+                Err(ToolError {
+                    defer: Some(wait),
+                    code,
+                    message,
+                    ..
+                }) => {
+                    self.defer(&job, wait, &code, &message).await;
+                    None
+                }
+                outcome => Some(self.completion_for(&job, outcome)),
+            },
         };
         metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.clone())
             .record(started.elapsed().as_secs_f64());
@@ -260,7 +271,7 @@ impl Executor {
                     "attempt ended"
                 );
             }
-        } else {
+        } else if stop != StopReason::None {
             tracing::info!(?stop, "attempt stopped without a result");
         }
         let mut running = self.lock();
@@ -311,6 +322,24 @@ impl Executor {
         // The last progress report goes in the history before the outcome.
         progress_writer.finish().await;
         outcome
+    }
+
+    /// Puts a job its engine did not run back in the queue for `wait`, the attempt not
+    /// counted. If that cannot be written the lease runs out and maintenance rescues the job
+    /// (then the attempt counts): the same as for an instance that stopped.
+    async fn defer(&self, job: &ClaimedJob, wait: Duration, code: &str, message: &str) {
+        let run_at = chrono::Utc::now() + wait;
+        let detail = serde_json::json!({"code": code, "message": message});
+        match self
+            .completer
+            .store()
+            .defer_job(self.instance_id, job.id, job.attempt, run_at, &detail)
+            .await
+        {
+            Ok(true) => tracing::debug!(%code, wait_ms = wait.as_millis() as u64, "deferred"),
+            Ok(false) => tracing::warn!("deferral discarded: the lease was no longer held"),
+            Err(e) => tracing::warn!(error = %e, "could not defer the job; its lease will expire"),
+        }
     }
 
     fn completion_for(&self, job: &ClaimedJob, outcome: ToolResult) -> Completion {

@@ -34,6 +34,7 @@ fn flow(engine: FlowEngine, url: String, completion: Completion) -> FlowConfig {
         max_attempts: 3,
         breaker_threshold: 5,
         breaker_open: Duration::from_secs(60),
+        rate_limit: None,
     }
 }
 

@@ -28,6 +28,7 @@ mod orchestrate;
 mod process;
 mod proxy;
 mod queue;
+mod rate_limits;
 mod reporting;
 mod retry;
 mod schedules;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestDb, eventually};
 
-async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
+pub(crate) async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
     let inputs = json!({});
     let anonymous = Principal::anonymous();
     let mut ids = Vec::with_capacity(n);

@@ -339,6 +339,7 @@ impl Handler {
                     })
             })
             .transpose()?;
+        crate::http::rate_limit::admit(state, &auth.principal, intent.name()).await?;
         let intent_name = intent.name().to_owned();
         let submitted = state
             .intake

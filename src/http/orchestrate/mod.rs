@@ -29,7 +29,7 @@ use super::{
     auth::Permissions,
     body::parse_json_body,
     problem::ApiError,
-    responses::{BodyProblems, IntakeProblems, KeyProblems},
+    responses::{BodyProblems, IntakeProblems, KeyProblems, RateLimited},
     streams::{self, Finale, json_event},
 };
 use crate::{
@@ -216,7 +216,7 @@ fn with_replay_header(mut resp: Response, replay: bool) -> Response {
          content((OrchestrateResult = "application/json"), (String = "text/event-stream"))),
         (status = 202, description = "Accepted; still running", body = Accepted,
          headers(("Location" = String, description = "The job's status URL"))),
-        IntakeProblems, BodyProblems, KeyProblems,
+        IntakeProblems, BodyProblems, KeyProblems, RateLimited,
     )
 )]
 pub async fn orchestrate(
@@ -277,6 +277,8 @@ pub async fn run(
     let later = when
         .as_ref()
         .is_some_and(|(_, at)| *at > chrono::Utc::now());
+    super::rate_limit::admit(state, &auth.principal, intent.name()).await?;
+
     let prefer = preferences(headers);
     // A job for later is answered at once: 202, `scheduled`.
     let respond_async = later || req.async_.unwrap_or(prefer.respond_async);

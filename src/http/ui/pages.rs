@@ -371,7 +371,7 @@ struct AttemptRow {
 }
 
 /// Events that end an attempt (or the job between attempts).
-const ATTEMPT_ENDS: [&str; 7] = [
+const ATTEMPT_ENDS: [&str; 8] = [
     "retry_scheduled",
     "succeeded",
     "failed",
@@ -379,6 +379,8 @@ const ATTEMPT_ENDS: [&str; 7] = [
     "cancelled",
     "rescued",
     "released",
+    // Not run (a flow's rate): the attempt is given back, shown with its reason.
+    "deferred",
 ];
 
 fn attempts_of(events: &[JobEvent]) -> Vec<AttemptRow> {

@@ -1,7 +1,7 @@
 //! `[flows."<intent>"]`: one webhook-backed intent each.
 
-use crate::model::ConfigProblem;
-use std::time::Duration;
+use crate::{limits::Rate, model::ConfigProblem};
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -81,6 +81,10 @@ pub struct FlowConfig {
     /// …for this long, after which one probe may close it again.
     #[serde(default = "default_breaker_open", with = "crate::duration::human")]
     pub breaker_open: Duration,
+    /// Requests per second to the URL (`{ rate = 5, burst = 10 }`), on every instance together.
+    /// A job over it is not failed: it waits in the queue for its turn, its attempt not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Rate>,
 }
 
 fn default_method() -> String {
@@ -150,8 +154,31 @@ impl FlowConfig {
                 bad("auth", format!("environment variable {var} is not set"));
             }
         }
+        if let Some(rate) = &self.rate_limit {
+            out.extend(rate.problems(&format!("flows.\"{intent}\".rate_limit")));
+        }
         out
     }
+}
+
+/// Flows that share a URL share its bucket (as they share its circuit breaker), so they must
+/// agree on its rate.
+pub fn shared_url_problems(flows: &BTreeMap<String, FlowConfig>) -> Vec<ConfigProblem> {
+    let mut first: BTreeMap<&str, (&str, Option<Rate>)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (intent, flow) in flows {
+        match first.get(flow.url.as_str()) {
+            Some((other, rate)) if *rate != flow.rate_limit => out.push(ConfigProblem::new(
+                format!("flows.\"{intent}\".rate_limit"),
+                format!("must equal flows.\"{other}\".rate_limit: both call the same URL"),
+            )),
+            Some(_) => {}
+            None => {
+                first.insert(&flow.url, (intent, flow.rate_limit));
+            }
+        }
+    }
+    out
 }
 
 impl FlowAuth {

@@ -28,8 +28,9 @@ use self::{
 use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
 use crate::{
     callbacks::{OutboundError, SafeClient, SignedRequest},
+    limits::Rate,
     model::ConfigProblem,
-    store::Store,
+    store::{BucketTake, Store},
 };
 
 const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
@@ -72,6 +73,9 @@ pub struct FlowTool {
     store: Store,
     callback_url: String,
     breaker: Arc<Breaker>,
+    /// The URL's token bucket, shared by every instance: `flow:` and the URL's SHA-256 (a URL
+    /// may hold a secret; the bucket's name is stored).
+    rate: Option<(String, Rate)>,
 }
 
 impl FlowTool {
@@ -127,6 +131,10 @@ impl FlowTool {
                 config.breaker_threshold,
                 config.breaker_open,
             ),
+            rate: config.rate_limit.filter(|r| !r.is_off()).map(|rate| {
+                let digest = Sha256::digest(config.url.as_bytes());
+                (format!("flow:{}", URL_SAFE_NO_PAD.encode(digest)), rate)
+            }),
             config: config.clone(),
         })
     }
@@ -195,6 +203,28 @@ impl Tool for FlowTool {
                         retry_in.as_secs()
                     ),
                 ));
+            }
+            if let Some((bucket, rate)) = &self.rate {
+                let take = BucketTake {
+                    bucket,
+                    interval: rate.interval(),
+                    tolerance: rate.tolerance(),
+                };
+                let wait = self
+                    .store
+                    .reserve_rate_slot(&take, ctx.job_id, None)
+                    .await?;
+                if !wait.is_zero() {
+                    return Err(ToolError::not_now(
+                        "rate_limited",
+                        format!(
+                            "the flow's URL is limited to {}; its turn comes in {} ms",
+                            rate.describe(),
+                            wait.as_millis()
+                        ),
+                        wait,
+                    ));
+                }
             }
             let (token, hash) = new_token();
             self.store.add_callback_token(ctx.job_id, &hash).await?;

@@ -1,0 +1,364 @@
+//! Rate limits (`[rate_limits]`, a flow's `rate_limit`): token buckets shared through
+//! PostgreSQL. The bucket math against the real functions with an injected clock; 429s with a
+//! `Retry-After` that matches when a token comes; per-intent limits beside per-key ones; two
+//! instances sharing one limit; a rate-limited flow whose excess jobs wait in the queue.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use orchestrator::{
+    limits::Rate,
+    store::{BucketTake, Refusal, Store},
+    tools::flow::{Completion, FlowConfig, FlowEngine},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Spawn, TestApp, TestDb, eventually, job_id, spawn, spawn_with},
+    mock_http::{MockServer, Reply},
+};
+
+fn at(ms: i64) -> Option<DateTime<Utc>> {
+    Some(Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap())
+}
+
+fn take<'a>(bucket: &'a str, rate: Rate) -> BucketTake<'a> {
+    BucketTake {
+        bucket,
+        interval: rate.interval(),
+        tolerance: rate.tolerance(),
+    }
+}
+
+/// Within a microsecond (the database's resolution) of `want_ms`.
+fn close(got: Duration, want_ms: u64) -> bool {
+    (got.as_secs_f64() * 1000.0 - want_ms as f64).abs() < 0.01
+}
+
+#[tokio::test]
+async fn the_bucket_admits_a_burst_then_the_rate_and_says_when_the_next_token_comes() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    // 2 per second (one every 500 ms), 3 at once.
+    let key = [take("key:k", Rate::new(2.0, 3))];
+    for ms in [0, 0, 0] {
+        assert_eq!(store.take_rate_tokens(&key, at(ms)).await.unwrap(), None);
+    }
+    let refused = store
+        .take_rate_tokens(&key, at(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refused.index, 0);
+    assert!(close(refused.wait, 400), "{refused:?}");
+    // A refusal takes nothing: the token comes when it was announced, not later.
+    let again = store
+        .take_rate_tokens(&key, at(499))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(close(again.wait, 1), "{again:?}");
+    assert_eq!(store.take_rate_tokens(&key, at(500)).await.unwrap(), None);
+    assert!(
+        store
+            .take_rate_tokens(&key, at(500))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Idle for long: full again, but never more than the burst.
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_rate_tokens(&key, at(60_000)).await.unwrap(),
+            None
+        );
+    }
+    assert!(
+        store
+            .take_rate_tokens(&key, at(60_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn several_buckets_are_taken_all_or_none_and_the_longest_wait_is_named() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let both = [
+        take("key:a", Rate::new(1.0, 5)),
+        take("intent:x", Rate::new(0.25, 1)),
+    ];
+    assert_eq!(store.take_rate_tokens(&both, at(0)).await.unwrap(), None);
+    let refused = store.take_rate_tokens(&both, at(1000)).await.unwrap();
+    assert!(
+        matches!(refused, Some(Refusal { index: 1, wait }) if close(wait, 3000)),
+        "{refused:?}"
+    );
+    // The refused request took nothing from the key's bucket: the one token taken at 0 is
+    // back at 1 s, so all 5 are there.
+    let key = [take("key:a", Rate::new(1.0, 5))];
+    for _ in 0..5 {
+        assert_eq!(store.take_rate_tokens(&key, at(1000)).await.unwrap(), None);
+    }
+    assert!(
+        store
+            .take_rate_tokens(&key, at(1000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let jobs = crate::queue::enqueue(&store, 4).await;
+    // 4 per second, 2 at once: two go now, then one every 250 ms.
+    let flow = take("flow:f", Rate::new(4.0, 2));
+    let mut waits = Vec::new();
+    for id in &jobs {
+        waits.push(store.reserve_rate_slot(&flow, *id, at(0)).await.unwrap());
+    }
+    let ms: Vec<u128> = waits.iter().map(|w| w.as_millis()).collect();
+    assert_eq!(ms, [0, 0, 250, 500]);
+    // Back at its slot, a job runs on the token it reserved, taking no other…
+    assert_eq!(
+        store
+            .reserve_rate_slot(&flow, jobs[3], at(500))
+            .await
+            .unwrap(),
+        Duration::ZERO
+    );
+    // …and one that comes back early keeps its slot.
+    let early = store
+        .reserve_rate_slot(&flow, jobs[2], at(100))
+        .await
+        .unwrap();
+    assert_eq!(early.as_millis(), 150);
+    assert_eq!(
+        store
+            .reserve_rate_slot(&flow, jobs[2], at(250))
+            .await
+            .unwrap(),
+        Duration::ZERO
+    );
+    // A newcomer queues behind every reservation.
+    assert_eq!(
+        store
+            .take_rate_tokens(&[take("flow:f", Rate::new(4.0, 2))], at(500))
+            .await
+            .unwrap()
+            .map(|r| r.wait.as_millis()),
+        Some(250)
+    );
+}
+
+/// `intent` with `inputs`, as `key`.
+async fn run_as(app: &TestApp, key: &str, intent: &str, inputs: Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/orchestrate", app.base))
+        .bearer_auth(key)
+        .json(&json!({"intent": intent, "inputs": inputs}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn echo_as(app: &TestApp, key: &str) -> reqwest::Response {
+    run_as(app, key, "system.echo", json!({"message": "hi"})).await
+}
+
+fn retry_after(resp: &reqwest::Response) -> u64 {
+    resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_over_a_keys_limit_gets_429_with_a_retry_after_that_holds() {
+    // One every 2 s, 3 at once.
+    let app = spawn_with(|c| c.rate_limits.per_key = Rate::new(0.5, 3)).await;
+    let key = app.key("burst", &["*"]).await;
+    let answers = futures::future::join_all((0..6).map(|_| echo_as(&app, &key))).await;
+    let (ok, refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|r| r.status() == StatusCode::OK);
+    assert_eq!((ok.len(), refused.len()), (3, 3));
+    let mut first_wait = None;
+    for resp in refused {
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let seconds = retry_after(&resp);
+        assert_eq!(seconds, 2, "the next token comes within 2 s");
+        first_wait.get_or_insert(seconds);
+        let problem: Value = resp.json().await.unwrap();
+        assert_eq!(problem["status"], 429);
+        assert_eq!(problem["code"], "rate_limited");
+        assert_eq!(problem["limit"], "api_key");
+        assert_eq!(problem["limit_name"], "burst");
+        assert_eq!(problem["retry_after"], 2);
+    }
+    // A refused request takes nothing: asking again and again, the next one passes when
+    // `Retry-After` said (rounded up to whole seconds: within the second before it).
+    let refused_at = Instant::now();
+    let passed = eventually(Duration::from_secs(5), || async {
+        echo_as(&app, &key).await.status() == StatusCode::OK
+    })
+    .await;
+    let waited = refused_at.elapsed();
+    assert!(passed);
+    assert!(
+        waited > Duration::from_millis(900) && waited <= Duration::from_millis(2300),
+        "{waited:?}"
+    );
+    // Another key has a bucket of its own.
+    let other = app.key("other", &["*"]).await;
+    assert_eq!(echo_as(&app, &other).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_intent_limit_holds_for_every_caller_apart_from_their_keys_limits() {
+    let app = spawn_with(|c| {
+        c.rate_limits.per_key = Rate::new(0.1, 3);
+        c.rate_limits
+            .intents
+            .insert("system.e*".into(), Rate::new(0.1, 2));
+    })
+    .await;
+    let (a, b) = (app.key("a", &["*"]).await, app.key("b", &["*"]).await);
+    assert_eq!(echo_as(&app, &a).await.status(), StatusCode::OK);
+    assert_eq!(echo_as(&app, &a).await.status(), StatusCode::OK);
+    // b's key has all its tokens, but the intent has none left.
+    for _ in 0..3 {
+        let resp = echo_as(&app, &b).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let problem: Value = resp.json().await.unwrap();
+        assert_eq!(problem["limit"], "intent");
+        assert_eq!(problem["limit_name"], "system.e*");
+    }
+    // Those refusals took none of b's tokens; other intents are not limited by this one.
+    let search = json!({"query": "anything"});
+    for _ in 0..3 {
+        assert_eq!(
+            run_as(&app, &b, "memory.search", search.clone())
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        run_as(&app, &b, "memory.search", search).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "b's own limit"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_one_limit() {
+    let db = TestDb::new().await;
+    let limited = |c: &mut orchestrator::config::Config| c.rate_limits.per_key = Rate::new(0.1, 4);
+    let first = spawn(Spawn {
+        db: Some(db.clone()),
+        configure: Box::new(limited),
+        ..Default::default()
+    })
+    .await;
+    let second = spawn(Spawn {
+        db: Some(db.clone()),
+        configure: Box::new(limited),
+        ..Default::default()
+    })
+    .await;
+    let key = first.key("shared", &["*"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        statuses.push(echo_as(app, &key).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
+    let peer = MockServer::start().await;
+    peer.otherwise("/webhook/slow", Reply::json(200, json!({"ok": true})));
+    let rate = Rate::new(5.0, 2);
+    let flow = FlowConfig {
+        engine: FlowEngine::Generic,
+        url: peer.url("/webhook/slow"),
+        method: "POST".into(),
+        timeout: Duration::from_secs(5),
+        completion: Completion::Sync,
+        callback_deadline: Duration::from_secs(60),
+        auth: None,
+        description: None,
+        input_schema: None,
+        read_only: true,
+        destructive: None,
+        max_attempts: 1,
+        breaker_threshold: 5,
+        breaker_open: Duration::from_secs(30),
+        rate_limit: Some(rate),
+    };
+    let app = spawn_with(move |c| {
+        c.workers.poll_interval = Duration::from_millis(20);
+        c.flows.insert("report.build".into(), flow);
+    })
+    .await;
+    let n = 8;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (status, body) = app
+            .post_json(
+                "/orchestrate",
+                json!({"intent": "report.build", "inputs": {"i": i}, "async": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(job_id(&body));
+    }
+    for id in &ids {
+        let job = app.wait_for_status(id, "succeeded").await;
+        assert_eq!(job["attempts"], 1, "waiting cost no attempt: {job}");
+    }
+    // Never over the rate: the k-th request came no sooner than the bucket allowed.
+    let got = peer.requests("/webhook/slow");
+    assert_eq!(got.len(), n);
+    let mut times: Vec<Instant> = got.iter().map(|r| r.at).collect();
+    times.sort();
+    let slack = Duration::from_millis(30);
+    for (k, t) in times.iter().enumerate() {
+        let due = rate.interval() * (k as u32).saturating_sub(rate.burst() - 1);
+        assert!(
+            t.duration_since(times[0]) + slack >= due,
+            "request {k} came {:?} after the first, before {due:?}",
+            t.duration_since(times[0])
+        );
+    }
+    // The wait is in the jobs' histories: deferred once each, with when it ran again.
+    let mut deferred = 0;
+    for id in &ids {
+        let (_, history) = app.get_json(&format!("/jobs/{id}/events")).await;
+        let events = history["events"].as_array().unwrap();
+        let waits: Vec<&Value> = events.iter().filter(|e| e["kind"] == "deferred").collect();
+        assert!(waits.len() <= 1, "one reservation per job: {history}");
+        if let Some(wait) = waits.first() {
+            assert_eq!(wait["detail"]["code"], "rate_limited", "{wait}");
+            assert!(wait["detail"]["run_at"].is_string(), "{wait}");
+            deferred += 1;
+        }
+        assert!(
+            events
+                .iter()
+                .all(|e| e["kind"] != "failed" && e["kind"] != "retry_scheduled"),
+            "{history}"
+        );
+    }
+    assert!(deferred >= n - 2, "only the burst went at once: {deferred}");
+}
