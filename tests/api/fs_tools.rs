@@ -79,6 +79,8 @@ async fn app(area: &Area, max_read: usize, max_write: usize) -> TestApp {
         ),
     ];
     spawn_with(move |c| {
+        // The race tests send hundreds of calls a second, past the default per-key rate.
+        c.rate_limits.per_key = orchestrator::limits::Rate::OFF;
         c.tools.fs.roots = roots.into();
         c.tools.fs.max_read_bytes = max_read;
         c.tools.fs.max_write_bytes = max_write;
