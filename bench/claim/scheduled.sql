@@ -20,7 +20,7 @@ VACUUM ANALYZE jobs;
 \echo '### claim 512 with the million scheduled'
 BEGIN;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
+SELECT id FROM jobs WHERE status = 'queued' AND NOT parked AND run_at <= now()
 ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
 
@@ -36,12 +36,13 @@ VACUUM ANALYZE jobs;
 \echo '### claim 512 with the million queued for later (no scheduled status)'
 BEGIN;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
+SELECT id FROM jobs WHERE status = 'queued' AND NOT parked AND run_at <= now()
 ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
 
 -- 100,000 due jobs of one concurrency key whose only place is taken, ahead (by priority) of the
--- 100,000 due jobs without a key: the claim passes over them (one place lookup each).
+-- 100,000 due jobs without a key. Filed while the place is taken they are parked at intake; filed
+-- before (or promoted from `scheduled`) the first claims park them, 512 at a time.
 DELETE FROM jobs WHERE status = 'queued' AND run_at > now();
 INSERT INTO concurrency_slots (key, slot, job_id) VALUES ('ssh:web-1', 1, gen_random_uuid());
 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
@@ -51,14 +52,48 @@ SELECT gen_random_uuid(), 'ssh.exec', 'agent', 'auto', 'queued', 0, 3, 10000, '{
        now() - make_interval(secs => i * 0.01), now(), 'ssh:web-1', 1
 FROM generate_series(1, 100000) i;
 VACUUM ANALYZE jobs;
-\echo '### claim 512 past 100,000 jobs waiting for a concurrency place'
+\echo '### a claim that meets 512 unparked jobs of the full key: it parks them'
+BEGIN;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+UPDATE jobs SET parked = true
+WHERE id IN (SELECT id FROM jobs
+             WHERE status = 'queued' AND NOT parked AND run_at <= now()
+               AND concurrency_key IS NOT NULL
+             ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED);
+ROLLBACK;
+
+UPDATE jobs SET parked = true WHERE concurrency_key = 'ssh:web-1';
+VACUUM ANALYZE jobs;
+\echo '### claim 512 with the 100,000 parked'
 BEGIN;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT id, concurrency_key, concurrency_limit FROM jobs
-WHERE status = 'queued' AND run_at <= now()
-  AND (concurrency_key IS NULL OR EXISTS (
-        SELECT 1 FROM concurrency_slots s
-        WHERE s.key = jobs.concurrency_key AND s.job_id IS NULL
-          AND s.slot <= jobs.concurrency_limit))
+WHERE status = 'queued' AND NOT parked AND run_at <= now()
 ORDER BY priority, run_at, id LIMIT 512 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
+
+\echo '### a freed place unparks the key''s next job (the trigger)'
+BEGIN;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+UPDATE jobs SET parked = false
+WHERE id = (SELECT id FROM jobs
+            WHERE concurrency_key = 'ssh:web-1' AND status = 'queued' AND parked
+            ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED);
+ROLLBACK;
+
+\echo '### the sweep with the 100,000 parked (keys with parked jobs, their free places)'
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+WITH RECURSIVE parked_keys (key, n) AS (
+    (SELECT concurrency_key, 1 FROM jobs
+     WHERE status = 'queued' AND parked
+     ORDER BY concurrency_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.concurrency_key FROM jobs j
+            WHERE j.status = 'queued' AND j.parked AND j.concurrency_key > p.key
+            ORDER BY j.concurrency_key LIMIT 1),
+           p.n + 1
+    FROM parked_keys p WHERE p.key IS NOT NULL AND p.n < 1000
+)
+SELECT s.key, count(*) FROM concurrency_slots s
+WHERE s.key IN (SELECT key FROM parked_keys) AND s.job_id IS NULL
+GROUP BY s.key;

@@ -1,5 +1,5 @@
-//! The scheduler every instance runs: moves due `scheduled` jobs to the queue and fires due
-//! schedules, then sleeps until the next thing is due (at most a second, so what another
+//! The scheduler every instance runs: moves due `scheduled` jobs to the queue, unparks jobs
+//! whose concurrency key has places no trigger handed out, and fires due schedules, then sleeps until the next thing is due (at most a second, so what another
 //! instance filed is seen soon).
 
 use std::{sync::Arc, time::Duration};
@@ -22,6 +22,8 @@ use crate::{
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Jobs moved to the queue per statement.
 const PROMOTE_BATCH: i64 = 1_000;
+/// Keys with parked jobs looked at per tick (see `Store::unpark_jobs`).
+const UNPARK_KEYS: i64 = 1_000;
 /// Schedules fired per look.
 const FIRE_BATCH: i64 = 100;
 /// With `catch_up = "none"`, a fire this late still runs (the scheduler looks every second;
@@ -99,6 +101,10 @@ impl Scheduler {
             .await?
             == PROMOTE_BATCH
         {}
+        let unparked = self.store.unpark_jobs(UNPARK_KEYS).await?;
+        if unparked > 0 {
+            tracing::debug!(jobs = unparked, "jobs unparked: their key had free places");
+        }
         for id in self.store.due_schedules(FIRE_BATCH).await? {
             // Another instance may have taken it since: then it is not ours to fire.
             if let Some(lock) = self.store.lock_due_schedule(id).await?

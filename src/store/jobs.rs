@@ -50,6 +50,14 @@ pub struct ClaimedJob {
     pub cancel_requested: bool,
 }
 
+/// What one claim did: the jobs it took, and how many it parked (jobs of keys with no free
+/// place). A claim that parked some but took none has not found the queue empty.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub jobs: Vec<ClaimedJob>,
+    pub parked: i64,
+}
+
 /// What a finished attempt turns the job into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionStatus {
@@ -225,7 +233,7 @@ impl Store {
                                   attempt_timeout_ms, inputs, callback_url, request_id, attempts,
                                   lease_owner, lease_expires_at, started_at, api_key_id, principal,
                                   client_addr, run_at, schedule_id, concurrency_key,
-                                  concurrency_limit)
+                                  concurrency_limit, parked)
                 SELECT $4, $7, $8, $9,
                        CASE WHEN $10::uuid IS NOT NULL THEN 'running'::job_status
                             WHEN $22::timestamptz > now() THEN 'scheduled'
@@ -236,7 +244,14 @@ impl Store {
                        CASE WHEN $10::uuid IS NULL THEN NULL
                             ELSE now() + make_interval(secs => $17) END,
                        CASE WHEN $10::uuid IS NULL THEN NULL ELSE now() END,
-                       $18, $19, $20, coalesce($22::timestamptz, now()), $23, $24, $25
+                       $18, $19, $20, coalesce($22::timestamptz, now()), $23, $24, $25,
+                       -- Every place of its key taken: it waits outside the claim's index
+                       -- until one is freed (see migration parked_jobs).
+                       $24::text IS NOT NULL AND $10::uuid IS NULL
+                       AND ($22::timestamptz > now()) IS NOT TRUE
+                       AND EXISTS (SELECT 1 FROM concurrency_slots WHERE key = $24)
+                       AND NOT EXISTS (SELECT 1 FROM concurrency_slots
+                                       WHERE key = $24 AND job_id IS NULL AND slot <= $25)
                 WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
                 RETURNING id, status, attempts
             ), event AS (
@@ -296,38 +311,46 @@ impl Store {
         owner: Uuid,
         limit: i64,
         lease_secs: f64,
-    ) -> StoreResult<Vec<ClaimedJob>> {
+    ) -> StoreResult<Claim> {
         let rows = sqlx::query!(
             r#"
             WITH candidate AS (
-                -- A keyed job is a candidate only while its key has a free place: jobs over
-                -- their limit stay queued (passed over here, woken when a place frees).
-                SELECT id, concurrency_key, concurrency_limit FROM jobs
-                WHERE status = 'queued' AND run_at <= now()
-                  AND (concurrency_key IS NULL OR EXISTS (
-                        SELECT 1 FROM concurrency_slots s
-                        WHERE s.key = jobs.concurrency_key AND s.job_id IS NULL
-                          AND s.slot <= jobs.concurrency_limit))
+                -- Parked jobs (waiting for a concurrency place) are outside this index.
+                SELECT id, priority, run_at, concurrency_key, concurrency_limit FROM jobs
+                WHERE status = 'queued' AND NOT parked AND run_at <= now()
                 ORDER BY priority, run_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
             ), keyed AS (
                 SELECT id, concurrency_key AS key, concurrency_limit AS lim,
-                       row_number() OVER (PARTITION BY concurrency_key ORDER BY id) AS n
+                       row_number() OVER (PARTITION BY concurrency_key
+                                          ORDER BY priority, run_at, id) AS n
                 FROM candidate WHERE concurrency_key IS NOT NULL
+            ), wanted AS (
+                SELECT key, max(lim) AS lim, count(*) AS n FROM keyed GROUP BY key
             ), free AS (
-                -- Places another claim holds this moment are skipped, never shared.
-                SELECT s.key, s.slot FROM concurrency_slots s
-                WHERE s.key IN (SELECT key FROM keyed) AND s.job_id IS NULL
-                FOR UPDATE SKIP LOCKED
-            ), numbered AS (
-                SELECT key, slot, row_number() OVER (PARTITION BY key ORDER BY slot) AS n
-                FROM free
+                -- Only as many free places as there are jobs for them are locked; places
+                -- another claim holds this moment are skipped, never shared.
+                SELECT f.key, f.slot, row_number() OVER (PARTITION BY f.key ORDER BY f.slot) AS n
+                FROM wanted w CROSS JOIN LATERAL (
+                    SELECT s.key, s.slot FROM concurrency_slots s
+                    WHERE s.key = w.key AND s.job_id IS NULL AND s.slot <= w.lim
+                    ORDER BY s.slot
+                    LIMIT w.n
+                    FOR UPDATE SKIP LOCKED
+                ) f
             ), placed AS (
                 UPDATE concurrency_slots s SET job_id = k.id
-                FROM keyed k JOIN numbered f ON f.key = k.key AND f.n = k.n
+                FROM keyed k JOIN free f ON f.key = k.key AND f.n = k.n
                 WHERE s.key = f.key AND s.slot = f.slot AND f.slot <= k.lim
                 RETURNING s.job_id
+            ), parked AS (
+                -- Jobs that found no place wait outside the claim's index until one is freed,
+                -- so later claims do not pass over them again.
+                UPDATE jobs j SET parked = true
+                FROM keyed k
+                WHERE j.id = k.id AND k.id NOT IN (SELECT job_id FROM placed)
+                RETURNING j.id
             ), next AS (
                 SELECT id FROM candidate WHERE concurrency_key IS NULL
                 UNION ALL
@@ -348,10 +371,15 @@ impl Store {
                        $1::text, request_id
                 FROM claimed
             )
-            SELECT id, intent, mode AS "mode: Mode", inputs, attempts, max_attempts,
-                   attempt_timeout_ms, cancel_requested_at IS NOT NULL AS "cancel_requested!"
-            FROM claimed
-            ORDER BY priority, run_at, id
+            -- One row even when nothing was claimed, to carry the parked count.
+            SELECT c.id AS "id?", c.intent AS "intent?", c.mode AS "mode?: Mode",
+                   c.inputs AS "inputs?", c.attempts AS "attempts?",
+                   c.max_attempts AS "max_attempts?", c.attempt_timeout_ms AS "timeout_ms?",
+                   c.cancel_requested_at IS NOT NULL AS "cancel_requested?",
+                   p.n AS "parked!"
+            FROM (SELECT count(*) AS n FROM parked) p
+            LEFT JOIN claimed c ON true
+            ORDER BY c.priority, c.run_at, c.id
             "#,
             owner,
             limit,
@@ -359,19 +387,68 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let parked = rows.first().map_or(0, |r| r.parked);
+        let jobs = rows
             .into_iter()
-            .map(|r| ClaimedJob {
-                id: r.id.into(),
-                intent: r.intent,
-                mode: r.mode,
-                inputs: r.inputs,
-                attempt: r.attempts,
-                max_attempts: r.max_attempts,
-                attempt_timeout_ms: r.attempt_timeout_ms,
-                cancel_requested: r.cancel_requested,
+            .filter_map(|r| {
+                Some(ClaimedJob {
+                    id: r.id?.into(),
+                    intent: r.intent?,
+                    mode: r.mode?,
+                    inputs: r.inputs?,
+                    attempt: r.attempts?,
+                    max_attempts: r.max_attempts?,
+                    attempt_timeout_ms: r.timeout_ms?,
+                    cancel_requested: r.cancel_requested?,
+                })
             })
-            .collect())
+            .collect();
+        Ok(Claim { jobs, parked })
+    }
+
+    /// Unparks jobs whose key has free places that no trigger handed out: a place freed while
+    /// the statement parking a job of its key had not committed yet (the trigger then saw no
+    /// parked job), or a key whose limit was raised. Walks only keys with parked jobs (a loose
+    /// index scan over `jobs_parked_idx`, at most `max_keys`), unparks at most one job per
+    /// free place, and wakes the workers when it did; returns how many.
+    pub async fn unpark_jobs(&self, max_keys: i64) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"
+            WITH RECURSIVE parked_keys (key, n) AS (
+                (SELECT concurrency_key, 1 FROM jobs
+                 WHERE status = 'queued' AND parked
+                 ORDER BY concurrency_key LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.concurrency_key FROM jobs j
+                        WHERE j.status = 'queued' AND j.parked AND j.concurrency_key > p.key
+                        ORDER BY j.concurrency_key LIMIT 1),
+                       p.n + 1
+                FROM parked_keys p WHERE p.key IS NOT NULL AND p.n < $1
+            ), free AS (
+                SELECT s.key, count(*) AS places FROM concurrency_slots s
+                WHERE s.key IN (SELECT key FROM parked_keys) AND s.job_id IS NULL
+                GROUP BY s.key
+            ), picked AS (
+                SELECT j.id FROM free f CROSS JOIN LATERAL (
+                    SELECT id FROM jobs
+                    WHERE concurrency_key = f.key AND status = 'queued' AND parked
+                    ORDER BY priority, run_at, id
+                    LIMIT f.places
+                    FOR UPDATE SKIP LOCKED
+                ) j
+            ), unparked AS (
+                UPDATE jobs j SET parked = false FROM picked WHERE j.id = picked.id
+                RETURNING j.id
+            ), wake AS (
+                SELECT pg_notify($2, '') WHERE EXISTS (SELECT 1 FROM unparked)
+            )
+            SELECT count(*) AS "n!" FROM unparked LEFT JOIN wake ON true
+            "#,
+            max_keys,
+            Channel::NewWork.name(),
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Applies many completions in one statement. Each is fenced: it changes the job only if

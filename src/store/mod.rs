@@ -29,7 +29,7 @@ pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use jobs::{
-    CancelOutcome, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
+    CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
     NewJob, RetryOutcome,
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};

@@ -26,7 +26,11 @@ pub use config::{RetentionConfig, WorkersConfig};
 pub use executor::{Executor, StopReason};
 pub use waiters::{Waiter, Waiters};
 
-use crate::{catalog::Registry, model::FinishedJob, store::Store};
+use crate::{
+    catalog::Registry,
+    model::FinishedJob,
+    store::{Claim, Store},
+};
 use futures::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
@@ -286,7 +290,7 @@ async fn claim_loop(
         let Some(mut permits) = permits else { break };
         let wanted = permits.num_permits();
         match store.claim_jobs(owner, wanted as i64, lease_secs).await {
-            Ok(jobs) => {
+            Ok(Claim { jobs, parked }) => {
                 error_delay = Duration::from_millis(100);
                 let claimed = jobs.len();
                 if claimed > 0 {
@@ -299,8 +303,9 @@ async fn claim_loop(
                 }
                 drop(permits);
                 // SKIP LOCKED may hand out fewer rows than exist: only an empty claim means
-                // the queue is (for now) empty.
-                if claimed > 0 {
+                // the queue is (for now) empty; one that parked jobs waiting for a place has
+                // moved them out of the way of the jobs behind them.
+                if claimed > 0 || parked > 0 {
                     continue;
                 }
                 tokio::select! {

@@ -4,9 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orchestrator::tools::flow::{Completion, FlowConfig, FlowEngine};
 use serde_json::json;
 
-use crate::helpers::{Spawn, TestApp, eventually, job_id, spawn};
+use crate::{
+    helpers::{Spawn, TestApp, eventually, job_id, spawn, spawn_with},
+    mock_http::{MockServer, Reply},
+};
 
 /// `system.sleep` keyed by its `ms`: jobs with the same `ms` share a key.
 fn keyed_by_ms(limit: i32) -> Box<dyn FnOnce(&mut orchestrator::config::Config) + Send> {
@@ -156,4 +160,151 @@ async fn two_instances_share_a_keys_limit() {
     .await;
     assert!(reached, "every place freed");
     drop(second);
+}
+
+async fn parked(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND parked")
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
+    let app = spawn(Spawn {
+        configure: keyed_by_ms(1),
+        ..Default::default()
+    })
+    .await;
+    let first = sleep_job(&app, 300).await;
+    app.wait_for_status(&first, "running").await;
+    // Filed while the key's only place is taken: parked at once, outside the claim's index.
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        waiting.push(sleep_job(&app, 300).await);
+    }
+    assert_eq!(parked(&app).await, 10);
+    for job in &waiting {
+        assert_eq!(app.job(job).await["status"], "queued", "parked is still queued");
+    }
+    let mut all = vec![first];
+    all.extend(waiting.iter().cloned());
+    all_succeed(&app, &all).await;
+    let ran = runs(&app, &all).await;
+    assert_eq!(overlapping(&ran), 0, "{ran:?}");
+    // Each freed place unparked the next job in claim order: they ran in the order filed.
+    let mut by_start = Vec::new();
+    for job in &all {
+        let started: DateTime<Utc> = sqlx::query_scalar(
+            "SELECT min(at) FROM audit_events WHERE kind = 'claimed' AND job_id = $1::text::uuid",
+        )
+        .bind(job.trim_start_matches("job_"))
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        by_start.push((started, job.clone()));
+    }
+    by_start.sort();
+    let order: Vec<String> = by_start.into_iter().map(|(_, j)| j).collect();
+    assert_eq!(order, all, "run in the order filed");
+    assert_eq!(parked(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_parked_job_whose_key_has_a_free_place_is_unparked_by_the_sweep() {
+    let app = spawn(Spawn {
+        configure: keyed_by_ms(1),
+        ..Default::default()
+    })
+    .await;
+    // The key's place exists and is free.
+    let done = sleep_job(&app, 5).await;
+    app.wait_for_status(&done, "succeeded").await;
+    // A job parked although its key has a free place (what the race between a claim parking
+    // it and a job freeing the place leaves behind): filed for later, parked before it is due.
+    let run_at = (Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+    let (status, body) = app
+        .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": 5}, "run_at": run_at}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    let stranded = job_id(&body);
+    let marked = sqlx::query(
+        "UPDATE jobs SET parked = true WHERE id = $1::text::uuid AND status = 'scheduled'",
+    )
+    .bind(stranded.trim_start_matches("job_"))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(marked.rows_affected(), 1);
+    // No place is freed again, so only the scheduler's sweep can hand it the free one.
+    app.wait_for_status_within(&stranded, "succeeded", Duration::from_secs(10))
+        .await;
+    assert_eq!(parked(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_flows_concurrency_holds_across_every_flow_that_calls_its_url() {
+    let peer = MockServer::start().await;
+    let hold = Duration::from_millis(250);
+    peer.otherwise(
+        "/webhook/report",
+        Reply::json(200, json!({"ok": true})).after(hold),
+    );
+    let flow = FlowConfig {
+        engine: FlowEngine::Generic,
+        url: peer.url("/webhook/report"),
+        method: "POST".into(),
+        timeout: Duration::from_secs(5),
+        completion: Completion::Sync,
+        callback_deadline: Duration::from_secs(60),
+        auth: None,
+        description: None,
+        input_schema: None,
+        read_only: true,
+        destructive: None,
+        max_attempts: 1,
+        breaker_threshold: 5,
+        breaker_open: Duration::from_secs(30),
+        rate_limit: None,
+        concurrency: Some(2),
+    };
+    let other = flow.clone();
+    let app = spawn_with(move |c| {
+        c.workers.concurrency = 16;
+        c.flows.insert("report.daily".into(), flow);
+        c.flows.insert("report.weekly".into(), other);
+    })
+    .await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        let intent = if i % 2 == 0 { "report.daily" } else { "report.weekly" };
+        let (status, body) = app
+            .orchestrate_json(json!({"intent": intent, "inputs": {"i": i}, "async": true}))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+        jobs.push(job_id(&body));
+    }
+    all_succeed(&app, &jobs).await;
+    let mut arrived: Vec<std::time::Instant> = peer
+        .requests("/webhook/report")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrived.len(), 8);
+    arrived.sort();
+    // A third request can only arrive once one of the two before it was answered.
+    let slack = Duration::from_millis(20);
+    for w in arrived.windows(3) {
+        assert!(
+            w[2].duration_since(w[0]) + slack >= hold,
+            "three requests open at once: {arrived:?}"
+        );
+    }
+    // The limit was used: two at a time, not one.
+    assert!(
+        arrived
+            .windows(2)
+            .any(|w| w[1].duration_since(w[0]) < hold / 2),
+        "two requests were open together: {arrived:?}"
+    );
 }

@@ -35,6 +35,7 @@ fn flow(engine: FlowEngine, url: String, completion: Completion) -> FlowConfig {
         breaker_threshold: 5,
         breaker_open: Duration::from_secs(60),
         rate_limit: None,
+        concurrency: None,
     }
 }
 

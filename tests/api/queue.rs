@@ -59,7 +59,7 @@ async fn racing_claimers_never_claim_a_job_twice() {
         async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_jobs(owner, 7, 30.0).await.unwrap();
+                let batch = store.claim_jobs(owner, 7, 30.0).await.unwrap().jobs;
                 if batch.is_empty() {
                     return mine;
                 }
@@ -161,13 +161,13 @@ async fn completion_is_fenced_on_the_lease_holder_and_attempt() {
     let first = Uuid::now_v7();
     let second = Uuid::now_v7();
 
-    let claimed = store.claim_jobs(first, 1, 0.05).await.unwrap();
+    let claimed = store.claim_jobs(first, 1, 0.05).await.unwrap().jobs;
     assert_eq!(claimed[0].attempt, 1);
     // The first worker stalls past its lease; maintenance hands the job to another worker.
     lease_runs_out(&db, id).await;
     let (rescued, failed) = store.rescue_expired(10).await.unwrap();
     assert_eq!((rescued, failed.len()), (1, 0));
-    let reclaimed = store.claim_jobs(second, 1, 30.0).await.unwrap();
+    let reclaimed = store.claim_jobs(second, 1, 30.0).await.unwrap().jobs;
     assert_eq!(reclaimed[0].attempt, 2);
 
     // The late finish of attempt 1 changes nothing.
@@ -197,7 +197,7 @@ async fn rescue_fails_jobs_whose_attempts_are_spent() {
         unreachable!()
     };
     for attempt in 1..=2 {
-        let c = store.claim_jobs(Uuid::now_v7(), 1, 0.01).await.unwrap();
+        let c = store.claim_jobs(Uuid::now_v7(), 1, 0.01).await.unwrap().jobs;
         assert_eq!(c[0].attempt, attempt);
         lease_runs_out(&db, id).await;
         store.rescue_expired(10).await.unwrap();
@@ -225,7 +225,7 @@ async fn completions_in_one_batch_are_applied_together() {
     let store = Store::new(db.pool.clone());
     let ids = enqueue(&store, 50).await;
     let owner = Uuid::now_v7();
-    let claimed = store.claim_jobs(owner, 50, 30.0).await.unwrap();
+    let claimed = store.claim_jobs(owner, 50, 30.0).await.unwrap().jobs;
     assert_eq!(claimed.len(), 50);
     let batch: Vec<Completion> = claimed
         .iter()
@@ -260,7 +260,7 @@ async fn completions_in_one_batch_are_applied_together() {
         vec![(JobStatus::Queued, 25), (JobStatus::Succeeded, 25)]
     );
     // Retries wait for their time: nothing is claimable now.
-    assert!(store.claim_jobs(owner, 50, 30.0).await.unwrap().is_empty());
+    assert!(store.claim_jobs(owner, 50, 30.0).await.unwrap().jobs.is_empty());
 }
 
 #[tokio::test]
@@ -270,7 +270,7 @@ async fn a_completion_batch_larger_than_one_notification_is_applied() {
     let store = Store::new(db.pool.clone());
     enqueue(&store, 450).await;
     let owner = Uuid::now_v7();
-    let claimed = store.claim_jobs(owner, 450, 30.0).await.unwrap();
+    let claimed = store.claim_jobs(owner, 450, 30.0).await.unwrap().jobs;
     let batch: Vec<Completion> = claimed.iter().map(|j| done(j.id, j.attempt)).collect();
     let out = store.complete_jobs(owner, &batch).await.unwrap();
     assert_eq!(out.finished.len(), 450);

@@ -305,6 +305,7 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
         breaker_threshold: 5,
         breaker_open: Duration::from_secs(30),
         rate_limit: Some(rate),
+        concurrency: None,
     };
     let app = spawn_with(move |c| {
         c.workers.poll_interval = Duration::from_millis(20);

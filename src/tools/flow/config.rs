@@ -85,6 +85,11 @@ pub struct FlowConfig {
     /// A job over it is not failed: it waits in the queue for its turn, its attempt not counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Rate>,
+    /// At most this many requests to the URL at once, on every instance together: jobs beyond
+    /// it wait in the queue (not failed, not polled) until one finishes. Async flows hold a
+    /// place only while their request is open, not while the flow works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i32>,
 }
 
 fn default_method() -> String {
@@ -157,25 +162,39 @@ impl FlowConfig {
         if let Some(rate) = &self.rate_limit {
             out.extend(rate.problems(&format!("flows.\"{intent}\".rate_limit")));
         }
+        if let Some(limit) = self.concurrency
+            && !(1..=10_000).contains(&limit)
+        {
+            out.push(ConfigProblem::new(
+                format!("flows.\"{intent}\".concurrency"),
+                "must be from 1 to 10000".into(),
+            ));
+        }
         out
     }
 }
 
-/// Flows that share a URL share its bucket (as they share its circuit breaker), so they must
-/// agree on its rate.
+/// Flows that share a URL share its bucket and its concurrency places (as they share its
+/// circuit breaker), so they must agree on its rate and its concurrency.
 pub fn shared_url_problems(flows: &BTreeMap<String, FlowConfig>) -> Vec<ConfigProblem> {
-    let mut first: BTreeMap<&str, (&str, Option<Rate>)> = BTreeMap::new();
+    let mut first: BTreeMap<&str, (&str, &FlowConfig)> = BTreeMap::new();
     let mut out = Vec::new();
     for (intent, flow) in flows {
-        match first.get(flow.url.as_str()) {
-            Some((other, rate)) if *rate != flow.rate_limit => out.push(ConfigProblem::new(
-                format!("flows.\"{intent}\".rate_limit"),
-                format!("must equal flows.\"{other}\".rate_limit: both call the same URL"),
-            )),
-            Some(_) => {}
-            None => {
-                first.insert(&flow.url, (intent, flow.rate_limit));
-            }
+        let Some((other, earlier)) = first.get(flow.url.as_str()) else {
+            first.insert(&flow.url, (intent, flow));
+            continue;
+        };
+        let mut differs = |key: &str| {
+            out.push(ConfigProblem::new(
+                format!("flows.\"{intent}\".{key}"),
+                format!("must equal flows.\"{other}\".{key}: both call the same URL"),
+            ))
+        };
+        if earlier.rate_limit != flow.rate_limit {
+            differs("rate_limit");
+        }
+        if earlier.concurrency != flow.concurrency {
+            differs("concurrency");
         }
     }
     out

@@ -76,6 +76,8 @@ pub struct FlowTool {
     /// The URL's token bucket, shared by every instance: `flow:` and the URL's SHA-256 (a URL
     /// may hold a secret; the bucket's name is stored).
     rate: Option<(String, Rate)>,
+    /// The URL's concurrency key (named like its bucket) and limit.
+    concurrency: Option<crate::catalog::ConcurrencyKey>,
 }
 
 impl FlowTool {
@@ -131,13 +133,25 @@ impl FlowTool {
                 config.breaker_threshold,
                 config.breaker_open,
             ),
-            rate: config.rate_limit.filter(|r| !r.is_off()).map(|rate| {
-                let digest = Sha256::digest(config.url.as_bytes());
-                (format!("flow:{}", URL_SAFE_NO_PAD.encode(digest)), rate)
-            }),
+            rate: config
+                .rate_limit
+                .filter(|r| !r.is_off())
+                .map(|rate| (url_key(&config.url), rate)),
+            concurrency: config
+                .concurrency
+                .map(|limit| crate::catalog::ConcurrencyKey {
+                    key: url_key(&config.url),
+                    limit,
+                }),
             config: config.clone(),
         })
     }
+}
+
+/// What names a URL's shared state (bucket, concurrency places) in the database: `flow:` and
+/// the URL's SHA-256, since a URL may hold a secret.
+fn url_key(url: &str) -> String {
+    format!("flow:{}", URL_SAFE_NO_PAD.encode(Sha256::digest(url.as_bytes())))
 }
 
 /// A credential from the environment, zeroed when dropped (the header built from it is marked
@@ -190,6 +204,11 @@ fn new_token() -> (String, Vec<u8>) {
 impl Tool for FlowTool {
     fn spec(&self) -> &ToolSpec {
         &self.spec
+    }
+
+    /// `concurrency = N`: one key per URL, shared by every flow that calls it.
+    fn concurrency_of(&self, _inputs: &Value) -> Option<crate::catalog::ConcurrencyKey> {
+        self.concurrency.clone()
     }
 
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
