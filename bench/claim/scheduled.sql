@@ -81,7 +81,9 @@ WHERE id = (SELECT id FROM jobs
             ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED);
 ROLLBACK;
 
-\echo '### the sweep with the 100,000 parked (keys with parked jobs, their free places)'
+INSERT INTO concurrency_slots (key, slot) SELECT 'idle:' || i, 1 FROM generate_series(1, 10000) i;
+ANALYZE concurrency_slots;
+\echo '### the sweep with the 100,000 parked and 10,000 idle keys (keys with parked jobs, their free places)'
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 WITH RECURSIVE parked_keys (key, n) AS (
     (SELECT concurrency_key, 1 FROM jobs
@@ -94,6 +96,7 @@ WITH RECURSIVE parked_keys (key, n) AS (
            p.n + 1
     FROM parked_keys p WHERE p.key IS NOT NULL AND p.n < 1000
 )
-SELECT s.key, count(*) FROM concurrency_slots s
-WHERE s.key IN (SELECT key FROM parked_keys) AND s.job_id IS NULL
-GROUP BY s.key;
+SELECT k.key, f.places FROM parked_keys k CROSS JOIN LATERAL (
+    SELECT count(*) AS places FROM concurrency_slots s
+    WHERE s.key = k.key AND s.job_id IS NULL) f
+WHERE k.key IS NOT NULL AND f.places > 0;

@@ -23,7 +23,7 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Jobs moved to the queue per statement.
 const PROMOTE_BATCH: i64 = 1_000;
 /// Keys with parked jobs looked at per tick (see `Store::unpark_jobs`).
-const UNPARK_KEYS: i64 = 1_000;
+const UNPARK_KEYS: i32 = 1_000;
 /// Schedules fired per look.
 const FIRE_BATCH: i64 = 100;
 /// With `catch_up = "none"`, a fire this late still runs (the scheduler looks every second;

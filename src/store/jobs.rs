@@ -306,12 +306,7 @@ impl Store {
 
     /// Claims up to `limit` due jobs for `owner`: the CTE locks them with SKIP LOCKED, the
     /// update takes the lease, and the statement commits at once.
-    pub async fn claim_jobs(
-        &self,
-        owner: Uuid,
-        limit: i64,
-        lease_secs: f64,
-    ) -> StoreResult<Claim> {
+    pub async fn claim_jobs(&self, owner: Uuid, limit: i64, lease_secs: f64) -> StoreResult<Claim> {
         let rows = sqlx::query!(
             r#"
             WITH candidate AS (
@@ -411,7 +406,7 @@ impl Store {
     /// parked job), or a key whose limit was raised. Walks only keys with parked jobs (a loose
     /// index scan over `jobs_parked_idx`, at most `max_keys`), unparks at most one job per
     /// free place, and wakes the workers when it did; returns how many.
-    pub async fn unpark_jobs(&self, max_keys: i64) -> StoreResult<i64> {
+    pub async fn unpark_jobs(&self, max_keys: i32) -> StoreResult<i64> {
         Ok(sqlx::query_scalar!(
             r#"
             WITH RECURSIVE parked_keys (key, n) AS (
@@ -425,9 +420,13 @@ impl Store {
                        p.n + 1
                 FROM parked_keys p WHERE p.key IS NOT NULL AND p.n < $1
             ), free AS (
-                SELECT s.key, count(*) AS places FROM concurrency_slots s
-                WHERE s.key IN (SELECT key FROM parked_keys) AND s.job_id IS NULL
-                GROUP BY s.key
+                -- Driven from the keys with parked jobs (one primary-key range each), however
+                -- many idle keys have free places.
+                SELECT k.key, f.places FROM parked_keys k CROSS JOIN LATERAL (
+                    SELECT count(*) AS places FROM concurrency_slots s
+                    WHERE s.key = k.key AND s.job_id IS NULL
+                ) f
+                WHERE k.key IS NOT NULL AND f.places > 0
             ), picked AS (
                 SELECT j.id FROM free f CROSS JOIN LATERAL (
                     SELECT id FROM jobs

@@ -29,8 +29,8 @@ pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use jobs::{
-    CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord, ListCursor,
-    NewJob, RetryOutcome,
+    CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
+    ListCursor, NewJob, RetryOutcome,
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};

@@ -185,7 +185,11 @@ async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
     }
     assert_eq!(parked(&app).await, 10);
     for job in &waiting {
-        assert_eq!(app.job(job).await["status"], "queued", "parked is still queued");
+        assert_eq!(
+            app.job(job).await["status"],
+            "queued",
+            "parked is still queued"
+        );
     }
     let mut all = vec![first];
     all.extend(waiting.iter().cloned());
@@ -277,7 +281,11 @@ async fn a_flows_concurrency_holds_across_every_flow_that_calls_its_url() {
     .await;
     let mut jobs = Vec::new();
     for i in 0..8 {
-        let intent = if i % 2 == 0 { "report.daily" } else { "report.weekly" };
+        let intent = if i % 2 == 0 {
+            "report.daily"
+        } else {
+            "report.weekly"
+        };
         let (status, body) = app
             .orchestrate_json(json!({"intent": intent, "inputs": {"i": i}, "async": true}))
             .await;

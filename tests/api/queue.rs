@@ -108,7 +108,7 @@ async fn the_claim_query_uses_the_partial_index() {
     let plan: Value = sqlx::query_scalar!(
         r#"EXPLAIN (FORMAT JSON)
            SELECT id FROM jobs
-           WHERE status = 'queued' AND run_at <= now()
+           WHERE status = 'queued' AND NOT parked AND run_at <= now()
            ORDER BY priority, run_at, id
            LIMIT 64
            FOR UPDATE SKIP LOCKED"#
@@ -197,7 +197,11 @@ async fn rescue_fails_jobs_whose_attempts_are_spent() {
         unreachable!()
     };
     for attempt in 1..=2 {
-        let c = store.claim_jobs(Uuid::now_v7(), 1, 0.01).await.unwrap().jobs;
+        let c = store
+            .claim_jobs(Uuid::now_v7(), 1, 0.01)
+            .await
+            .unwrap()
+            .jobs;
         assert_eq!(c[0].attempt, attempt);
         lease_runs_out(&db, id).await;
         store.rescue_expired(10).await.unwrap();
@@ -260,7 +264,14 @@ async fn completions_in_one_batch_are_applied_together() {
         vec![(JobStatus::Queued, 25), (JobStatus::Succeeded, 25)]
     );
     // Retries wait for their time: nothing is claimable now.
-    assert!(store.claim_jobs(owner, 50, 30.0).await.unwrap().jobs.is_empty());
+    assert!(
+        store
+            .claim_jobs(owner, 50, 30.0)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
 }
 
 #[tokio::test]

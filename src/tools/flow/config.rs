@@ -167,7 +167,7 @@ impl FlowConfig {
         {
             out.push(ConfigProblem::new(
                 format!("flows.\"{intent}\".concurrency"),
-                "must be from 1 to 10000".into(),
+                "must be from 1 to 10000",
             ));
         }
         out
@@ -206,6 +206,52 @@ impl FlowAuth {
             FlowAuth::Header { value_env, .. } => vec![value_env],
             FlowAuth::Basic { password_env, .. } => vec![password_env],
             FlowAuth::Bearer { token_env } => vec![token_env],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(url: &str, concurrency: Option<i32>, rate: Option<Rate>) -> FlowConfig {
+        serde_json::from_value(serde_json::json!({"engine": "generic", "url": url}))
+            .map(|f: FlowConfig| FlowConfig {
+                concurrency,
+                rate_limit: rate,
+                ..f
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn flows_calling_one_url_must_agree_on_its_rate_and_concurrency() {
+        let url = "https://flows.example/hook";
+        let flows: BTreeMap<String, FlowConfig> = [
+            ("a".to_owned(), flow(url, Some(4), None)),
+            ("b".to_owned(), flow(url, Some(2), Some(Rate::new(5.0, 10)))),
+            (
+                "c".to_owned(),
+                flow("https://other.example/", Some(1), None),
+            ),
+            ("d".to_owned(), flow(url, Some(4), None)),
+        ]
+        .into();
+        let fields: Vec<String> = shared_url_problems(&flows)
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["flows.\"b\".rate_limit", "flows.\"b\".concurrency"]
+        );
+    }
+
+    #[test]
+    fn a_concurrency_is_from_1_to_10000() {
+        for (limit, ok) in [(0, false), (1, true), (10_000, true), (10_001, false)] {
+            let problems = flow("https://flows.example/", Some(limit), None).problems("x");
+            assert_eq!(problems.is_empty(), ok, "{limit}: {problems:?}");
         }
     }
 }

@@ -151,7 +151,10 @@ impl FlowTool {
 /// What names a URL's shared state (bucket, concurrency places) in the database: `flow:` and
 /// the URL's SHA-256, since a URL may hold a secret.
 fn url_key(url: &str) -> String {
-    format!("flow:{}", URL_SAFE_NO_PAD.encode(Sha256::digest(url.as_bytes())))
+    format!(
+        "flow:{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(url.as_bytes()))
+    )
 }
 
 /// A credential from the environment, zeroed when dropped (the header built from it is marked
