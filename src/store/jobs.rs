@@ -779,7 +779,10 @@ impl Store {
                 SET status = 'queued', run_at = now(),
                     max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
                     result = NULL, error_code = NULL, error_message = NULL, finished_at = NULL,
-                    duration_ms = NULL, cancel_requested_at = NULL, callback_deadline_at = NULL
+                    duration_ms = NULL, cancel_requested_at = NULL, callback_deadline_at = NULL,
+                    -- A job cancelled while parked comes back claimable (the claim parks it
+                    -- again if its key is still full).
+                    parked = false
                 FROM target t
                 -- Checked on the row being updated too: under READ COMMITTED it is re-read at
                 -- its latest version, so a job a worker took meanwhile is not sent back.

@@ -316,3 +316,35 @@ async fn a_flows_concurrency_holds_across_every_flow_that_calls_its_url() {
         "two requests were open together: {arrived:?}"
     );
 }
+
+#[tokio::test]
+async fn a_job_cancelled_while_parked_and_retried_is_claimable_again() {
+    let app = spawn(Spawn {
+        configure: keyed_by_ms(1),
+        ..Default::default()
+    })
+    .await;
+    let first = sleep_job(&app, 300).await;
+    app.wait_for_status(&first, "running").await;
+    let waiting = sleep_job(&app, 300).await;
+    assert_eq!(parked(&app).await, 1);
+    let (status, body) = app
+        .post_json(&format!("/jobs/{waiting}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    app.wait_for_status(&waiting, "cancelled").await;
+    app.wait_for_status(&first, "succeeded").await;
+    let (status, body) = app
+        .post_json(&format!("/jobs/{waiting}/retry"), json!({}))
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    // Back in the claim's index at once, not left to the sweep.
+    let still_parked: bool =
+        sqlx::query_scalar("SELECT parked FROM jobs WHERE id = $1::text::uuid")
+            .bind(waiting.trim_start_matches("job_"))
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert!(!still_parked);
+    app.wait_for_status(&waiting, "succeeded").await;
+}
