@@ -27,12 +27,16 @@ FROM (
     FROM generate_series(1, 5000000) i
 ) s;
 
+-- Ids are UUIDv7 of the creation time, as the server makes them (memory.search walks the
+-- newest items by id).
 INSERT INTO memory_items (id, text, tags, metadata, created_at)
-SELECT gen_random_uuid(),
+SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0')
+        || '7' || substr(md5(random()::text || g), 1, 3)
+        || '8' || substr(md5(random()::text || g), 1, 15))::uuid,
        (SELECT string_agg('w' || floor(20000 * power(random(), 2))::int, ' ')
         FROM generate_series(1, 12 + (g % 3))),
-       ARRAY['t' || (g % 50)], '{}', now() - make_interval(secs => g)
-FROM generate_series(1, 1000000) g;
+       ARRAY['t' || (g % 50)], '{}', at
+FROM (SELECT g, now() - make_interval(secs => g) AS at FROM generate_series(1, 1000000) g) s;
 
 VACUUM ANALYZE jobs;
 VACUUM ANALYZE memory_items;

@@ -20,6 +20,7 @@ mod mcp;
 mod mcp_clients;
 mod mcp_peers;
 mod mcp_server;
+mod memory_search;
 mod mock_http;
 mod n8n;
 mod oauth;
