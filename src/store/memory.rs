@@ -82,9 +82,10 @@ impl Store {
     /// newest matches are ranked (at most `CANDIDATES` found within the newest `WINDOW` items).
     /// Every other query — rare words, most multi-word and tagged queries — is ranked over all
     /// its matches through the GIN index, exactly as before, and so is a common one whose window
-    /// held fewer matches than asked for (then instead of the window's, never besides them). Each route is switched by a one-time filter, so the
-    /// plan's shape is the same with custom and generic plans (a planner left to choose between
-    /// the two indexes picked the GIN one for every word once the plan went generic).
+    /// held fewer matches than asked for (then instead of the window's, never besides them).
+    /// Each route is switched by a one-time filter, so the plan's shape is the same with custom
+    /// and generic plans (a planner left to choose between the two indexes picked the GIN one
+    /// for every word once the plan went generic).
     /// `LIMIT (SELECT $2)` lets PostgreSQL settle on the generic plan instead of planning every
     /// call. The constants are in the SQL below: probe 2,000, common at 8 matches (0.4 %),
     /// window 20,000, candidates 500.

@@ -67,7 +67,10 @@ async fn common_queries_rank_their_newest_matches_and_rare_ones_rank_all() {
 
     // Common, but its window holds fewer than asked for: all 15 matches, each once.
     let beta = search(&app, "beta", 50).await;
-    let mut ids: Vec<&str> = beta.iter().map(|i| i["item_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = beta
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 15, "{beta:?}");
     ids.sort();
     ids.dedup();
