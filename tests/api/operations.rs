@@ -281,6 +281,17 @@ async fn metrics_follow_prometheus_conventions_and_the_gauges_move() {
         )
         .unwrap_or(0.0)
     };
+    // The worker counts a job just after the commit that finishes it, which may be a moment
+    // after the intake instance's waiter heard of that commit.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let on_worker = scrape(&worker_url).await;
+            finished(&on_worker, "system.sleep") >= 1.0
+                && finished(&on_worker, "system.echo") >= 1.0
+        })
+        .await,
+        "the worker counted both jobs"
+    );
     let (on_intake, on_worker) = (scrape(&intake_url).await, scrape(&worker_url).await);
     assert_eq!(
         finished(&on_intake, "system.sleep"),
