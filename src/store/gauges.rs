@@ -7,9 +7,11 @@ use crate::model::JobStatus;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueGauges {
     pub queued: i64,
+    /// Of the queued, those waiting for a concurrency place (see migration parked_jobs).
+    pub parked: i64,
     pub running: i64,
     pub awaiting_callback: i64,
-    /// How long the oldest job that is due has waited (0 when none waits).
+    /// How long the oldest job that is due and not parked has waited (0 when none waits).
     pub oldest_queued_seconds: f64,
     pub deliveries_pending: i64,
     pub deliveries_exhausted: i64,
@@ -22,11 +24,14 @@ impl Store {
             r#"
             SELECT
                 (SELECT count(*) FROM jobs WHERE status = 'queued') AS "queued!",
+                (SELECT count(*) FROM jobs WHERE status = 'queued' AND parked) AS "parked!",
                 (SELECT count(*) FROM jobs WHERE status = 'running') AS "running!",
                 (SELECT count(*) FROM jobs WHERE status = 'awaiting_callback')
                     AS "awaiting_callback!",
+                -- Parked jobs wait for a concurrency place by design; the lag is about the
+                -- jobs a worker could take.
                 coalesce((SELECT extract(epoch FROM now() - min(run_at))::float8
-                          FROM jobs WHERE status = 'queued' AND run_at <= now()), 0)
+                          FROM jobs WHERE status = 'queued' AND NOT parked AND run_at <= now()), 0)
                     AS "oldest_queued_seconds!",
                 (SELECT count(*) FROM callback_deliveries WHERE status = 'pending')
                     AS "deliveries_pending!",

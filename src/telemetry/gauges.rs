@@ -37,6 +37,7 @@ async fn sample(sources: &GaugeSources) {
             ] {
                 metrics::gauge!("orchestrator_jobs", "status" => status).set(n as f64);
             }
+            metrics::gauge!("orchestrator_jobs_parked").set(q.parked as f64);
             metrics::gauge!("orchestrator_oldest_queued_job_age_seconds")
                 .set(q.oldest_queued_seconds);
             for (status, n) in [

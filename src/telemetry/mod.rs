@@ -157,9 +157,13 @@ fn describe_metrics() {
         "Jobs in a non-final state now (queued, running, awaiting_callback), across all instances."
     );
     describe_gauge!(
+        "orchestrator_jobs_parked",
+        "Queued jobs waiting for a place of their concurrency key (included in orchestrator_jobs{status=\"queued\"})."
+    );
+    describe_gauge!(
         "orchestrator_oldest_queued_job_age_seconds",
         Unit::Seconds,
-        "How long the oldest due queued job has waited (0 when none waits)."
+        "How long the oldest due queued job that is not waiting for a concurrency place has waited (0 when none waits)."
     );
     describe_gauge!(
         "orchestrator_callback_deliveries",

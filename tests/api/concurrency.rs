@@ -191,6 +191,13 @@ async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
             "parked is still queued"
         );
     }
+    // Operators see them as parked, and they do not count as queue lag.
+    let gauges = orchestrator::store::Store::new(app.pool().clone())
+        .queue_gauges()
+        .await
+        .unwrap();
+    assert_eq!((gauges.queued, gauges.parked), (10, 10));
+    assert_eq!(gauges.oldest_queued_seconds, 0.0);
     let mut all = vec![first];
     all.extend(waiting.iter().cloned());
     all_succeed(&app, &all).await;
