@@ -284,13 +284,27 @@ async fn metrics_follow_prometheus_conventions_and_the_gauges_move() {
     // The worker counts a job just after the commit that finishes it, which may be a moment
     // after the intake instance's waiter heard of that commit.
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(30), || async {
             let on_worker = scrape(&worker_url).await;
             finished(&on_worker, "system.sleep") >= 1.0
                 && finished(&on_worker, "system.echo") >= 1.0
         })
         .await,
-        "the worker counted both jobs"
+        "the worker counted both jobs: worker {:?}, intake {:?}, trail {:?}",
+        {
+            let w = scrape(&worker_url).await;
+            (finished(&w, "system.sleep"), finished(&w, "system.echo"))
+        },
+        {
+            let i = scrape(&intake_url).await;
+            (finished(&i, "system.sleep"), finished(&i, "system.echo"))
+        },
+        sqlx::query_as::<_, (Option<String>, String, Option<uuid::Uuid>)>(
+            "SELECT intent, kind, instance_id FROM audit_events ORDER BY id"
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
     );
     let (on_intake, on_worker) = (scrape(&intake_url).await, scrape(&worker_url).await);
     assert_eq!(
