@@ -65,6 +65,9 @@ impl Application {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        // The recorder before anything records: a job the workers finish at once (one already
+        // queued) must be counted, not recorded into no recorder.
+        let metrics = crate::telemetry::metrics_handle();
         let database = db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
         tracing::info!("database: {}", database.description);
         let store = Store::new(database.pool);
@@ -210,7 +213,7 @@ impl Application {
             store,
             registry,
             intake,
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
             callback_policy: url_policy,
             ingest,
             breakers,
