@@ -54,8 +54,13 @@ impl Concurrency {
     }
 
     pub fn problem(&self) -> Option<String> {
-        (!(1..=10_000).contains(&self.limit)).then(|| "limit must be from 1 to 10000".into())
+        limit_problem(self.limit).map(|p| format!("limit {p}"))
     }
+}
+
+/// What is wrong with a concurrency limit (here and a flow's `concurrency`), if anything.
+pub fn limit_problem(limit: i32) -> Option<&'static str> {
+    (!(1..=10_000).contains(&limit)).then_some("must be from 1 to 10000")
 }
 
 #[cfg(test)]

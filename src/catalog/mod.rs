@@ -8,7 +8,7 @@ mod registry;
 pub mod routing;
 mod tool;
 
-pub use concurrency::{Concurrency, ConcurrencyKey};
+pub use concurrency::{Concurrency, ConcurrencyKey, limit_problem};
 pub use progress::{OutputStream, Progress, ProgressWriter};
 pub use registry::{
     Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError,

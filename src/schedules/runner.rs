@@ -1,6 +1,7 @@
 //! The scheduler every instance runs: moves due `scheduled` jobs to the queue, unparks jobs
-//! whose concurrency key has places no trigger handed out, and fires due schedules, then sleeps until the next thing is due (at most a second, so what another
-//! instance filed is seen soon).
+//! whose concurrency key has places no trigger handed out, and fires due schedules, then
+//! sleeps until the next thing is due (at most a second, so what another instance filed is
+//! seen soon).
 
 use std::{sync::Arc, time::Duration};
 

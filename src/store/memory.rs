@@ -77,9 +77,9 @@ impl Store {
     ///
     /// Ranking every match of a common word is what made searches slow (p99 138 ms at 1M items,
     /// 481 ms at 16 clients: a word in 9 % of the items is 90,000 rows to rank). So a query is
-    /// first probed against the newest items (`PROBE`, walking the primary key: ids are UUIDv7,
-    /// in time order): when at least `COMMON` of them match, the query is common and only its
-    /// newest matches are ranked (at most `CANDIDATES` found within the newest `WINDOW` items).
+    /// first probed against the newest 2,000 items (walking the primary key: ids are UUIDv7, in
+    /// time order): when at least 8 of them (0.4 %) match, the query is common and only its
+    /// newest matches are ranked (at most 500, found within the newest 20,000 items).
     /// Every other query — rare words, most multi-word and tagged queries — is ranked over all
     /// its matches through the GIN index, exactly as before, and so is a common one whose window
     /// held fewer matches than asked for (then instead of the window's, never besides them).
@@ -87,8 +87,7 @@ impl Store {
     /// and generic plans (a planner left to choose between the two indexes picked the GIN one
     /// for every word once the plan went generic).
     /// `LIMIT (SELECT $2)` lets PostgreSQL settle on the generic plan instead of planning every
-    /// call. The constants are in the SQL below: probe 2,000, common at 8 matches (0.4 %),
-    /// window 20,000, candidates 500.
+    /// call. (The numbers are literals in both statements below; measured in bench/README.md.)
     pub async fn search_memory(
         &self,
         query: &str,

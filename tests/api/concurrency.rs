@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orchestrator::tools::flow::{Completion, FlowConfig, FlowEngine};
+use orchestrator::tools::flow::FlowConfig;
 use serde_json::json;
 
 use crate::{
@@ -22,6 +22,14 @@ fn keyed_by_ms(limit: i32) -> Box<dyn FnOnce(&mut orchestrator::config::Config) 
                 .unwrap(),
         );
     })
+}
+
+async fn keyed_app(limit: i32) -> TestApp {
+    spawn(Spawn {
+        configure: keyed_by_ms(limit),
+        ..Default::default()
+    })
+    .await
 }
 
 async fn sleep_job(app: &TestApp, ms: u64) -> String {
@@ -65,11 +73,7 @@ fn overlapping(runs: &[(DateTime<Utc>, DateTime<Utc>, String)]) -> usize {
 
 #[tokio::test]
 async fn jobs_of_one_key_never_overlap_while_other_keys_run_beside_them() {
-    let app = spawn(Spawn {
-        configure: keyed_by_ms(1),
-        ..Default::default()
-    })
-    .await;
+    let app = keyed_app(1).await;
     let mut serial = Vec::new();
     for _ in 0..20 {
         serial.push(sleep_job(&app, 60).await);
@@ -171,11 +175,7 @@ async fn parked(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
-    let app = spawn(Spawn {
-        configure: keyed_by_ms(1),
-        ..Default::default()
-    })
-    .await;
+    let app = keyed_app(1).await;
     let first = sleep_job(&app, 300).await;
     app.wait_for_status(&first, "running").await;
     // Filed while the key's only place is taken: parked at once, outside the claim's index.
@@ -223,11 +223,7 @@ async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
 
 #[tokio::test]
 async fn a_parked_job_whose_key_has_a_free_place_is_unparked_by_the_sweep() {
-    let app = spawn(Spawn {
-        configure: keyed_by_ms(1),
-        ..Default::default()
-    })
-    .await;
+    let app = keyed_app(1).await;
     // The key's place exists and is free.
     let done = sleep_job(&app, 5).await;
     app.wait_for_status(&done, "succeeded").await;
@@ -261,24 +257,11 @@ async fn a_flows_concurrency_holds_across_every_flow_that_calls_its_url() {
         "/webhook/report",
         Reply::json(200, json!({"ok": true})).after(hold),
     );
-    let flow = FlowConfig {
-        engine: FlowEngine::Generic,
-        url: peer.url("/webhook/report"),
-        method: "POST".into(),
-        timeout: Duration::from_secs(5),
-        completion: Completion::Sync,
-        callback_deadline: Duration::from_secs(60),
-        auth: None,
-        description: None,
-        input_schema: None,
-        read_only: true,
-        destructive: None,
-        max_attempts: 1,
-        breaker_threshold: 5,
-        breaker_open: Duration::from_secs(30),
-        rate_limit: None,
-        concurrency: Some(2),
-    };
+    let flow: FlowConfig = serde_json::from_value(json!({
+        "engine": "generic", "url": peer.url("/webhook/report"), "timeout": "5s",
+        "read_only": true, "max_attempts": 1, "concurrency": 2,
+    }))
+    .unwrap();
     let other = flow.clone();
     let app = spawn_with(move |c| {
         c.workers.concurrency = 16;
@@ -326,11 +309,7 @@ async fn a_flows_concurrency_holds_across_every_flow_that_calls_its_url() {
 
 #[tokio::test]
 async fn a_job_cancelled_while_parked_and_retried_is_claimable_again() {
-    let app = spawn(Spawn {
-        configure: keyed_by_ms(1),
-        ..Default::default()
-    })
-    .await;
+    let app = keyed_app(1).await;
     let first = sleep_job(&app, 300).await;
     app.wait_for_status(&first, "running").await;
     let waiting = sleep_job(&app, 300).await;

@@ -162,12 +162,10 @@ impl FlowConfig {
         if let Some(rate) = &self.rate_limit {
             out.extend(rate.problems(&format!("flows.\"{intent}\".rate_limit")));
         }
-        if let Some(limit) = self.concurrency
-            && !(1..=10_000).contains(&limit)
-        {
+        if let Some(problem) = self.concurrency.and_then(crate::catalog::limit_problem) {
             out.push(ConfigProblem::new(
                 format!("flows.\"{intent}\".concurrency"),
-                "must be from 1 to 10000",
+                problem,
             ));
         }
         out
