@@ -90,7 +90,7 @@ enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Comma-separated: intent globs (memory.*) and jobs:read:all, jobs:read:payloads,
-        /// jobs:cancel, jobs:retry, callbacks:retry, keys:admin, ops:read.
+        /// jobs:cancel, jobs:retry, callbacks:retry, schedules:admin, keys:admin, ops:read.
         #[arg(long)]
         scopes: String,
         /// The key stops working after this many days.

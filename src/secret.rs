@@ -37,6 +37,13 @@ impl From<String> for Secret {
     }
 }
 
+/// Configuration compares servers' settings to see what changed.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.is_empty() { "\"\"" } else { "\"***\"" })
@@ -52,5 +59,26 @@ impl Serialize for Secret {
         } else {
             Err(serde::ser::Error::custom("secrets are never serialised"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_never_printed_nor_serialised() {
+        let s = Secret::from("hunter2-secret");
+        assert_eq!(format!("{s:?}"), "\"***\"");
+        assert!(!format!("{:?}", Some(&s)).contains("hunter2"));
+        assert!(
+            serde_json::to_string(&s).is_err(),
+            "a set secret refuses to serialise"
+        );
+        assert_eq!(serde_json::to_string(&Secret::default()).unwrap(), "\"\"");
+        assert_eq!(s.expose(), "hunter2-secret");
+        let read: Secret = serde_json::from_str("\"from-config\"").unwrap();
+        assert_eq!(read.expose(), "from-config");
+        assert_eq!(read, Secret::from("from-config"));
     }
 }

@@ -1,6 +1,7 @@
 //! The module graph: which top-level module of `src/` uses which (from `crate::` paths in the
 //! code, tests left out), and a check that calls go one way — no cycle between top-level
 //! modules. `cargo test --test architecture -- --nocapture` prints the graph.
+//! Also: every metric the code records is described (has HELP text).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -216,4 +217,55 @@ fn calls_go_one_way_between_top_level_modules() {
     if let Some(cycle) = find_cycle(&graph) {
         panic!("module cycle: {}", cycle.join(" -> "));
     }
+}
+
+/// Every `orchestrator_…` name the code records a metric under (`metrics::counter!("…")`,
+/// `gauge!`, `histogram!`), and every name `describe_*!` gives HELP text to.
+fn metric_names() -> (BTreeSet<String>, BTreeSet<String>) {
+    fn names_after(code: &str, macros: &[&str], out: &mut BTreeSet<String>) {
+        for m in macros {
+            for (at, _) in code.match_indices(m) {
+                let rest = code[at + m.len()..].trim_start();
+                if let Some(name) = rest.strip_prefix("\"orchestrator_") {
+                    let end = name.find('"').unwrap();
+                    out.insert(format!("orchestrator_{}", &name[..end]));
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let (mut recorded, mut described) = (BTreeSet::new(), BTreeSet::new());
+    for f in files {
+        let code = production_code(&std::fs::read_to_string(&f).unwrap());
+        names_after(
+            &code,
+            &["counter!(", "gauge!(", "histogram!("],
+            &mut recorded,
+        );
+        names_after(
+            &code,
+            &[
+                "describe_counter!(",
+                "describe_gauge!(",
+                "describe_histogram!(",
+            ],
+            &mut described,
+        );
+    }
+    (recorded, described)
+}
+
+#[test]
+fn every_metric_the_code_records_has_help_text() {
+    let (recorded, described) = metric_names();
+    assert!(
+        recorded.len() >= 20,
+        "the scan finds the metrics: {recorded:?}"
+    );
+    let missing: Vec<_> = recorded.difference(&described).collect();
+    assert!(
+        missing.is_empty(),
+        "recorded without describe_*!: {missing:?}"
+    );
 }

@@ -10,4 +10,4 @@ mod scopes;
 pub use authenticator::{AuthError, AuthState, Authenticated, Authenticator};
 pub use config::{AuthConfig, AuthMode};
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, hash_key, key_prefix};
-pub use scopes::{ScopeError, Scopes};
+pub use scopes::{ADMIN_SCOPES, ScopeError, Scopes};

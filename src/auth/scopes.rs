@@ -3,7 +3,8 @@
 
 use crate::glob::Glob;
 
-const ADMIN_SCOPES: [&str; 8] = [
+/// Every administrative scope (exact names; `keys create --help` lists them all).
+pub const ADMIN_SCOPES: [&str; 8] = [
     "jobs:read:all",
     // Jobs' inputs and results in the dashboard (hidden from other keys by default).
     "jobs:read:payloads",

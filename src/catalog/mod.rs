@@ -14,4 +14,6 @@ pub use registry::{
     Catalog, CatalogError, Intent, IntentOverride, LazySource, Registry, ResolveError,
     schema_error_fields,
 };
-pub use tool::{Effect, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec};
+pub use tool::{
+    Effect, InlineTool, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec,
+};

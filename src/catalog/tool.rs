@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     ids::JobId,
     model::{AuditKind, FieldError},
-    store::StoreError,
+    store::{InlineTx, StoreError},
 };
 
 /// Whether running an intent twice with the same inputs changes anything. Write intents get an
@@ -179,4 +179,24 @@ pub trait Tool: Send + Sync + 'static {
     }
 
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult>;
+
+    /// The same call as statements of a request's transaction, for a tool whose whole effect
+    /// is SQL in this database (or nothing): a caller waiting for it then gets its job filed,
+    /// run and finished in one commit. `None` (the default): the tool reaches outside the
+    /// database, and its jobs take the claim/lease path.
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        None
+    }
+}
+
+/// A tool that can run inside the request's transaction (see [`Tool::inline`]). It produces a
+/// result or an error, never a deferral or a callback, and must not keep the transaction
+/// waiting on anything but the database.
+pub trait InlineTool: Send + Sync {
+    fn call_in<'a>(
+        &'a self,
+        tx: &'a mut InlineTx,
+        job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>>;
 }

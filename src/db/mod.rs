@@ -269,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn the_private_clusters_directory_must_be_absolute() {
+        let with = |dir: &str| DatabaseConfig {
+            embedded_data_dir: Some(PathBuf::from(dir)),
+            ..DatabaseConfig::default()
+        };
+        let problems = with(".orchestrator/pgdata").problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(format!("{problems:?}").contains("database.embedded_data_dir"));
+        assert!(with("/var/lib/orchestrator/pgdata").problems().is_empty());
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact("postgres://app:s3cret@db:5432/orch"),

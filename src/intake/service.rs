@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::write_canonical;
 use crate::{
-    catalog::{Effect, Intent},
+    catalog::{Effect, InlineTool, Intent},
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
     store::{
-        CancelOutcome, ClaimedJob, KeyClaim, NewJob, RetryOutcome, Store, StoreError, StoredKey,
+        CancelOutcome, ClaimedJob, InlineOutcome, KeyClaim, NewJob, RetryOutcome, Store,
+        StoreError, StoredKey,
     },
     worker::{StopReason, Waiter, Workers},
 };
@@ -67,6 +68,16 @@ pub enum SubmitError {
     KeyBusy,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What running a request in its one transaction came to.
+enum InlineRun {
+    /// Committed, final.
+    Filed(FinishedJob),
+    /// The idempotency key answers for another job: nothing was written.
+    KeyTaken,
+    /// Not run (nothing was written): take the claim/lease path.
+    NotRun,
 }
 
 pub enum WaitOutcome {
@@ -156,7 +167,16 @@ impl Intake {
         // place is taken by the claim).
         let later = sub.run_at.is_some_and(|t| t > Utc::now());
         let concurrency = intent.concurrency_for(&sub.inputs);
-        let permit = if sub.wait && !later && concurrency.is_none() {
+        let run_now = sub.wait && !later && concurrency.is_none();
+        // A waited-for call whose whole effect is SQL runs in the request's one transaction,
+        // bounded by the database pool rather than by worker slots (which the claim loop holds
+        // for a moment each round); a callback is a delivery to schedule, so such a job takes
+        // the usual path.
+        let inline = intent
+            .tool
+            .inline()
+            .filter(|_| run_now && sub.callback_url.is_none());
+        let mut permit = if run_now && inline.is_none() {
             executor.try_reserve()
         } else {
             None
@@ -172,32 +192,44 @@ impl Intake {
             derived: k.derived,
             ttl_secs: self.key_ttl.as_secs_f64(),
         });
-        let inserted = self
-            .store
-            .insert_job(
-                &NewJob {
-                    id: job_id,
-                    intent: intent.name(),
-                    mode: intent.mode,
-                    requested_mode: sub.requested_mode,
-                    priority: intent.priority,
-                    max_attempts,
-                    attempt_timeout_ms,
-                    inputs: &sub.inputs,
-                    callback_url: sub.callback_url.as_deref(),
-                    request_id: sub.principal.request_id.as_deref(),
-                    start_now: permit.as_ref().map(|_| executor.instance_id()),
-                    lease_secs: self.workers.lease_secs(),
-                    principal: &sub.principal,
-                    run_at: sub.run_at,
-                    schedule_id: sub.schedule_id,
-                    concurrency_key: concurrency.as_ref().map(|c| c.key.as_str()),
-                    concurrency_limit: concurrency.as_ref().map(|c| c.limit),
-                },
-                claim.as_ref(),
-            )
-            .await?;
-        if inserted.is_none() {
+        let mut job = NewJob {
+            id: job_id,
+            intent: intent.name(),
+            mode: intent.mode,
+            requested_mode: sub.requested_mode,
+            priority: intent.priority,
+            max_attempts,
+            attempt_timeout_ms,
+            inputs: &sub.inputs,
+            callback_url: sub.callback_url.as_deref(),
+            request_id: sub.principal.request_id.as_deref(),
+            start_now: permit.as_ref().map(|_| executor.instance_id()),
+            lease_secs: self.workers.lease_secs(),
+            principal: &sub.principal,
+            run_at: sub.run_at,
+            schedule_id: sub.schedule_id,
+            concurrency_key: concurrency.as_ref().map(|c| c.key.as_str()),
+            concurrency_limit: concurrency.as_ref().map(|c| c.limit),
+        };
+        if let Some(tool) = inline {
+            match self
+                .run_inline(tool, &job, claim.as_ref(), intent.timeout)
+                .await?
+            {
+                InlineRun::Filed(finished) => {
+                    metrics::counter!("orchestrator_jobs_created_total", "intent" => intent.name().to_owned())
+                        .increment(1);
+                    crate::worker::announce_finished(&self.workers.waiters, finished);
+                    return Ok(Some(Submitted::Created { job_id, waiter }));
+                }
+                InlineRun::KeyTaken => return Ok(None),
+                InlineRun::NotRun => {
+                    permit = executor.try_reserve();
+                    job.start_now = permit.as_ref().map(|_| executor.instance_id());
+                }
+            }
+        }
+        if self.store.insert_job(&job, claim.as_ref()).await?.is_none() {
             return Ok(None);
         }
         metrics::counter!("orchestrator_jobs_created_total", "intent" => intent.name().to_owned())
@@ -220,6 +252,47 @@ impl Intake {
             None => self.workers.wake.notify_one(),
         }
         Ok(Some(Submitted::Created { job_id, waiter }))
+    }
+
+    /// Files, runs and finishes `job` in one transaction (see `store::InlineTx`). A failure
+    /// another attempt could fix (the database unreachable, the time up) leaves nothing behind
+    /// and `NotRun`: the claim/lease path then runs the job with its retries.
+    async fn run_inline(
+        &self,
+        tool: &dyn InlineTool,
+        job: &NewJob<'_>,
+        key: Option<&KeyClaim<'_>>,
+        timeout: Duration,
+    ) -> Result<InlineRun, StoreError> {
+        let executor = &self.workers.executor;
+        let started = std::time::Instant::now();
+        let mut tx = self.store.begin_inline().await?;
+        let call = tokio::time::timeout(timeout, tool.call_in(&mut tx, job.id, job.inputs)).await;
+        let outcome = match call {
+            Ok(Ok(mut value)) => {
+                executor.make_storable(&mut value);
+                InlineOutcome::Succeeded(value)
+            }
+            Ok(Err(e)) if !e.retryable && !e.timed_out && e.defer.is_none() => {
+                // Whatever the call did is undone with its transaction; the failure is
+                // recorded in a fresh one.
+                drop(tx);
+                tx = self.store.begin_inline().await?;
+                let (code, message) = executor.storable_error(&e);
+                InlineOutcome::Failed { code, message }
+            }
+            Ok(Err(_)) | Err(_) => return Ok(InlineRun::NotRun),
+        };
+        let Some(finished) = tx
+            .file_finished(job, key, executor.instance_id(), &outcome)
+            .await?
+        else {
+            return Ok(InlineRun::KeyTaken);
+        };
+        tx.commit().await?;
+        metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        Ok(InlineRun::Filed(finished))
     }
 
     /// Waits for the job behind `waiter`, up to `timeout` (or until shutdown).

@@ -13,6 +13,31 @@ pub struct KeyClaim<'a> {
     pub ttl_secs: f64,
 }
 
+/// A key claim's statement parameters: (scope, key, request hash, derived, ttl), all NULL
+/// when the job claims no key.
+pub(super) type KeyParams<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a [u8]>,
+    Option<bool>,
+    Option<f64>,
+);
+
+impl<'a> KeyClaim<'a> {
+    pub(super) fn params(claim: Option<&KeyClaim<'a>>) -> KeyParams<'a> {
+        match claim {
+            Some(k) => (
+                Some(k.scope),
+                Some(k.key),
+                Some(k.request_hash),
+                Some(k.derived),
+                Some(k.ttl_secs),
+            ),
+            None => (None, None, None, None, None),
+        }
+    }
+}
+
 /// A live key that already answers for a job.
 #[derive(Debug, Clone)]
 pub struct StoredKey {

@@ -206,16 +206,7 @@ impl Store {
         job: &NewJob<'_>,
         key: Option<&super::KeyClaim<'_>>,
     ) -> StoreResult<Option<JobStatus>> {
-        let (scope, key_text, hash, derived, ttl) = match key {
-            Some(k) => (
-                Some(k.scope),
-                Some(k.key),
-                Some(k.request_hash),
-                Some(k.derived),
-                Some(k.ttl_secs),
-            ),
-            None => (None, None, None, None, None),
-        };
+        let (scope, key_text, hash, derived, ttl) = super::KeyClaim::params(key);
         let row = sqlx::query!(
             r#"
             WITH key AS (

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use sqlx::PgConnection;
+
 use super::{Store, StoreResult};
 use crate::ids::{JobId, MemoryId};
 
@@ -41,36 +43,13 @@ pub struct MemoryHit {
 }
 
 impl Store {
-    /// Written by a job, the commit does not wait for the disk: the job's completion (a
-    /// synchronous commit, later in the same WAL) makes it durable before anyone is told, and a
-    /// job that never completes is run again, writing the item again under its source job.
+    /// Written by a job on the claim/lease path, the commit does not wait for the disk: the
+    /// job's completion (a synchronous commit, later in the same WAL) makes it durable before
+    /// anyone is told, and a job that never completes is run again, writing the item again
+    /// under its source job.
     pub async fn insert_memory(&self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
-        let r = sqlx::query!(
-            r#"
-            WITH commit_mode AS (
-                SELECT set_config('synchronous_commit',
-                                  CASE WHEN $5::uuid IS NULL THEN 'on' ELSE 'off' END, true)
-            )
-            INSERT INTO memory_items (id, text, tags, metadata, source_job_id)
-            SELECT $1, $2, $3, $4, $5 FROM commit_mode
-            ON CONFLICT (source_job_id) DO UPDATE SET source_job_id = EXCLUDED.source_job_id
-            RETURNING id, text, tags, metadata, created_at
-            "#,
-            item.id.uuid(),
-            item.text,
-            item.tags,
-            item.metadata,
-            item.source_job.map(JobId::uuid),
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(MemoryItem {
-            id: r.id.into(),
-            text: r.text,
-            tags: r.tags,
-            metadata: r.metadata,
-            created_at: r.created_at,
-        })
+        let mut conn = self.pool.acquire().await?;
+        insert(&mut conn, item, true).await
     }
 
     /// Ranked full-text search (websearch syntax); items must carry every tag in `tags`.
@@ -94,11 +73,69 @@ impl Store {
         tags: &[String],
         limit: i64,
     ) -> StoreResult<Vec<MemoryHit>> {
-        // Two statements: `tags @> '{}'` would make the GIN index walk every tag entry.
-        let rows: Vec<HitRow> = if tags.is_empty() {
-            sqlx::query_as!(
-                HitRow,
-                r#"
+        let mut conn = self.pool.acquire().await?;
+        search(&mut conn, query, tags, limit).await
+    }
+
+    pub async fn get_memory(&self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
+        let mut conn = self.pool.acquire().await?;
+        get(&mut conn, id).await
+    }
+
+    pub async fn delete_memory(&self, id: MemoryId) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        delete(&mut conn, id).await
+    }
+}
+
+/// Its own statement on the pool, or part of a request's one transaction (`InlineTx`), where
+/// `relaxed` is false: that commit is the answer's, so it waits for the disk.
+pub(super) async fn insert(
+    conn: &mut PgConnection,
+    item: &NewMemoryItem<'_>,
+    relaxed: bool,
+) -> StoreResult<MemoryItem> {
+    let r = sqlx::query!(
+        r#"
+        WITH commit_mode AS (
+            SELECT set_config('synchronous_commit',
+                              CASE WHEN $5::uuid IS NOT NULL AND $6 THEN 'off' ELSE 'on' END,
+                              true)
+        )
+        INSERT INTO memory_items (id, text, tags, metadata, source_job_id)
+        SELECT $1, $2, $3, $4, $5 FROM commit_mode
+        ON CONFLICT (source_job_id) DO UPDATE SET source_job_id = EXCLUDED.source_job_id
+        RETURNING id, text, tags, metadata, created_at
+        "#,
+        item.id.uuid(),
+        item.text,
+        item.tags,
+        item.metadata,
+        item.source_job.map(JobId::uuid),
+        relaxed,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(MemoryItem {
+        id: r.id.into(),
+        text: r.text,
+        tags: r.tags,
+        metadata: r.metadata,
+        created_at: r.created_at,
+    })
+}
+
+pub(super) async fn search(
+    conn: &mut PgConnection,
+    query: &str,
+    tags: &[String],
+    limit: i64,
+) -> StoreResult<Vec<MemoryHit>> {
+    // Two statements: `tags @> '{}'` would make the GIN index walk every tag entry.
+    let rows: Vec<HitRow> = if tags.is_empty() {
+        sqlx::query_as!(
+            HitRow,
+            r#"
                 WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
                 probe AS MATERIALIZED (
                     SELECT count(*) AS n
@@ -126,15 +163,15 @@ impl Store {
                 ORDER BY 6 DESC, created_at DESC
                 LIMIT (SELECT $2::bigint)
                 "#,
-                query,
-                limit,
-            )
-            .fetch_all(&self.pool)
-            .await?
-        } else {
-            sqlx::query_as!(
-                HitRow,
-                r#"
+            query,
+            limit,
+        )
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        sqlx::query_as!(
+            HitRow,
+            r#"
                 WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
                 probe AS MATERIALIZED (
                     SELECT count(*) AS n
@@ -164,48 +201,47 @@ impl Store {
                 ORDER BY 6 DESC, created_at DESC
                 LIMIT (SELECT $2::bigint)
                 "#,
-                query,
-                limit,
-                tags,
-            )
-            .fetch_all(&self.pool)
-            .await?
-        };
-        Ok(rows
-            .into_iter()
-            .map(|r| MemoryHit {
-                item: MemoryItem {
-                    id: r.id.into(),
-                    text: r.text,
-                    tags: r.tags,
-                    metadata: r.metadata,
-                    created_at: r.created_at,
-                },
-                score: r.score,
-            })
-            .collect())
-    }
-
-    pub async fn get_memory(&self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
-        let row = sqlx::query!(
-            "SELECT id, text, tags, metadata, created_at FROM memory_items WHERE id = $1",
-            id.uuid(),
+            query,
+            limit,
+            tags,
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| MemoryItem {
-            id: r.id.into(),
-            text: r.text,
-            tags: r.tags,
-            metadata: r.metadata,
-            created_at: r.created_at,
-        }))
-    }
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| MemoryHit {
+            item: MemoryItem {
+                id: r.id.into(),
+                text: r.text,
+                tags: r.tags,
+                metadata: r.metadata,
+                created_at: r.created_at,
+            },
+            score: r.score,
+        })
+        .collect())
+}
 
-    pub async fn delete_memory(&self, id: MemoryId) -> StoreResult<bool> {
-        let done = sqlx::query!("DELETE FROM memory_items WHERE id = $1", id.uuid())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
+pub(super) async fn get(conn: &mut PgConnection, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
+    let row = sqlx::query!(
+        "SELECT id, text, tags, metadata, created_at FROM memory_items WHERE id = $1",
+        id.uuid(),
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| MemoryItem {
+        id: r.id.into(),
+        text: r.text,
+        tags: r.tags,
+        metadata: r.metadata,
+        created_at: r.created_at,
+    }))
+}
+
+pub(super) async fn delete(conn: &mut PgConnection, id: MemoryId) -> StoreResult<bool> {
+    let done = sqlx::query!("DELETE FROM memory_items WHERE id = $1", id.uuid())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }

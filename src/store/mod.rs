@@ -6,6 +6,7 @@ mod engine_health;
 mod events;
 mod gauges;
 mod idempotency;
+mod inline;
 mod jobs;
 mod keys;
 mod mcp_sessions;
@@ -28,6 +29,7 @@ pub use engine_health::SshActivity;
 pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
+pub use inline::{InlineOutcome, InlineTx};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
     ListCursor, NewJob, RetryOutcome,

@@ -185,6 +185,10 @@ fn describe_metrics() {
         "orchestrator_db_pool_timeouts_total",
         "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
     );
+    describe_counter!(
+        "orchestrator_live_events_total",
+        "Job events read from the audit trail and handed to this instance's live streams (SSE)."
+    );
 }
 
 /// `[log]` and `[metrics]`.

@@ -6,11 +6,11 @@ use futures::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Effect, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
+use super::{Effect, InlineTool, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
 use crate::{
-    ids::MemoryId,
+    ids::{JobId, MemoryId},
     model::FieldError,
-    store::{MemoryItem, NewMemoryItem, Store},
+    store::{InlineTx, MemoryHit, MemoryItem, NewMemoryItem, Store},
 };
 
 const MAX_TEXT_CHARS: usize = 100_000;
@@ -137,29 +137,69 @@ impl Tool for MemoryWrite {
 
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         async move {
-            let input: WriteInputs = parse(inputs)?;
-            let tags = normalize_tags(&input.tags);
-            let metadata = input.metadata.unwrap_or_else(|| json!({}));
-            let item = self
-                .store
-                .insert_memory(&NewMemoryItem {
-                    id: MemoryId::new(),
-                    text: &input.text,
-                    tags: &tags,
-                    metadata: &metadata,
-                    source_job: Some(ctx.job_id),
-                })
-                .await?;
-            Ok(json!({
-                "item_id": item.id,
-                "status": "stored",
-                "text_length": item.text.chars().count(),
-                "tags": item.tags,
-            })
-            .into())
+            let w = ToWrite::parse(inputs)?;
+            let item = self.store.insert_memory(&w.item(ctx.job_id)).await?;
+            Ok(stored(&item).into())
         }
         .boxed()
     }
+
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        Some(self)
+    }
+}
+
+impl InlineTool for MemoryWrite {
+    fn call_in<'a>(
+        &'a self,
+        tx: &'a mut InlineTx,
+        job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        async move {
+            let w = ToWrite::parse(inputs)?;
+            Ok(stored(&tx.insert_memory(&w.item(job_id)).await?))
+        }
+        .boxed()
+    }
+}
+
+/// A note to store, from memory.write's inputs.
+struct ToWrite {
+    text: String,
+    tags: Vec<String>,
+    metadata: Value,
+}
+
+impl ToWrite {
+    fn parse(inputs: &Value) -> Result<Self, ToolError> {
+        let input: WriteInputs = parse(inputs)?;
+        Ok(Self {
+            tags: normalize_tags(&input.tags),
+            metadata: input.metadata.unwrap_or_else(|| json!({})),
+            text: input.text,
+        })
+    }
+
+    /// Written under its job: a second attempt of the job returns the first item.
+    fn item(&self, job: JobId) -> NewMemoryItem<'_> {
+        NewMemoryItem {
+            id: MemoryId::new(),
+            text: &self.text,
+            tags: &self.tags,
+            metadata: &self.metadata,
+            source_job: Some(job),
+        }
+    }
+}
+
+fn stored(item: &MemoryItem) -> Value {
+    json!({
+        "item_id": item.id,
+        "status": "stored",
+        "text_length": item.text.chars().count(),
+        "tags": item.tags,
+    })
 }
 
 pub struct MemorySearch {
@@ -218,18 +258,43 @@ impl Tool for MemorySearch {
                 .store
                 .search_memory(&input.query, &tags, input.limit)
                 .await?;
-            let items: Vec<Value> = hits
-                .iter()
-                .map(|h| {
-                    let mut v = item_json(&h.item);
-                    v["score"] = json!(h.score);
-                    v
-                })
-                .collect();
-            Ok(json!({"query": input.query, "count": items.len(), "items": items}).into())
+            Ok(hits_json(&input.query, &hits).into())
         }
         .boxed()
     }
+
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        Some(self)
+    }
+}
+
+impl InlineTool for MemorySearch {
+    fn call_in<'a>(
+        &'a self,
+        tx: &'a mut InlineTx,
+        _job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        async move {
+            let input: SearchInputs = parse(inputs)?;
+            let tags = normalize_tags(&input.tags);
+            let hits = tx.search_memory(&input.query, &tags, input.limit).await?;
+            Ok(hits_json(&input.query, &hits))
+        }
+        .boxed()
+    }
+}
+
+fn hits_json(query: &str, hits: &[MemoryHit]) -> Value {
+    let items: Vec<Value> = hits
+        .iter()
+        .map(|h| {
+            let mut v = item_json(&h.item);
+            v["score"] = json!(h.score);
+            v
+        })
+        .collect();
+    json!({"query": query, "count": items.len(), "items": items})
 }
 
 #[derive(Deserialize)]
@@ -273,13 +338,33 @@ impl Tool for MemoryGet {
     fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         async move {
             let ItemInputs { item_id } = parse(inputs)?;
-            match self.store.get_memory(item_id).await? {
-                Some(item) => Ok(item_json(&item).into()),
-                None => Err(not_found(item_id)),
-            }
+            Ok(found(item_id, self.store.get_memory(item_id).await?)?.into())
         }
         .boxed()
     }
+
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        Some(self)
+    }
+}
+
+impl InlineTool for MemoryGet {
+    fn call_in<'a>(
+        &'a self,
+        tx: &'a mut InlineTx,
+        _job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        async move {
+            let ItemInputs { item_id } = parse(inputs)?;
+            found(item_id, tx.get_memory(item_id).await?)
+        }
+        .boxed()
+    }
+}
+
+fn found(id: MemoryId, item: Option<MemoryItem>) -> Result<Value, ToolError> {
+    item.map(|i| item_json(&i)).ok_or_else(|| not_found(id))
 }
 
 pub struct MemoryDelete {
@@ -309,13 +394,36 @@ impl Tool for MemoryDelete {
     fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         async move {
             let ItemInputs { item_id } = parse(inputs)?;
-            if self.store.delete_memory(item_id).await? {
-                Ok(json!({"item_id": item_id, "status": "deleted"}).into())
-            } else {
-                Err(not_found(item_id))
-            }
+            Ok(deleted(item_id, self.store.delete_memory(item_id).await?)?.into())
         }
         .boxed()
+    }
+
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        Some(self)
+    }
+}
+
+impl InlineTool for MemoryDelete {
+    fn call_in<'a>(
+        &'a self,
+        tx: &'a mut InlineTx,
+        _job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        async move {
+            let ItemInputs { item_id } = parse(inputs)?;
+            deleted(item_id, tx.delete_memory(item_id).await?)
+        }
+        .boxed()
+    }
+}
+
+fn deleted(id: MemoryId, existed: bool) -> Result<Value, ToolError> {
+    if existed {
+        Ok(json!({"item_id": id, "status": "deleted"}))
+    } else {
+        Err(not_found(id))
     }
 }
 

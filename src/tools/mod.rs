@@ -12,7 +12,7 @@ pub mod ssh;
 pub mod system;
 
 pub use crate::catalog::{
-    Effect, Progress, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec,
+    Effect, InlineTool, Progress, Tool, ToolContext, ToolError, ToolOutput, ToolResult, ToolSpec,
 };
 
 use std::collections::BTreeMap;

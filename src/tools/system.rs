@@ -5,7 +5,8 @@ use std::{sync::Arc, time::Duration};
 use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Value, json};
 
-use super::{Effect, Tool, ToolContext, ToolResult, ToolSpec};
+use super::{Effect, InlineTool, Tool, ToolContext, ToolError, ToolResult, ToolSpec};
+use crate::{ids::JobId, store::InlineTx};
 
 const MAX_SLEEP_MS: u64 = 3_600_000;
 
@@ -44,6 +45,22 @@ impl Tool for Echo {
 
     fn call<'a>(&'a self, _ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         futures::future::ready(Ok(inputs.clone().into())).boxed()
+    }
+
+    /// Nothing to run outside the database: a waited-for echo is one commit.
+    fn inline(&self) -> Option<&dyn InlineTool> {
+        Some(self)
+    }
+}
+
+impl InlineTool for Echo {
+    fn call_in<'a>(
+        &'a self,
+        _tx: &'a mut InlineTx,
+        _job_id: JobId,
+        inputs: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        futures::future::ready(Ok(inputs.clone())).boxed()
     }
 }
 

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -355,10 +356,7 @@ impl Executor {
         };
         match outcome {
             Ok(ToolOutput::Done(mut value)) => {
-                // A tool's raw output (a remote command's, a peer's) may hold NULs, or echo
-                // our own credentials.
-                crate::nul::strip_value(&mut value);
-                self.redactor.value(&mut value);
+                self.make_storable(&mut value);
                 Completion {
                     result: Some(value),
                     ..base
@@ -382,19 +380,33 @@ impl Executor {
                     chrono::Utc::now() + delay
                 });
                 tracing::info!(code = %e.code, retryable = e.retryable, ?status, "attempt failed: {}", e.message);
+                let (code, message) = self.storable_error(&e);
                 Completion {
                     status,
-                    error_code: Some(crate::nul::strip(&e.code).into_owned()),
-                    error_message: Some(
-                        self.redactor
-                            .text(&crate::nul::strip(&e.message))
-                            .into_owned(),
-                    ),
+                    error_code: Some(code),
+                    error_message: Some(message),
                     retry_at,
                     ..base
                 }
             }
         }
+    }
+
+    /// A tool's raw output (a remote command's, a peer's) may hold NULs, or echo our own
+    /// credentials: neither is stored.
+    pub fn make_storable(&self, value: &mut Value) {
+        crate::nul::strip_value(value);
+        self.redactor.value(value);
+    }
+
+    /// An error's code and message as they may be stored.
+    pub fn storable_error(&self, e: &ToolError) -> (String, String) {
+        (
+            crate::nul::strip(&e.code).into_owned(),
+            self.redactor
+                .text(&crate::nul::strip(&e.message))
+                .into_owned(),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {

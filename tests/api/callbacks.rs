@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        SIGNING_SECRET, Spawn, TestApp, TestDb, eventually, job_id, prerequisite, spawn, spawn_with,
+        SIGNING_SECRET, Spawn, TestApp, TestDb, eventually, job_id, prerequisite, spawn, spawn_app,
+        spawn_with,
     },
     mock_http::{MockServer, Reply, signature_is_valid},
 };
@@ -332,6 +333,19 @@ async fn a_restart_between_finishing_and_delivering_still_delivers_once() {
     .await
     .unwrap();
     assert_eq!(audits, 1);
+}
+
+#[tokio::test]
+async fn the_signing_secret_is_never_shown_without_a_key_even_while_the_api_is_open() {
+    let app = spawn_app().await;
+    // No key exists: the API is open, yet the secret stays behind a keys:admin key.
+    let (status, problem) = app.get_json("/callbacks/secret").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["missing_scope"], "keys:admin", "{problem}");
+    let admin = app.key("ops", &["keys:admin"]).await;
+    let (status, shown) = app.get_json_as(&admin, "/callbacks/secret").await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert!(shown["secret"].as_str().unwrap().starts_with("whsec_"));
 }
 
 #[tokio::test]

@@ -55,21 +55,21 @@ async fn four_instances_run_every_job_once_and_wake_each_others_waiters() {
         .collect()
         .await;
 
-    // Meanwhile, synchronous requests to D: each is answered with its result as soon as
-    // another instance finishes it (a missed wake-up would wait for the 5 s poll or answer 202).
+    // Meanwhile, synchronous requests to D for a tool that runs outside the database (echo
+    // and the memory tools would run inline on D, in the request's transaction): each is
+    // answered as soon as another instance finishes it (a missed wake-up would wait for the
+    // 5 s poll or answer 202).
     let waited: Vec<Duration> = stream::iter(0..20)
         .map(|i| {
             let d = &d;
             async move {
                 let started = Instant::now();
                 let (status, body) = d
-                    .orchestrate_json(
-                        json!({"intent": "system.echo", "inputs": {"text": format!("sync {i}")}}),
-                    )
+                    .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": i}}))
                     .await;
                 assert_eq!(status, StatusCode::OK, "{body}");
                 assert_eq!(body["status"], "success", "{body}");
-                assert_eq!(body["result"]["text"], format!("sync {i}"), "{body}");
+                assert_eq!(body["result"]["slept_ms"], i, "{body}");
                 started.elapsed()
             }
         })

@@ -13,6 +13,7 @@ mod fs_tools;
 mod helpers;
 mod hostile;
 mod idempotency;
+mod inline;
 mod instances;
 mod jobs_api;
 mod lifecycle;

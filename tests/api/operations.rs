@@ -147,6 +147,60 @@ fn printing_into_a_closed_pipe_is_not_a_panic() {
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
+#[test]
+fn the_help_names_the_environment_and_every_option_is_explained() {
+    let help = |args: &[&str]| {
+        let out = Invocation::default().run(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let top = help(&["--help"]);
+    for needle in [
+        "DATABASE_URL",
+        "ORCHESTRATOR_CONFIG",
+        "serve",
+        "migrate",
+        "keys",
+    ] {
+        assert!(top.contains(needle), "--help names {needle}:\n{top}");
+    }
+    let create = help(&["keys", "create", "--help"]);
+    for scope in orchestrator::auth::ADMIN_SCOPES {
+        assert!(
+            create.contains(scope),
+            "keys create --help names {scope}:\n{create}"
+        );
+    }
+    // Every option carries its explanation: on its line, or (long help) on the next one; clap
+    // prints an option with none followed directly by the next option or the end.
+    for args in [
+        &["serve", "--help"][..],
+        &["keys", "create", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let text = help(args);
+        let lines: Vec<&str> = text.lines().collect();
+        let bare: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                let l = l.trim();
+                let explained_here = l.contains("  ");
+                let explained_below = lines.get(i + 1).is_some_and(|next| {
+                    let next = next.trim();
+                    !next.is_empty() && !next.starts_with('-')
+                });
+                (l.starts_with("--") || l.starts_with("-h")) && !explained_here && !explained_below
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        assert!(
+            bare.is_empty(),
+            "options without help in {args:?}: {bare:?}"
+        );
+    }
+}
+
 /// One exposition: family name → (type, has HELP), and every sample line.
 struct Exposition {
     families: BTreeMap<String, (String, bool)>,

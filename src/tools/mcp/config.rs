@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::glob::Glob;
+use crate::{glob::Glob, secret::Secret};
 
 /// The protocol versions we offer in `initialize` (the ones tested against real servers).
 pub const OFFERED_PROTOCOLS: [&str; 2] = ["2025-11-25", "2025-06-18"];
@@ -86,16 +86,17 @@ pub struct McpServerConfig {
     /// A stdio server: the program to run (in a process group of its own)…
     pub command: Option<String>,
     pub args: Vec<String>,
-    /// Added to the child's environment. Values are never logged.
-    pub env: BTreeMap<String, String>,
+    /// Added to the child's environment. Values are secrets (never printed, zeroed on drop).
+    pub env: BTreeMap<String, Secret>,
     /// Pass this process's whole environment on (it may hold secrets such as DATABASE_URL);
     /// by default the child gets only PATH, HOME, USER, LANG, LC_ALL, TZ, TMPDIR and `env`.
     pub inherit_env: bool,
     pub cwd: Option<PathBuf>,
     /// … or a Streamable HTTP endpoint.
     pub url: Option<String>,
-    /// Header name → value, sent with every HTTP request (not for secrets).
-    pub headers: BTreeMap<String, String>,
+    /// Header name → value, sent with every HTTP request. Kept like a secret (never printed,
+    /// zeroed on drop), though credentials belong in `header_env`.
+    pub headers: BTreeMap<String, Secret>,
     /// Header name → the environment variable holding its value (for credentials: read at
     /// start, never logged).
     pub header_env: BTreeMap<String, String>,

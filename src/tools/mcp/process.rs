@@ -65,7 +65,7 @@ impl ChildGroup {
                 }
             }
         }
-        cmd.envs(&config.env);
+        cmd.envs(config.env.iter().map(|(k, v)| (k, v.expose())));
         if let Some(dir) = &config.cwd {
             cmd.current_dir(dir);
         }

@@ -17,6 +17,7 @@ use rmcp::{
 };
 use tokio::{sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::{config::McpServerConfig, process::ChildGroup};
 
@@ -263,16 +264,20 @@ fn http_transport_config(
 ) -> StreamableHttpClientTransportConfig {
     use reqwest::header::{HeaderName, HeaderValue};
     let mut headers = HashMap::new();
-    let literal = config.headers.iter().map(|(k, v)| (k, v.clone()));
+    // Header values are credentials: zeroed once copied into the (sensitive) header values.
+    let literal = config
+        .headers
+        .iter()
+        .map(|(k, v)| (k, Zeroizing::new(v.expose().to_owned())));
     let from_env = config
         .header_env
         .iter()
-        .map(|(k, var)| (k, std::env::var(var).unwrap_or_default()));
+        .map(|(k, var)| (k, Zeroizing::new(std::env::var(var).unwrap_or_default())));
     for (name, value) in literal.chain(from_env) {
         // Checked by config validation; a value that went bad since is left out.
         if let (Ok(name), Ok(mut value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value.as_str()),
         ) {
             value.set_sensitive(true);
             headers.insert(name, value);

@@ -1,0 +1,178 @@
+//! A request filed, run and finished in one transaction: the job row is written once, already
+//! final, with its history and the tool's own rows, and the whole request costs one commit
+//! (one WAL flush) instead of three (intake, the tool's statement, the completion).
+//!
+//! Only for tools whose whole effect is statements in this database (or nothing): if anything
+//! fails before the commit, nothing of the request exists, so the client's retry (or the
+//! claim/lease path the intake falls back to) starts from scratch — no lost job, no second
+//! memory item.
+
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{KeyClaim, NewJob, Store, StoreResult, jobs::FinishedRow, memory};
+use crate::{
+    ids::MemoryId,
+    model::{FinishedJob, JobStatus, Mode},
+    store::{MemoryHit, MemoryItem, NewMemoryItem},
+};
+
+/// How the tool's call ended, as the job row records it.
+#[derive(Debug, Clone)]
+pub enum InlineOutcome {
+    Succeeded(Value),
+    /// A failure another attempt would not fix (a missing item): the job ends `failed`.
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+/// One request's transaction. Dropped without [`InlineTx::commit`], it rolls back.
+pub struct InlineTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Store {
+    pub async fn begin_inline(&self) -> StoreResult<InlineTx> {
+        Ok(InlineTx {
+            tx: self.pool.begin().await?,
+        })
+    }
+}
+
+impl InlineTx {
+    /// Part of the request's commit, which waits for the disk before the answer goes out.
+    pub async fn insert_memory(&mut self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
+        memory::insert(&mut self.tx, item, false).await
+    }
+
+    pub async fn search_memory(
+        &mut self,
+        query: &str,
+        tags: &[String],
+        limit: i64,
+    ) -> StoreResult<Vec<MemoryHit>> {
+        memory::search(&mut self.tx, query, tags, limit).await
+    }
+
+    pub async fn get_memory(&mut self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
+        memory::get(&mut self.tx, id).await
+    }
+
+    pub async fn delete_memory(&mut self, id: MemoryId) -> StoreResult<bool> {
+        memory::delete(&mut self.tx, id).await
+    }
+
+    /// Writes the job already finished by `instance` (attempt 1), its idempotency key, and the
+    /// same history the claim/lease path records for a job run at once — `created` (into
+    /// `running`) and the final event — and tells other instances' waiters at commit.
+    /// `None`: the key already answers for another live job; the caller rolls back.
+    pub async fn file_finished(
+        &mut self,
+        job: &NewJob<'_>,
+        key: Option<&KeyClaim<'_>>,
+        instance: Uuid,
+        outcome: &InlineOutcome,
+    ) -> StoreResult<Option<FinishedJob>> {
+        let (scope, key_text, hash, derived, ttl) = KeyClaim::params(key);
+        let (status, result, code, message) = match outcome {
+            InlineOutcome::Succeeded(v) => (JobStatus::Succeeded, Some(v), None, None),
+            InlineOutcome::Failed { code, message } => (
+                JobStatus::Failed,
+                None,
+                Some(code.as_str()),
+                Some(message.as_str()),
+            ),
+        };
+        let row = sqlx::query_as!(
+            FinishedRow,
+            r#"
+            WITH key AS (
+                INSERT INTO idempotency_keys (scope, key, request_hash, job_id, derived, expires_at)
+                SELECT $1, $2, $3, $4, $5, now() + make_interval(secs => $6)
+                WHERE $2::text IS NOT NULL
+                ON CONFLICT (scope, key) DO UPDATE
+                    SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id,
+                        derived = EXCLUDED.derived, created_at = now(),
+                        expires_at = EXCLUDED.expires_at
+                    WHERE idempotency_keys.expires_at <= now()
+                RETURNING job_id
+            ), job AS (
+                -- created_at is the transaction's start (before the tool ran), finished_at the
+                -- clock now: the duration is the request's, as on the claim/lease path.
+                INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                                  attempt_timeout_ms, inputs, result, error_code, error_message,
+                                  request_id, attempts, started_at, finished_at, duration_ms,
+                                  api_key_id, principal, client_addr, run_at, schedule_id)
+                SELECT $4, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 1, now(),
+                       clock_timestamp(),
+                       (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint,
+                       $19, $20, $21, now(), $22
+                WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
+                RETURNING id, intent, mode, status, result, error_code, error_message,
+                          callback_url, duration_ms, finished_at, request_id, attempts
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, actor_name,
+                                          request_id, client_addr, duration_ms, detail)
+                SELECT id, intent, mode, 'created', NULL::job_status, 'running'::job_status, 1, $23::uuid,
+                       CASE WHEN $19::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                       $19::uuid::text, $20, request_id, $21, NULL, NULL
+                FROM job
+                UNION ALL
+                SELECT id, intent, mode, status::text, 'running'::job_status, status, 1, $23::uuid,
+                       'instance',
+                       $23::uuid::text, NULL, request_id, NULL, duration_ms,
+                       CASE WHEN error_code IS NULL THEN NULL
+                            ELSE jsonb_build_object('code', error_code, 'message', error_message,
+                                                    'retry_at', NULL) END
+                FROM job
+            ), wake AS (
+                SELECT notify_jobs_done($23::uuid, array_agg(id)) FROM job
+            )
+            SELECT job.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
+                   status AS "status!: JobStatus", result, error_code, error_message,
+                   callback_url, duration_ms, finished_at
+            FROM job LEFT JOIN wake ON true
+            "#,
+            scope,
+            key_text,
+            hash,
+            job.id.uuid(),
+            derived,
+            ttl,
+            job.intent,
+            job.mode as Mode,
+            job.requested_mode as Mode,
+            status as JobStatus,
+            job.priority,
+            job.max_attempts,
+            job.attempt_timeout_ms,
+            job.inputs,
+            result,
+            code,
+            message,
+            job.request_id,
+            job.principal.api_key_id,
+            job.principal.name,
+            job.principal.client_addr,
+            job.schedule_id,
+            instance,
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::fmt::Debug for InlineTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineTx")
+    }
+}
