@@ -8,6 +8,7 @@
                            the job row (already final) and the memory item
     gen.py echo-server     the server's statement for system.echo (the finished job, no key)
     gen.py echo-ideal      one job row, one commit
+    gen.py queued-ideal    one queued job row, one commit (what `async: true` must write)
 
 Only the parameters differ from what the server sends: pgbench fills them from random
 variables. The ideals are PostgreSQL's ceiling for the request (issue 16's "one-commit ideal").
@@ -73,6 +74,14 @@ def bare_job(intent, mode, inputs, result):
     )
 
 
+def queued_job(intent, mode, inputs):
+    return (
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, "
+        f"attempt_timeout_ms, inputs, attempts) VALUES ({JOB}, '{intent}', '{mode}', 'auto', "
+        f"'queued', 1, 5000, {inputs}, 0)"
+    )
+
+
 memory_insert = bind(statement("INSERT INTO memory_items"), {
     1: ITEM, 2: TEXT, 3: "ARRAY['bench']", 4: "'{}'::jsonb", 5: JOB, 6: "false",
 })
@@ -84,6 +93,7 @@ SCRIPTS = {
                      f"VALUES ({ITEM}, {TEXT}, ARRAY['bench'], '{{}}'::jsonb, {JOB})", "COMMIT"],
     "echo-server": [finished("system.echo", "agent", False, INPUTS, INPUTS)],
     "echo-ideal": [bare_job("system.echo", "agent", INPUTS, INPUTS)],
+    "queued-ideal": [queued_job("system.echo", "agent", INPUTS)],
 }
 
 which = sys.argv[1] if len(sys.argv) > 1 else "memory-server"

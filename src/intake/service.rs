@@ -11,14 +11,14 @@ use uuid::Uuid;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::write_canonical;
+use super::{canonical::write_canonical, filer::Filer};
 use crate::{
     catalog::{Effect, InlineTool, Intent},
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
     store::{
-        CancelOutcome, ClaimedJob, InlineOutcome, KeyClaim, NewJob, RetryOutcome, Store,
-        StoreError, StoredKey,
+        CancelOutcome, ClaimedJob, InlineOutcome, KeyClaim, NewJob, OwnedKeyClaim, QueuedJob,
+        RetryOutcome, Store, StoreError, StoredKey,
     },
     worker::{StopReason, Waiter, Workers},
 };
@@ -85,9 +85,14 @@ pub enum WaitOutcome {
     Pending,
 }
 
+/// Most jobs one intake statement files (the completer's batches are as large).
+const MAX_INTAKE_BATCH: usize = 256;
+
 /// The intake service and the jobs' control surface, shared by every request.
 pub struct Intake {
     store: Store,
+    /// Jobs for the queue, a batch per commit.
+    filer: Filer,
     workers: Workers,
     key_ttl: Duration,
     /// Tells this instance's scheduler a job for later was filed (it may be due sooner than
@@ -98,6 +103,7 @@ pub struct Intake {
 impl Intake {
     pub fn new(store: Store, workers: Workers, key_ttl: Duration, scheduled: Arc<Notify>) -> Self {
         Self {
+            filer: Filer::start(store.clone(), MAX_INTAKE_BATCH),
             store,
             workers,
             key_ttl,
@@ -229,7 +235,12 @@ impl Intake {
                 }
             }
         }
-        if self.store.insert_job(&job, claim.as_ref()).await?.is_none() {
+        let filed = if job.start_now.is_none() && job.concurrency_key.is_none() {
+            self.filer.file(queued(&job, claim.as_ref())).await?
+        } else {
+            self.store.insert_job(&job, claim.as_ref()).await?
+        };
+        if filed.is_none() {
             return Ok(None);
         }
         metrics::counter!("orchestrator_jobs_created_total", "intent" => intent.name().to_owned())
@@ -340,6 +351,31 @@ impl Intake {
     /// hear of it through NOTIFY.
     pub async fn retry(&self, job: JobId, by: &Principal) -> Result<RetryOutcome, StoreError> {
         self.store.retry_job(job, by).await
+    }
+}
+
+/// `job` as the filer takes it (owned: it waits in the batch).
+fn queued(job: &NewJob<'_>, claim: Option<&KeyClaim<'_>>) -> QueuedJob {
+    QueuedJob {
+        id: job.id.uuid(),
+        intent: job.intent.to_owned(),
+        mode: job.mode,
+        requested_mode: job.requested_mode,
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        attempt_timeout_ms: job.attempt_timeout_ms,
+        inputs: job.inputs.clone(),
+        callback_url: job.callback_url.map(str::to_owned),
+        principal: job.principal.clone(),
+        run_at: job.run_at,
+        schedule_id: job.schedule_id,
+        key: claim.map(|k| OwnedKeyClaim {
+            scope: k.scope.to_owned(),
+            key: k.key.to_owned(),
+            request_hash: k.request_hash.to_vec(),
+            derived: k.derived,
+            ttl_secs: k.ttl_secs,
+        }),
     }
 }
 

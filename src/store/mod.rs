@@ -7,6 +7,7 @@ mod events;
 mod gauges;
 mod idempotency;
 mod inline;
+mod intake_batch;
 mod jobs;
 mod keys;
 mod mcp_sessions;
@@ -30,6 +31,7 @@ pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use inline::{InlineOutcome, InlineTx};
+pub use intake_batch::{OwnedKeyClaim, QueuedJob};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
     ListCursor, NewJob, RetryOutcome,
@@ -61,6 +63,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The pool is closed (the server is stopping).
+    pub fn closed() -> Self {
+        StoreError::Unavailable(sqlx::Error::PoolClosed)
+    }
+
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

@@ -53,6 +53,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             for (name, buckets) in [
                 ("orchestrator_completion_batch_size", BATCH_BUCKETS),
                 ("orchestrator_claim_batch_size", BATCH_BUCKETS),
+                ("orchestrator_intake_batch_size", BATCH_BUCKETS),
             ] {
                 builder = builder
                     .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
@@ -184,6 +185,10 @@ fn describe_metrics() {
     describe_counter!(
         "orchestrator_db_pool_timeouts_total",
         "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
+    );
+    describe_histogram!(
+        "orchestrator_intake_batch_size",
+        "Jobs for the queue filed by one statement and one commit (group commit at intake)."
     );
     describe_counter!(
         "orchestrator_live_events_total",

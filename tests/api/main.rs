@@ -15,6 +15,7 @@ mod hostile;
 mod idempotency;
 mod inline;
 mod instances;
+mod intake_batch;
 mod jobs_api;
 mod lifecycle;
 mod mcp;

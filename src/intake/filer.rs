@@ -1,0 +1,112 @@
+//! Files queued jobs in batches: whatever concurrent requests filed while the previous batch
+//! was being written goes in the next statement, so a burst of `async: true` requests costs one
+//! commit (one WAL flush) per batch instead of one per request. Under light load a batch is a
+//! single job, so nobody waits for a timer. Each request is answered only after its batch
+//! committed.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    model::JobStatus,
+    store::{QueuedJob, Store, StoreError},
+};
+
+/// What filing one job came to: its status, or `None` when its idempotency key already
+/// answers for another live job.
+pub type Filed = Result<Option<JobStatus>, StoreError>;
+
+type Item = (QueuedJob, oneshot::Sender<Filed>);
+
+#[derive(Clone, Debug)]
+pub struct Filer {
+    tx: mpsc::Sender<Item>,
+}
+
+impl Filer {
+    /// Starts the writer task; it ends once every `Filer` handle is dropped.
+    pub fn start(store: Store, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        tokio::spawn(run(store, max_batch, rx));
+        Self { tx }
+    }
+
+    pub async fn file(&self, job: QueuedJob) -> Filed {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send((job, ack)).await.is_err() {
+            return Err(StoreError::closed());
+        }
+        done.await.unwrap_or_else(|_| Err(StoreError::closed()))
+    }
+}
+
+async fn run(store: Store, max_batch: usize, mut rx: mpsc::Receiver<Item>) {
+    let mut waiting: Vec<Item> = Vec::with_capacity(max_batch);
+    loop {
+        if waiting.is_empty() && rx.recv_many(&mut waiting, max_batch).await == 0 {
+            return;
+        }
+        // Whatever else arrived meanwhile joins, up to the batch size.
+        let room = max_batch.saturating_sub(waiting.len());
+        if room > 0 {
+            while let Ok(item) = rx.try_recv() {
+                waiting.push(item);
+                if waiting.len() >= max_batch {
+                    break;
+                }
+            }
+        }
+        let (batch, later) = split_on_keys(std::mem::take(&mut waiting));
+        waiting = later;
+        write(&store, batch).await;
+    }
+}
+
+/// One statement cannot claim the same idempotency key twice: a second request with a key
+/// already in the batch waits for the next one (where it meets the committed first and is
+/// answered as its replay). The batch is ordered by key, so two batches (two instances) that
+/// share keys wait on each other in the same order and cannot deadlock.
+fn split_on_keys(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
+    let mut seen = HashSet::new();
+    let (mut batch, mut later) = (Vec::with_capacity(items.len()), Vec::new());
+    for item in items {
+        match &item.0.key {
+            Some(k) if !seen.insert((k.scope.clone(), k.key.clone())) => later.push(item),
+            _ => batch.push(item),
+        }
+    }
+    batch.sort_by(|a, b| {
+        let key = |i: &Item| i.0.key.as_ref().map(|k| (k.scope.clone(), k.key.clone()));
+        key(a).cmp(&key(b))
+    });
+    (batch, later)
+}
+
+/// Writes a batch and answers each request. A batch the database refuses is written one job
+/// at a time, so that one job it cannot store fails alone.
+async fn write(store: &Store, batch: Vec<Item>) {
+    let (jobs, acks): (Vec<QueuedJob>, Vec<_>) = batch.into_iter().unzip();
+    match store.insert_queued_jobs(&jobs).await {
+        Ok(filed) => {
+            metrics::histogram!("orchestrator_intake_batch_size").record(jobs.len() as f64);
+            let status: HashMap<Uuid, JobStatus> = filed.into_iter().collect();
+            for (job, ack) in jobs.iter().zip(acks) {
+                let _ = ack.send(Ok(status.get(&job.id).copied()));
+            }
+        }
+        Err(e) if jobs.len() == 1 => {
+            if let Some(ack) = acks.into_iter().next() {
+                let _ = ack.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "intake batch refused; filing one by one");
+            for (job, ack) in jobs.iter().zip(acks) {
+                let one = store.insert_queued_jobs(std::slice::from_ref(job)).await;
+                let _ = ack.send(one.map(|filed| filed.first().map(|(_, s)| *s)));
+            }
+        }
+    }
+}
