@@ -17,8 +17,8 @@ use crate::{
     ids::JobId,
     model::{FinishedJob, Mode, Principal},
     store::{
-        CancelOutcome, ClaimedJob, InlineOutcome, KeyClaim, NewJob, OwnedKeyClaim, QueuedJob,
-        RetryOutcome, Store, StoreError, StoredKey,
+        CancelOutcome, Channel, ClaimedJob, DeferredNotify, InlineOutcome, KeyClaim, NewJob,
+        OwnedKeyClaim, QueuedJob, RetryOutcome, Store, StoreError, StoredKey,
     },
     worker::{StopReason, Waiter, Workers},
 };
@@ -93,6 +93,8 @@ pub struct Intake {
     store: Store,
     /// Jobs for the queue, a batch per commit.
     filer: Filer,
+    /// The live streams' NOTIFY for jobs filed in one commit (which defer it).
+    events_written: DeferredNotify,
     workers: Workers,
     key_ttl: Duration,
     /// Tells this instance's scheduler a job for later was filed (it may be due sooner than
@@ -104,6 +106,7 @@ impl Intake {
     pub fn new(store: Store, workers: Workers, key_ttl: Duration, scheduled: Arc<Notify>) -> Self {
         Self {
             filer: Filer::start(store.clone(), MAX_INTAKE_BATCH),
+            events_written: DeferredNotify::start(store.clone(), Channel::Events),
             store,
             workers,
             key_ttl,
@@ -301,6 +304,7 @@ impl Intake {
             return Ok(InlineRun::KeyTaken);
         };
         tx.commit().await?;
+        self.events_written.poke();
         metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.to_owned())
             .record(started.elapsed().as_secs_f64());
         Ok(InlineRun::Filed(finished))

@@ -67,8 +67,14 @@ impl InlineTx {
 
     /// Writes the job already finished by `instance` (attempt 1), its idempotency key, and the
     /// same history the claim/lease path records for a job run at once — `created` (into
-    /// `running`) and the final event — and tells other instances' waiters at commit.
-    /// `None`: the key already answers for another live job; the caller rolls back.
+    /// `running`) and the final event. `None`: the key already answers for another live job;
+    /// the caller rolls back.
+    ///
+    /// No NOTIFY: PostgreSQL holds its notification-queue lock while a notifying transaction
+    /// commits, so concurrent requests would commit one after another (measured at 64 clients:
+    /// 2,000 commits/s with a NOTIFY, 4,670 without). Nobody can wait for the job before this
+    /// commit (its id is in no answer yet; a replay finds it finished), and the live streams'
+    /// NOTIFY is deferred: the caller sends one after the commit for a burst of such commits.
     pub async fn file_finished(
         &mut self,
         job: &NewJob<'_>,
@@ -110,6 +116,9 @@ impl InlineTx {
                        clock_timestamp(),
                        (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint,
                        $19, $20, $21, now(), $22
+                -- The history's NOTIFY is sent after the commit instead (see the migration
+                -- deferred_event_notify): a NOTIFY in the transaction would serialize commits.
+                FROM (SELECT set_config('orch.events_notify', 'deferred', true)) quiet
                 WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
                 RETURNING id, intent, mode, status, result, error_code, error_message,
                           callback_url, duration_ms, finished_at, request_id, attempts
@@ -129,13 +138,11 @@ impl InlineTx {
                             ELSE jsonb_build_object('code', error_code, 'message', error_message,
                                                     'retry_at', NULL) END
                 FROM job
-            ), wake AS (
-                SELECT notify_jobs_done($23::uuid, array_agg(id)) FROM job
             )
             SELECT job.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
                    status AS "status!: JobStatus", result, error_code, error_message,
                    callback_url, duration_ms, finished_at
-            FROM job LEFT JOIN wake ON true
+            FROM job
             "#,
             scope,
             key_text,

@@ -38,7 +38,7 @@ pub use jobs::{
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};
-pub use notify::{Channel, ListenEvent, Notification};
+pub use notify::{Channel, DeferredNotify, ListenEvent, Notification};
 pub use oauth::{
     AccessRecord, GrantRecord, NewGrant, NewOauthClient, NewTokens, OauthAudit, OauthClientRecord,
     RedeemedCode, Redemption,

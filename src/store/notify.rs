@@ -3,13 +3,13 @@
 //! channel's name as a parameter, and the listener that turns notifications into typed events.
 //! Notifications are hints: after a (re)connect the subscriber is told to look again.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, StoreResult};
 use crate::ids::JobId;
 
 /// Every channel the server uses.
@@ -88,7 +88,46 @@ pub enum ListenEvent {
     Resync,
 }
 
+/// Sends a channel's NOTIFY on behalf of transactions that deferred theirs (to commit without
+/// the notification-queue lock): every [`DeferredNotify::poke`] is followed by a NOTIFY, and
+/// pokes that arrive while one is being sent share the next.
+#[derive(Debug, Clone)]
+pub struct DeferredNotify {
+    poke: Arc<tokio::sync::Notify>,
+}
+
+impl DeferredNotify {
+    /// Starts the sender; it ends with the runtime.
+    pub fn start(store: Store, channel: Channel) -> Self {
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let poked = poke.clone();
+        tokio::spawn(async move {
+            loop {
+                poked.notified().await;
+                if let Err(e) = store.notify(channel).await {
+                    // Listeners look again on their own (each has a fallback poll).
+                    tracing::warn!(error = %e, channel = channel.name(), "deferred NOTIFY failed");
+                }
+            }
+        });
+        Self { poke }
+    }
+
+    /// A transaction that deferred its NOTIFY committed.
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
+
 impl Store {
+    /// `NOTIFY channel` in a transaction of its own.
+    pub async fn notify(&self, channel: Channel) -> StoreResult<()> {
+        sqlx::query!("SELECT pg_notify($1, '')", channel.name())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Listens on every channel, reconnecting with backoff, until the receiver is dropped.
     pub fn listen(&self) -> mpsc::UnboundedReceiver<ListenEvent> {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -80,6 +80,30 @@ async fn a_waited_for_memory_write_is_one_commit_with_the_usual_history() {
     assert_eq!(items, 1);
 }
 
+/// The one commit carries no NOTIFY (it would serialize commits); the instance sends the live
+/// streams' `orch_events` NOTIFY right after it, so every instance's streams hear at once.
+#[tokio::test]
+async fn the_live_streams_notify_follows_a_one_commit_job() {
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&app.db.url)
+        .await
+        .unwrap();
+    listener.listen("orch_events").await.unwrap();
+    for i in 0..3 {
+        let (status, body) = app
+            .orchestrate_json(json!({"intent": "system.echo", "inputs": {"i": i}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+        assert!(
+            matches!(heard, Ok(Ok(_))),
+            "orch_events after request {i}: {heard:?}"
+        );
+        // Whatever else came with it is not the next request's.
+        while listener.next_buffered().is_some() {}
+    }
+}
+
 #[tokio::test]
 async fn jobs_not_waited_for_or_with_a_callback_take_the_queue() {
     let app = spawn_app().await;

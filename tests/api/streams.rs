@@ -83,7 +83,7 @@ impl SseClient {
         }
     }
 
-    async fn next(&mut self) -> Received {
+    pub async fn next(&mut self) -> Received {
         self.next_within(Duration::from_secs(30))
             .await
             .expect("an event within 30 s")
