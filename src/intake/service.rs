@@ -280,7 +280,7 @@ impl Intake {
     ) -> Result<InlineRun, StoreError> {
         let executor = &self.workers.executor;
         let started = std::time::Instant::now();
-        let mut tx = self.store.begin_inline().await?;
+        let mut tx = self.store.begin_inline();
         let call = tokio::time::timeout(timeout, tool.call_in(&mut tx, job.id, job.inputs)).await;
         let outcome = match call {
             Ok(Ok(mut value)) => {
@@ -291,7 +291,7 @@ impl Intake {
                 // Whatever the call did is undone with its transaction; the failure is
                 // recorded in a fresh one.
                 drop(tx);
-                tx = self.store.begin_inline().await?;
+                tx = self.store.begin_inline();
                 let (code, message) = executor.storable_error(&e);
                 InlineOutcome::Failed { code, message }
             }

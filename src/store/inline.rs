@@ -8,7 +8,7 @@
 //! memory item.
 
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{KeyClaim, NewJob, Store, StoreResult, jobs::FinishedRow, memory};
@@ -29,23 +29,35 @@ pub enum InlineOutcome {
     },
 }
 
-/// One request's transaction. Dropped without [`InlineTx::commit`], it rolls back.
+/// One request's transaction, begun by the tool's first statement: a tool that runs none
+/// (`system.echo`, a failure recorded on its own) files its job with one statement in a
+/// transaction of its own — one round trip instead of BEGIN, statement, COMMIT. Dropped
+/// without [`InlineTx::commit`], it rolls back.
 pub struct InlineTx {
-    tx: Transaction<'static, Postgres>,
+    pool: PgPool,
+    tx: Option<Transaction<'static, Postgres>>,
 }
 
 impl Store {
-    pub async fn begin_inline(&self) -> StoreResult<InlineTx> {
-        Ok(InlineTx {
-            tx: self.pool.begin().await?,
-        })
+    pub fn begin_inline(&self) -> InlineTx {
+        InlineTx {
+            pool: self.pool.clone(),
+            tx: None,
+        }
     }
 }
 
 impl InlineTx {
+    async fn conn(&mut self) -> StoreResult<&mut PgConnection> {
+        if self.tx.is_none() {
+            self.tx = Some(self.pool.begin().await?);
+        }
+        Ok(self.tx.as_mut().expect("begun above"))
+    }
+
     /// Part of the request's commit, which waits for the disk before the answer goes out.
     pub async fn insert_memory(&mut self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
-        memory::insert(&mut self.tx, item, false).await
+        memory::insert(self.conn().await?, item, false).await
     }
 
     pub async fn search_memory(
@@ -54,15 +66,15 @@ impl InlineTx {
         tags: &[String],
         limit: i64,
     ) -> StoreResult<Vec<MemoryHit>> {
-        memory::search(&mut self.tx, query, tags, limit).await
+        memory::search(self.conn().await?, query, tags, limit).await
     }
 
     pub async fn get_memory(&mut self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
-        memory::get(&mut self.tx, id).await
+        memory::get(self.conn().await?, id).await
     }
 
     pub async fn delete_memory(&mut self, id: MemoryId) -> StoreResult<bool> {
-        memory::delete(&mut self.tx, id).await
+        memory::delete(self.conn().await?, id).await
     }
 
     /// Writes the job already finished by `instance` (attempt 1), its idempotency key, and the
@@ -92,7 +104,7 @@ impl InlineTx {
                 Some(message.as_str()),
             ),
         };
-        let row = sqlx::query_as!(
+        let statement = sqlx::query_as!(
             FinishedRow,
             r#"
             WITH key AS (
@@ -167,14 +179,20 @@ impl InlineTx {
             job.principal.client_addr,
             job.schedule_id,
             instance,
-        )
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        );
+        let row = match self.tx.as_mut() {
+            Some(tx) => statement.fetch_optional(&mut **tx).await?,
+            None => statement.fetch_optional(&self.pool).await?,
+        };
         Ok(row.map(Into::into))
     }
 
+    /// Commits the tool's statements with the job (a job filed alone is committed already).
     pub async fn commit(self) -> StoreResult<()> {
-        Ok(self.tx.commit().await?)
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
+        Ok(())
     }
 }
 
