@@ -30,6 +30,10 @@ use crate::model::ConfigProblem;
 pub struct DatabaseConfig {
     /// `postgres://…`; `DATABASE_URL` wins. Unset: the private cluster (if `embedded`).
     pub url: Option<String>,
+    /// A streaming replica of that database for reads that may lag a little: job listings and
+    /// the dashboard's overview and lists. Reads that must see the caller's own writes (a job
+    /// by id, anything that acts on jobs) stay on the primary. Unset: everything on `url`.
+    pub read_url: Option<String>,
     pub max_connections: u32,
     #[serde(with = "crate::duration::human")]
     pub acquire_timeout: Duration,
@@ -48,6 +52,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            read_url: None,
             max_connections: 32,
             acquire_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(30),
@@ -64,6 +69,11 @@ impl DatabaseConfig {
             && let Err(e) = check_url(url)
         {
             out.push(ConfigProblem::new("database.url", format!("{e:#}")));
+        }
+        if let Some(url) = &self.read_url
+            && let Err(e) = check_url(url)
+        {
+            out.push(ConfigProblem::new("database.read_url", format!("{e:#}")));
         }
         if let Some(dir) = &self.embedded_data_dir
             && !dir.is_absolute()
@@ -89,6 +99,9 @@ const EMBEDDED_DATABASE: &str = "orchestrator";
 /// if we started or adopted it).
 pub struct Database {
     pub pool: PgPool,
+    /// The replica's pool (`database.read_url`), connected lazily: a replica down at start
+    /// fails only the reads sent to it.
+    pub read_pool: Option<PgPool>,
     pub embedded: Option<EmbeddedPostgres>,
     /// Which database this is, for people: the URL (password hidden), and for the private
     /// cluster where it lives.
@@ -249,8 +262,21 @@ pub async fn connect(
         MIGRATOR.run(&pool).await.context("applying migrations")?;
         tracing::info!(applied = MIGRATOR.iter().count(), "migrations up to date");
     }
+    let read_pool = match &config.read_url {
+        Some(read_url) => {
+            tracing::info!("read replica: {}", redact(read_url));
+            Some(
+                PgPoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect_lazy_with(check_url(read_url)?.application_name("orchestrator-reads")),
+            )
+        }
+        None => None,
+    };
     Ok(Database {
         pool,
+        read_pool,
         embedded,
         description,
     })

@@ -323,6 +323,9 @@ pub(crate) async fn page_of_jobs(
     // One extra row tells whether another page exists.
     let mut rows = state
         .store
+        // Listings may lag a little: the replica, when there is one. A job by id (read your
+        // own write right after a 202) stays on the primary.
+        .replica()
         .list_jobs(&JobFilter {
             limit: filter.limit + 1,
             ..filter.clone()

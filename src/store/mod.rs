@@ -114,15 +114,36 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Cheap to clone: a handle on the connection pool.
+/// Cheap to clone: a handle on the connection pool (and the replica's, when there is one).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Reads that may lag (`database.read_url`); the primary's pool when there is no replica.
+    read: PgPool,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            read: pool.clone(),
+            pool,
+        }
+    }
+
+    pub fn with_replica(pool: PgPool, read: Option<PgPool>) -> Self {
+        Self {
+            read: read.unwrap_or_else(|| pool.clone()),
+            pool,
+        }
+    }
+
+    /// The same store reading from the replica: for listings and overviews that may lag a
+    /// little behind the primary. A write through it fails (a standby is read-only).
+    pub fn replica(&self) -> Store {
+        Store {
+            pool: self.read.clone(),
+            read: self.read.clone(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -33,6 +33,7 @@ mod process;
 mod proxy;
 mod queue;
 mod rate_limits;
+mod replica;
 mod reporting;
 mod retry;
 mod schedules;

@@ -101,6 +101,7 @@ pub async fn callbacks(
     let host = checked_host(&filter.host);
     let rows = match state
         .store
+        .replica()
         .open_deliveries(owner_filter(&session), host, SHOWN)
         .await
     {

@@ -203,7 +203,7 @@ async fn engine_health(state: &AppState) -> Result<Vec<EngineSection>, ApiError>
             name: s.name,
         })
         .collect();
-    let activity = state.store.ssh_activity(24.0).await?;
+    let activity = state.store.replica().ssh_activity(24.0).await?;
     let ssh = state
         .config
         .ssh
@@ -270,10 +270,12 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     let mut oldest_queued = String::new();
     let mut charts = Vec::new();
     if sees_all {
+        // Overviews may lag a little: the replica, when there is one.
+        let reads = state.store.replica();
         let (gauges, finished, week) = match tokio::try_join!(
             state.store.queue_gauges(),
-            state.store.finished_since(24.0),
-            state.store.hourly_outcomes(24 * 7)
+            reads.finished_since(24.0),
+            reads.hourly_outcomes(24 * 7)
         ) {
             Ok(all) => all,
             Err(e) => return problem_page(e.into()),
