@@ -15,7 +15,7 @@ use super::{KeyClaim, NewJob, Store, StoreResult, jobs::FinishedRow, memory};
 use crate::{
     ids::MemoryId,
     model::{FinishedJob, JobStatus, Mode},
-    store::{MemoryHit, MemoryItem, NewMemoryItem},
+    store::{MemoryItem, NewMemoryItem},
 };
 
 /// How the tool's call ended, as the job row records it.
@@ -58,15 +58,6 @@ impl InlineTx {
     /// Part of the request's commit, which waits for the disk before the answer goes out.
     pub async fn insert_memory(&mut self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
         memory::insert(self.conn().await?, item, false).await
-    }
-
-    pub async fn search_memory(
-        &mut self,
-        query: &str,
-        tags: &[String],
-        limit: i64,
-    ) -> StoreResult<Vec<MemoryHit>> {
-        memory::search(self.conn().await?, query, tags, limit).await
     }
 
     pub async fn get_memory(&mut self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {

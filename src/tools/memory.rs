@@ -263,26 +263,10 @@ impl Tool for MemorySearch {
         .boxed()
     }
 
-    fn inline(&self) -> Option<&dyn InlineTool> {
-        Some(self)
-    }
-}
-
-impl InlineTool for MemorySearch {
-    fn call_in<'a>(
-        &'a self,
-        tx: &'a mut InlineTx,
-        _job_id: JobId,
-        inputs: &'a Value,
-    ) -> BoxFuture<'a, Result<Value, ToolError>> {
-        async move {
-            let input: SearchInputs = parse(inputs)?;
-            let tags = normalize_tags(&input.tags);
-            let hits = tx.search_memory(&input.query, &tags, input.limit).await?;
-            Ok(hits_json(&input.query, &hits))
-        }
-        .boxed()
-    }
+    // Not on the one-commit path: measured at 1M items and 16 clients (interleaved, same
+    // database), running searches in the request's transaction tripled their p99 (226–293 →
+    // 638–775 ms) for 17–26 % more throughput; searches are reads, so the claim/lease path
+    // costs them only the filing and the batched completion.
 }
 
 fn hits_json(query: &str, hits: &[MemoryHit]) -> Value {
