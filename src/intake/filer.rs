@@ -78,7 +78,9 @@ fn split_on_keys(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
         }
     }
     batch.sort_by(|a, b| {
-        let key = |i: &Item| i.0.key.as_ref().map(|k| (k.scope.clone(), k.key.clone()));
+        fn key(i: &Item) -> Option<(&str, &str)> {
+            i.0.key.as_ref().map(|k| (k.scope.as_str(), k.key.as_str()))
+        }
         key(a).cmp(&key(b))
     });
     (batch, later)

@@ -73,8 +73,96 @@ impl Store {
         tags: &[String],
         limit: i64,
     ) -> StoreResult<Vec<MemoryHit>> {
-        let mut conn = self.pool.acquire().await?;
-        search(&mut conn, query, tags, limit).await
+        // Two statements: `tags @> '{}'` would make the GIN index walk every tag entry.
+        let rows: Vec<HitRow> = if tags.is_empty() {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
+                probe AS MATERIALIZED (
+                    SELECT count(*) AS n
+                    FROM (SELECT search_vector FROM memory_items ORDER BY id DESC LIMIT 2000) r
+                    WHERE r.search_vector @@ (SELECT q FROM q)
+                ), recent AS MATERIALIZED (
+                    SELECT id, text, tags, metadata, created_at, search_vector
+                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
+                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
+                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
+                    ORDER BY r.id DESC
+                    LIMIT 500
+                ), candidate AS (
+                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
+                    UNION ALL
+                    SELECT id, text, tags, metadata, created_at, search_vector
+                    FROM memory_items
+                    WHERE (SELECT count(*) FROM recent) < $2
+                      AND search_vector @@ (SELECT q FROM q)
+                )
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM candidate
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT (SELECT $2::bigint)
+                "#,
+                query,
+                limit,
+            )
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
+                probe AS MATERIALIZED (
+                    SELECT count(*) AS n
+                    FROM (SELECT search_vector, tags FROM memory_items
+                          ORDER BY id DESC LIMIT 2000) r
+                    WHERE r.search_vector @@ (SELECT q FROM q) AND r.tags @> $3
+                ), recent AS MATERIALIZED (
+                    SELECT id, text, tags, metadata, created_at, search_vector
+                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
+                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
+                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
+                      AND r.tags @> $3
+                    ORDER BY r.id DESC
+                    LIMIT 500
+                ), candidate AS (
+                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
+                    UNION ALL
+                    SELECT id, text, tags, metadata, created_at, search_vector
+                    FROM memory_items
+                    WHERE (SELECT count(*) FROM recent) < $2
+                      AND search_vector @@ (SELECT q FROM q) AND tags @> $3
+                )
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM candidate
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT (SELECT $2::bigint)
+                "#,
+                query,
+                limit,
+                tags,
+            )
+            .fetch_all(&self.pool)
+            .await?
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| MemoryHit {
+                item: MemoryItem {
+                    id: r.id.into(),
+                    text: r.text,
+                    tags: r.tags,
+                    metadata: r.metadata,
+                    created_at: r.created_at,
+                },
+                score: r.score,
+            })
+            .collect())
     }
 
     pub async fn get_memory(&self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
@@ -123,104 +211,6 @@ pub(super) async fn insert(
         metadata: r.metadata,
         created_at: r.created_at,
     })
-}
-
-pub(super) async fn search(
-    conn: &mut PgConnection,
-    query: &str,
-    tags: &[String],
-    limit: i64,
-) -> StoreResult<Vec<MemoryHit>> {
-    // Two statements: `tags @> '{}'` would make the GIN index walk every tag entry.
-    let rows: Vec<HitRow> = if tags.is_empty() {
-        sqlx::query_as!(
-            HitRow,
-            r#"
-                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
-                probe AS MATERIALIZED (
-                    SELECT count(*) AS n
-                    FROM (SELECT search_vector FROM memory_items ORDER BY id DESC LIMIT 2000) r
-                    WHERE r.search_vector @@ (SELECT q FROM q)
-                ), recent AS MATERIALIZED (
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
-                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
-                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
-                    ORDER BY r.id DESC
-                    LIMIT 500
-                ), candidate AS (
-                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
-                    UNION ALL
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM memory_items
-                    WHERE (SELECT count(*) FROM recent) < $2
-                      AND search_vector @@ (SELECT q FROM q)
-                )
-                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
-                       created_at AS "created_at!",
-                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
-                FROM candidate
-                ORDER BY 6 DESC, created_at DESC
-                LIMIT (SELECT $2::bigint)
-                "#,
-            query,
-            limit,
-        )
-        .fetch_all(&mut *conn)
-        .await?
-    } else {
-        sqlx::query_as!(
-            HitRow,
-            r#"
-                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
-                probe AS MATERIALIZED (
-                    SELECT count(*) AS n
-                    FROM (SELECT search_vector, tags FROM memory_items
-                          ORDER BY id DESC LIMIT 2000) r
-                    WHERE r.search_vector @@ (SELECT q FROM q) AND r.tags @> $3
-                ), recent AS MATERIALIZED (
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
-                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
-                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
-                      AND r.tags @> $3
-                    ORDER BY r.id DESC
-                    LIMIT 500
-                ), candidate AS (
-                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
-                    UNION ALL
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM memory_items
-                    WHERE (SELECT count(*) FROM recent) < $2
-                      AND search_vector @@ (SELECT q FROM q) AND tags @> $3
-                )
-                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
-                       created_at AS "created_at!",
-                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
-                FROM candidate
-                ORDER BY 6 DESC, created_at DESC
-                LIMIT (SELECT $2::bigint)
-                "#,
-            query,
-            limit,
-            tags,
-        )
-        .fetch_all(&mut *conn)
-        .await?
-    };
-    Ok(rows
-        .into_iter()
-        .map(|r| MemoryHit {
-            item: MemoryItem {
-                id: r.id.into(),
-                text: r.text,
-                tags: r.tags,
-                metadata: r.metadata,
-                created_at: r.created_at,
-            },
-            score: r.score,
-        })
-        .collect())
 }
 
 pub(super) async fn get(conn: &mut PgConnection, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
