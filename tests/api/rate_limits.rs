@@ -113,6 +113,52 @@ async fn several_buckets_are_taken_all_or_none_and_the_longest_wait_is_named() {
 }
 
 #[tokio::test]
+async fn a_request_that_loses_the_race_to_create_a_bucket_is_checked_against_it() {
+    // Another request creates the bucket (its one token taken) and has not committed yet: ours
+    // finds no row to lock, inserts, and waits on the other's row. When the other commits, ours
+    // must be checked against the bucket it lost the race for (and refused: the token is gone),
+    // not let through because it meant to create a full one.
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let rate = Rate::new(1.0 / 60.0, 1);
+    let mut other = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO rate_buckets (bucket, tat) VALUES ('key:new', $1)")
+        .bind(at(60_000))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let ours = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .take_rate_tokens(&[take("key:new", rate)], at(0))
+                .await
+        }
+    });
+    let waiting = crate::helpers::eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    assert!(
+        waiting,
+        "our request waits on the other's uncommitted bucket"
+    );
+    other.commit().await.unwrap();
+    let refused = ours.await.unwrap().unwrap();
+    assert!(
+        matches!(refused, Some(Refusal { index: 0, wait }) if close(wait, 60_000)),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool.clone());
