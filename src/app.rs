@@ -70,7 +70,9 @@ impl Application {
         let metrics = crate::telemetry::metrics_handle();
         let database = db::connect(&config.database, options.migrate, ClusterUser::Server).await?;
         tracing::info!("database: {}", database.description);
-        let store = Store::with_replica(database.pool, database.read_pool);
+        let store = Store::new(database.pool)
+            .with_replica(database.read_pool)
+            .with_listener(database.listen_pool);
         let mut catalog = local_catalog(&config.tools, &config.ssh, &store)
             .context("loading the local intents")?;
         for tool in options.extra_tools {

@@ -34,6 +34,12 @@ pub struct DatabaseConfig {
     /// the dashboard's overview and lists. Reads that must see the caller's own writes (a job
     /// by id, anything that acts on jobs) stay on the primary. Unset: everything on `url`.
     pub read_url: Option<String>,
+    /// A direct connection to the same database, not through a pooler, for what needs a
+    /// session of its own: LISTEN (how instances wake each other), migrations (which hold a
+    /// session advisory lock) and creating the database. Set it when `url` goes through
+    /// PgBouncer in transaction pooling mode, where a session is lent only for a transaction.
+    /// Unset: `url`.
+    pub listen_url: Option<String>,
     pub max_connections: u32,
     #[serde(with = "crate::duration::human")]
     pub acquire_timeout: Duration,
@@ -53,6 +59,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             read_url: None,
+            listen_url: None,
             max_connections: 32,
             acquire_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(30),
@@ -70,10 +77,15 @@ impl DatabaseConfig {
         {
             out.push(ConfigProblem::new("database.url", format!("{e:#}")));
         }
-        if let Some(url) = &self.read_url
-            && let Err(e) = check_url(url)
-        {
-            out.push(ConfigProblem::new("database.read_url", format!("{e:#}")));
+        for (field, url) in [
+            ("database.read_url", &self.read_url),
+            ("database.listen_url", &self.listen_url),
+        ] {
+            if let Some(url) = url
+                && let Err(e) = check_url(url)
+            {
+                out.push(ConfigProblem::new(field, format!("{e:#}")));
+            }
         }
         if let Some(dir) = &self.embedded_data_dir
             && !dir.is_absolute()
@@ -102,6 +114,8 @@ pub struct Database {
     /// The replica's pool (`database.read_url`), connected lazily: a replica down at start
     /// fails only the reads sent to it.
     pub read_pool: Option<PgPool>,
+    /// The direct connection's pool (`database.listen_url`), for the LISTEN session.
+    pub listen_pool: Option<PgPool>,
     pub embedded: Option<EmbeddedPostgres>,
     /// Which database this is, for people: the URL (password hidden), and for the private
     /// cluster where it lives.
@@ -182,9 +196,13 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Connects (creating the database if needed), retrying transient failures until
-/// `database.connect_timeout` has passed.
-async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+/// Connects (creating the database if needed, through `direct_url`), retrying transient
+/// failures until `database.connect_timeout` has passed.
+async fn connect_with_retries(
+    url: &str,
+    direct_url: &str,
+    config: &DatabaseConfig,
+) -> anyhow::Result<PgPool> {
     let opts = check_url(url)?
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
@@ -193,7 +211,7 @@ async fn connect_with_retries(url: &str, config: &DatabaseConfig) -> anyhow::Res
     let mut pause = Duration::from_millis(250);
     loop {
         let attempt = async {
-            ensure_database(url).await?;
+            ensure_database(direct_url).await?;
             PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .min_connections(2.min(config.max_connections))
@@ -257,9 +275,33 @@ pub async fn connect(
              cluster with database.embedded = true"
         ),
     };
-    let pool = connect_with_retries(&url, config).await?;
+    let pool =
+        connect_with_retries(&url, config.listen_url.as_deref().unwrap_or(&url), config).await?;
+    let listen_pool = match &config.listen_url {
+        Some(listen_url) => {
+            tracing::info!(
+                "direct connection (LISTEN, migrations): {}",
+                redact(listen_url)
+            );
+            // One session for LISTEN, one for migrations at start.
+            Some(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect_lazy_with(
+                        check_url(listen_url)?.application_name("orchestrator-listen"),
+                    ),
+            )
+        }
+        None => None,
+    };
     if migrate {
-        MIGRATOR.run(&pool).await.context("applying migrations")?;
+        // The migrator holds a session advisory lock across its transactions, which a pooler
+        // in transaction mode would hand to whichever session ran that statement.
+        MIGRATOR
+            .run(listen_pool.as_ref().unwrap_or(&pool))
+            .await
+            .context("applying migrations")?;
         tracing::info!(applied = MIGRATOR.iter().count(), "migrations up to date");
     }
     let read_pool = match &config.read_url {
@@ -277,6 +319,7 @@ pub async fn connect(
     Ok(Database {
         pool,
         read_pool,
+        listen_pool,
         embedded,
         description,
     })

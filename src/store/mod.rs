@@ -114,27 +114,41 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Cheap to clone: a handle on the connection pool (and the replica's, when there is one).
+/// Cheap to clone: a handle on the connection pool (and the replica's and the direct
+/// connection's, when there are).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
     /// Reads that may lag (`database.read_url`); the primary's pool when there is no replica.
     read: PgPool,
+    /// Sessions of their own, for LISTEN (`database.listen_url`); the primary's pool when
+    /// it is not behind a pooler.
+    listen: PgPool,
 }
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
         Self {
             read: pool.clone(),
+            listen: pool.clone(),
             pool,
         }
     }
 
-    pub fn with_replica(pool: PgPool, read: Option<PgPool>) -> Self {
-        Self {
-            read: read.unwrap_or_else(|| pool.clone()),
-            pool,
+    /// Listings and overviews read from `read` (a streaming replica).
+    pub fn with_replica(mut self, read: Option<PgPool>) -> Self {
+        if let Some(read) = read {
+            self.read = read;
         }
+        self
+    }
+
+    /// LISTEN on `listen` (a direct connection, when `pool` goes through a pooler).
+    pub fn with_listener(mut self, listen: Option<PgPool>) -> Self {
+        if let Some(listen) = listen {
+            self.listen = listen;
+        }
+        self
     }
 
     /// The same store reading from the replica: for listings and overviews that may lag a
@@ -143,6 +157,7 @@ impl Store {
         Store {
             pool: self.read.clone(),
             read: self.read.clone(),
+            listen: self.listen.clone(),
         }
     }
 

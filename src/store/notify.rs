@@ -3,7 +3,13 @@
 //! channel's name as a parameter, and the listener that turns notifications into typed events.
 //! Notifications are hints: after a (re)connect the subscriber is told to look again.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
@@ -80,6 +86,15 @@ impl Notification {
     }
 }
 
+/// The channel a listener NOTIFYs itself on (through the pool every other statement uses)
+/// each time it starts listening, to prove that notifications reach it: a LISTEN made through
+/// a pooler in transaction mode hears nothing, silently, and every wake-up would wait for the
+/// fallback polls.
+const PROBE_CHANNEL: &str = "orch_listen_probe";
+
+/// How long a listener waits to hear its probe before saying that it does not.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
+
 /// What the listener tells its subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenEvent {
@@ -152,16 +167,54 @@ impl Store {
         &self,
         tx: &mpsc::UnboundedSender<ListenEvent>,
     ) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.listen).await?;
         listener.ignore_pool_close_event(true);
-        listener.listen_all(Channel::ALL.map(Channel::name)).await?;
+        listener
+            .listen_all(
+                Channel::ALL
+                    .map(Channel::name)
+                    .into_iter()
+                    .chain([PROBE_CHANNEL]),
+            )
+            .await?;
         if tx.send(ListenEvent::Resync).is_err() {
             return Ok(());
         }
+        let probe = Uuid::new_v4().simple().to_string();
+        let heard = Arc::new(AtomicBool::new(false));
+        sqlx::query!("SELECT pg_notify($1, $2)", PROBE_CHANNEL, probe)
+            .execute(&self.pool)
+            .await?;
+        // A timer beside the loop rather than a timeout around `try_recv`, which must not be
+        // cancelled halfway through a message.
+        tokio::spawn({
+            let heard = heard.clone();
+            async move {
+                tokio::time::sleep(PROBE_WAIT).await;
+                let ok = heard.load(Ordering::Relaxed);
+                metrics::gauge!("orchestrator_notifications_heard").set(f64::from(u8::from(ok)));
+                if !ok {
+                    tracing::error!(
+                        "this instance does not hear PostgreSQL notifications: its own NOTIFY \
+                         did not reach its LISTEN within {PROBE_WAIT:?}. Other instances' \
+                         requests and jobs reach it only through the fallback polls. Behind \
+                         PgBouncer in transaction pooling mode, set database.listen_url to a \
+                         direct connection (there, the session that ran LISTEN is lent to other \
+                         connections, whose statements fail on the notifications it receives)"
+                    );
+                }
+            }
+        });
         loop {
             let event = match listener.try_recv().await? {
                 // The connection dropped; the listener reconnects on the next call.
                 None => ListenEvent::Resync,
+                Some(n) if n.channel() == PROBE_CHANNEL => {
+                    if n.payload() == probe && !heard.swap(true, Ordering::Relaxed) {
+                        tracing::debug!("listening: this instance heard its own probe");
+                    }
+                    continue;
+                }
                 Some(n) => match Channel::from_name(n.channel()) {
                     Some(channel) => {
                         ListenEvent::Notified(Notification::parse(channel, n.payload()))

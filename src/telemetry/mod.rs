@@ -96,6 +96,10 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time to answer an HTTP request (a synchronous /orchestrate includes its wait), by method, route and status."
     );
+    describe_gauge!(
+        "orchestrator_notifications_heard",
+        "1 when this instance's LISTEN heard its own NOTIFY after (re)connecting, 0 when it did not within 10 s (wake-ups then wait for the fallback polls: behind PgBouncer in transaction mode, set database.listen_url)."
+    );
     describe_counter!(
         "orchestrator_rate_limited_total",
         "Requests refused with 429 by a rate limit (limit: api_key or intent)"

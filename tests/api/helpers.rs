@@ -174,7 +174,15 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
-        let template = template().await;
+        Self::create(Some(template().await)).await
+    }
+
+    /// A database with nothing in it, not even the migrations.
+    pub async fn empty() -> Self {
+        Self::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> Self {
         let admin_url = server_url().await;
         let name = format!(
             "orch_test_{}_{}",
@@ -182,8 +190,11 @@ impl TestDb {
             Uuid::new_v4().simple()
         );
         let mut admin = PgConnection::connect(admin_url).await.unwrap();
+        let from = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
         admin
-            .execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+            .execute(format!("CREATE DATABASE {name}{from}").as_str())
             .await
             .expect("create test database");
         admin.close().await.ok();
@@ -253,6 +264,9 @@ pub struct Spawn {
     pub db: Option<TestDb>,
     pub configure: Box<dyn FnOnce(&mut Config) + Send>,
     pub tools: Vec<Arc<dyn Tool>>,
+    /// Apply the migrations at start, as `serve` does (test databases are copies of a
+    /// migrated template, so most tests need not).
+    pub migrate: bool,
 }
 
 impl Default for Spawn {
@@ -261,6 +275,7 @@ impl Default for Spawn {
             db: None,
             configure: Box::new(|_| {}),
             tools: Vec::new(),
+            migrate: false,
         }
     }
 }
@@ -304,13 +319,13 @@ pub async fn spawn(s: Spawn) -> TestApp {
         .enable_all()
         .build()
         .unwrap();
-    let tools = s.tools;
+    let (tools, migrate) = (s.tools, s.migrate);
     let app = runtime
         .spawn(async move {
             Application::build(
                 config,
                 BuildOptions {
-                    migrate: false,
+                    migrate,
                     extra_tools: tools,
                 },
             )

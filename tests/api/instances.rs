@@ -11,19 +11,54 @@ use serde_json::json;
 use crate::helpers::{Spawn, TestApp, eventually, job_id, spawn};
 
 async fn instance(db: Option<crate::helpers::TestDb>, workers: usize) -> TestApp {
-    spawn(Spawn {
+    spawn(one_of_several(db, workers, |_| {})).await
+}
+
+/// `n` synchronous requests to `app` (which runs no workers) for a tool that runs outside the
+/// database, 4 at a time: each must be answered as soon as another instance finished it (a
+/// missed wake-up, of the other's workers or of `app`'s waiter, would wait for the 5 s poll).
+pub async fn answered_when_others_finish(app: &TestApp, n: u64) {
+    let waited: Vec<Duration> = stream::iter(0..n)
+        .map(|i| async move {
+            let started = Instant::now();
+            let (status, body) = app
+                .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": i}}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["status"], "success", "{body}");
+            assert_eq!(body["result"]["slept_ms"], i, "{body}");
+            started.elapsed()
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let slowest = waited.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_secs(3),
+        "woken by another instance, not by a poll: slowest {slowest:?}"
+    );
+}
+
+/// One of several instances on one database, with `workers` job slots (0: it only files jobs
+/// and answers), whose waiters and workers must be woken by the others' notifications.
+pub fn one_of_several(
+    db: Option<crate::helpers::TestDb>,
+    workers: usize,
+    also: impl FnOnce(&mut orchestrator::config::Config) + Send + 'static,
+) -> Spawn {
+    Spawn {
         db,
         configure: Box::new(move |c| {
             c.workers.concurrency = workers;
             // Small claims, so that every instance with workers gets a share.
             c.workers.claim_batch = 8;
-            // The fallback poll is far above what a woken waiter needs (see below).
+            // The fallback poll is far above what a woken waiter needs (see the tests).
             c.workers.poll_interval = Duration::from_secs(5);
             c.rate_limits.per_key = orchestrator::limits::Rate::OFF;
+            also(c);
         }),
         ..Default::default()
-    })
-    .await
+    }
 }
 
 #[tokio::test]
@@ -59,28 +94,7 @@ async fn four_instances_run_every_job_once_and_wake_each_others_waiters() {
     // and the memory tools would run inline on D, in the request's transaction): each is
     // answered as soon as another instance finishes it (a missed wake-up would wait for the
     // 5 s poll or answer 202).
-    let waited: Vec<Duration> = stream::iter(0..20)
-        .map(|i| {
-            let d = &d;
-            async move {
-                let started = Instant::now();
-                let (status, body) = d
-                    .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": i}}))
-                    .await;
-                assert_eq!(status, StatusCode::OK, "{body}");
-                assert_eq!(body["status"], "success", "{body}");
-                assert_eq!(body["result"]["slept_ms"], i, "{body}");
-                started.elapsed()
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let slowest = waited.iter().max().unwrap();
-    assert!(
-        *slowest < Duration::from_secs(3),
-        "woken by another instance, not by a poll: slowest {slowest:?}"
-    );
+    answered_when_others_finish(&d, 20).await;
 
     let done = eventually(Duration::from_secs(60), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE status <> 'succeeded'")

@@ -166,6 +166,7 @@ async fn start_long_job(
         db: Some(db),
         tools: vec![Recording::new(recorder.clone())],
         configure: Box::new(|c| c.workers.maintenance_interval = Duration::from_secs(60)),
+        ..Default::default()
     })
     .await;
     let (_, body) = app
@@ -233,6 +234,7 @@ async fn two_instances_share_the_work_and_no_job_runs_twice() {
         db: Some(db.clone()),
         tools: vec![Recording::new(recorder.clone())],
         configure: Box::new(|c| c.workers.concurrency = 4),
+        ..Default::default()
     };
     let a = spawn(instance(&db)).await;
     let b = spawn(instance(&db)).await;

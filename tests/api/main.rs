@@ -29,6 +29,7 @@ mod oauth;
 mod oauth_external;
 mod operations;
 mod orchestrate;
+mod pgbouncer;
 mod process;
 mod proxy;
 mod queue;
