@@ -10,7 +10,8 @@ use crate::model::ConfigProblem;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkersConfig {
-    /// Jobs this instance runs at once (0 = intake only, no workers).
+    /// Jobs this instance runs at once (0 = intake only, no workers). A job whose tool has
+    /// returned no longer counts while its outcome is written (as many again may be).
     pub concurrency: usize,
     /// The most jobs one claim takes.
     pub claim_batch: i64,

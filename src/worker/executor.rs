@@ -51,7 +51,14 @@ struct Running {
 
 pub struct Executor {
     instance_id: Uuid,
+    /// Attempts whose tool runs: `workers.concurrency`.
     slots: Arc<Semaphore>,
+    /// Attempts whose tool has returned and whose outcome is being written, as many again:
+    /// a slot is free for the next job once its tool returns, not once the batched completion
+    /// commits (for a cheap tool, that wait is most of the job's time), and outcomes waiting
+    /// to be written cannot pile up past this bound (the tool's slot is held until there is
+    /// room, which holds back the claims).
+    finishing: Arc<Semaphore>,
     lease: Duration,
     registry: Arc<Registry>,
     completer: Completer,
@@ -76,6 +83,7 @@ impl Executor {
         Self {
             instance_id,
             slots: Arc::new(Semaphore::new(capacity)),
+            finishing: Arc::new(Semaphore::new(capacity.max(1))),
             lease,
             registry,
             completer,
@@ -206,16 +214,23 @@ impl Executor {
         let this = self.clone();
         self.tracker.spawn(
             async move {
-                this.run(job, token, reason).await;
-                drop(permit);
+                this.run(job, token, reason, permit).await;
             }
             .instrument(span),
         );
     }
 
-    async fn run(&self, job: ClaimedJob, token: CancellationToken, reason: Arc<AtomicU8>) {
+    async fn run(
+        &self,
+        job: ClaimedJob,
+        token: CancellationToken,
+        reason: Arc<AtomicU8>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let started = Instant::now();
         let outcome = self.attempt(&job, &token).await;
+        let finishing = self.finishing.clone().acquire_owned().await;
+        drop(slot);
         if let Some(r) = self.lock().get_mut(&job.id)
             && r.attempt == job.attempt
         {
@@ -282,6 +297,7 @@ impl Executor {
         {
             running.remove(&job.id);
         }
+        drop(finishing);
     }
 
     async fn attempt(&self, job: &ClaimedJob, token: &CancellationToken) -> ToolResult {
