@@ -21,6 +21,7 @@ mod schedules;
 mod settings;
 mod stream;
 mod ui_sessions;
+mod upkeep;
 
 pub use callbacks::{
     CallbackAudit, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, IngestAudit,

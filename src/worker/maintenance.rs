@@ -1,6 +1,7 @@
 //! Periodic upkeep shared by all instances (SKIP LOCKED keeps them out of each other's way):
 //! expired leases go back to the queue or fail, flows that never called back time out, and
-//! expired idempotency keys and remembered webhook-ids are purged.
+//! expired idempotency keys, remembered webhook-ids, sessions, places of idle concurrency keys
+//! and old schedule fire records are purged.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +11,8 @@ use crate::store::Store;
 const PAGE: i64 = 500;
 /// Bounds one tick's work so a large backlog cannot monopolise a connection.
 const MAX_PAGES: usize = 20;
+/// How long a schedule's fire records are kept (the audit trail keeps every fire).
+const SCHEDULE_FIRES_DAYS: i32 = 30;
 
 #[derive(Debug, Clone, Copy)]
 pub struct MaintenanceSettings {
@@ -72,6 +75,19 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
             Ok(n) if n > 0 => tracing::debug!(purged = n, "ended dashboard sessions purged"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging ended dashboard sessions failed"),
+        }
+        match store.purge_idle_concurrency_keys().await {
+            Ok(n) if n > 0 => tracing::debug!(places = n, "places of idle concurrency keys purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging idle concurrency keys failed"),
+        }
+        match store
+            .purge_old_schedule_fires(SCHEDULE_FIRES_DAYS, PAGE * 2)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "old schedule fire records purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging old schedule fire records failed"),
         }
     }
 }

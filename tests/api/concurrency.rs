@@ -334,3 +334,61 @@ async fn a_job_cancelled_while_parked_and_retried_is_claimable_again() {
     assert!(!still_parked);
     app.wait_for_status(&waiting, "succeeded").await;
 }
+
+#[tokio::test]
+async fn the_places_of_a_key_no_job_uses_are_purged_and_come_back_with_its_next_job() {
+    let app = keyed_app(2).await;
+    let first = sleep_job(&app, 7).await;
+    all_succeed(&app, std::slice::from_ref(&first)).await;
+    let purged = eventually(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM concurrency_slots WHERE key = '7'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    assert!(purged, "maintenance purges the places of a key no job uses");
+    let again = [sleep_job(&app, 7).await, sleep_job(&app, 7).await];
+    all_succeed(&app, &again).await;
+}
+
+#[tokio::test]
+async fn a_purge_never_takes_the_places_of_a_job_being_filed() {
+    // Intake files a keyed job and its key's places in one transaction; the places already
+    // exist, so its insert changes nothing and locks nothing. A purge that ran before that
+    // transaction committed would find the key idle and leave the job with no place, ever.
+    let db = crate::helpers::TestDb::new().await;
+    let store = orchestrator::store::Store::new(db.pool.clone());
+    sqlx::query("INSERT INTO concurrency_slots (key, slot) VALUES ('k', 1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut intake = db.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO concurrency_slots (key, slot) VALUES ('k', 1) ON CONFLICT DO NOTHING")
+        .execute(&mut *intake)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                           attempt_timeout_ms, inputs, principal, concurrency_key,
+                           concurrency_limit)
+         VALUES (gen_random_uuid(), 'system.sleep', 'agent', 'auto', 'queued', 0, 1, 5000,
+                 '{}', 'anonymous', 'k', 1)",
+    )
+    .execute(&mut *intake)
+    .await
+    .unwrap();
+    assert_eq!(
+        store.purge_idle_concurrency_keys().await.unwrap(),
+        0,
+        "the purge waits for the filing transaction (and gives up for this pass)"
+    );
+    intake.commit().await.unwrap();
+    assert_eq!(store.purge_idle_concurrency_keys().await.unwrap(), 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM concurrency_slots WHERE key = 'k'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the job's place is there");
+}

@@ -386,3 +386,51 @@ async fn schedules_are_checked_and_those_of_the_configuration_live_in_the_file()
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(problem["code"], "schedule_not_found");
 }
+
+#[tokio::test]
+async fn fire_records_past_their_use_are_purged_and_the_ones_schedulers_read_stay() {
+    let db = crate::helpers::TestDb::new().await;
+    let store = orchestrator::store::Store::new(db.pool.clone());
+    sqlx::query(
+        "INSERT INTO schedules (id, name, intent, cron, overlap, catch_up, source, principal,
+                                last_fire_at)
+         VALUES ('00000000-0000-7000-8000-000000000001', 'nightly', 'system.echo', '0 0 * * *',
+                 'skip', 'none', 'api', 'anonymous', now() - interval '1 day')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // (fire time days ago, filed a job, recorded days ago)
+    for (ago, job, recorded) in [
+        (90, true, 90),  // old: goes
+        (80, false, 80), // old and skipped: goes
+        (60, true, 60),  // the latest fire that filed a job: stays (overlap rules read it)
+        (45, false, 45), // after it, skipped: goes
+        (20, false, 20), // recorded 20 days ago: stays (kept 30 days)
+        (1, false, 1),   // the last fire: stays
+    ] {
+        sqlx::query(
+            "INSERT INTO schedule_fires (schedule_id, fire_time, job_id, outcome, created_at)
+             VALUES ('00000000-0000-7000-8000-000000000001',
+                     date_trunc('second', now()) - make_interval(days => $1),
+                     CASE WHEN $2 THEN gen_random_uuid() END,
+                     CASE WHEN $2 THEN 'fired' ELSE 'skipped' END,
+                     now() - make_interval(days => $3))",
+        )
+        .bind(ago)
+        .bind(job)
+        .bind(recorded)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(store.purge_old_schedule_fires(30, 100).await.unwrap(), 3);
+    let left: Vec<i32> = sqlx::query_scalar(
+        "SELECT extract(day FROM date_trunc('second', now()) - fire_time)::int
+         FROM schedule_fires ORDER BY fire_time",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, [60, 20, 1]);
+}
