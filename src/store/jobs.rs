@@ -780,7 +780,17 @@ impl Store {
                 WHERE j.id = t.id AND t.status IN ('failed', 'cancelled', 'timed_out')
                   AND j.status IN ('failed', 'cancelled', 'timed_out')
                   AND t.payload_purged_at IS NULL
-                RETURNING j.id, j.intent, j.mode, j.attempts
+                RETURNING j.id, j.intent, j.mode, j.attempts, j.concurrency_key,
+                          j.concurrency_limit
+            ), places AS (
+                -- Maintenance purges the places of a key no job uses: a finished job coming
+                -- back needs them again, as a new one does at intake (and its insert, like
+                -- intake's, holds the purge off until this commits).
+                INSERT INTO concurrency_slots (key, slot)
+                SELECT c.concurrency_key, g
+                FROM changed c, generate_series(1, c.concurrency_limit) g
+                WHERE c.concurrency_key IS NOT NULL
+                ON CONFLICT DO NOTHING
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
                                           attempt, actor_kind, actor_id, actor_name, request_id,

@@ -105,6 +105,11 @@ impl From<sqlx::Error> for StoreError {
         if matches!(e, sqlx::Error::PoolTimedOut) {
             metrics::counter!("orchestrator_db_pool_timeouts_total").increment(1);
         }
+        if let sqlx::Error::Protocol(message) = &e
+            && message.contains("NotificationResponse")
+        {
+            explain_stray_notification();
+        }
         if unavailable {
             StoreError::Unavailable(e)
         } else {
@@ -114,6 +119,22 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A statement that received a notification it never listened for ran on a server session
+/// where this instance's LISTEN ran: `database.url` goes through a pooler in transaction mode
+/// that lends that session to other connections. Said once, with what to do (sqlx's own
+/// message names only the protocol message).
+fn explain_stray_notification() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            "a statement received a PostgreSQL notification meant for this instance's LISTEN: \
+             database.url goes through a pooler in transaction mode (PgBouncer), which lends \
+             the listening session to other connections. Set database.listen_url to a direct \
+             connection"
+        );
+    }
+}
 
 /// Cheap to clone: a handle on the connection pool (and the replica's and the direct
 /// connection's, when there are).

@@ -198,9 +198,9 @@ impl Store {
                         "this instance does not hear PostgreSQL notifications: its own NOTIFY \
                          did not reach its LISTEN within {PROBE_WAIT:?}. Other instances' \
                          requests and jobs reach it only through the fallback polls. Behind \
-                         PgBouncer in transaction pooling mode, set database.listen_url to a \
-                         direct connection (there, the session that ran LISTEN is lent to other \
-                         connections, whose statements fail on the notifications it receives)"
+                         PgBouncer in transaction pooling mode, the session that ran LISTEN is \
+                         lent to other connections, whose statements fail on the notifications \
+                         it receives. Set database.listen_url to a direct connection"
                     );
                 }
             }

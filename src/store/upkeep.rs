@@ -6,9 +6,9 @@ use super::{Store, StoreResult};
 impl Store {
     /// Removes the places of concurrency keys that have no job left to run (none scheduled,
     /// queued, running or awaiting a callback, and no place taken). Intake creates a key's
-    /// places in the statement that files the job (`ON CONFLICT DO NOTHING`), so a purge that
-    /// ran between that insert and the job's commit would leave the job with no place to ever
-    /// take: the delete runs under a table lock that waits for every transaction writing
+    /// places in the statement that files the job, and a retry in the statement that sends a
+    /// finished job back (`ON CONFLICT DO NOTHING`), so a purge that ran between that insert
+    /// and its commit would leave the job with no place to ever take: the delete runs under a table lock that waits for every transaction writing
     /// places to end (and holds new ones back meanwhile), and only when a look without the
     /// lock found something to purge, so claims and intake rarely wait for it.
     pub async fn purge_idle_concurrency_keys(&self) -> StoreResult<u64> {

@@ -336,19 +336,37 @@ async fn a_job_cancelled_while_parked_and_retried_is_claimable_again() {
 }
 
 #[tokio::test]
-async fn the_places_of_a_key_no_job_uses_are_purged_and_come_back_with_its_next_job() {
+async fn the_places_of_a_key_no_job_uses_are_purged_and_come_back_when_it_is_used_again() {
     let app = keyed_app(2).await;
-    let first = sleep_job(&app, 7).await;
-    all_succeed(&app, std::slice::from_ref(&first)).await;
+    let first = sleep_job(&app, 7_000).await;
+    let (status, body) = app
+        .post_json(&format!("/jobs/{first}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    app.wait_for_status(&first, "cancelled").await;
     let purged = eventually(Duration::from_secs(20), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM concurrency_slots WHERE key = '7'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM concurrency_slots WHERE key = 'system.sleep:7000'",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
             == 0
     })
     .await;
     assert!(purged, "maintenance purges the places of a key no job uses");
+    // A finished job sent back, and new jobs, find places again (without them the claim would
+    // park them for good).
+    let (status, body) = app
+        .post_json(&format!("/jobs/{first}/retry"), json!({}))
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    app.wait_for_status(&first, "running").await;
+    let (status, body) = app
+        .post_json(&format!("/jobs/{first}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    app.wait_for_status(&first, "cancelled").await;
     let again = [sleep_job(&app, 7).await, sleep_job(&app, 7).await];
     all_succeed(&app, &again).await;
 }

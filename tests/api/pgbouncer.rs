@@ -219,11 +219,14 @@ async fn an_instance_whose_listen_goes_through_pgbouncer_says_it_hears_nothing()
     );
     served.stop().await;
 
+    // Without it, the instance says so and what to do: that it does not hear its probe, or —
+    // when the session that ran LISTEN was lent to another of its connections first — that a
+    // statement received a notification meant for the LISTEN.
     let mut served = serve(None);
     assert!(
         served
             .printed(
-                "does not hear PostgreSQL notifications",
+                "Set database.listen_url to a direct connection",
                 Duration::from_secs(30)
             )
             .await,
