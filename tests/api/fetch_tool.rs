@@ -70,11 +70,7 @@ async fn a_loopback_peer_is_fetched_only_when_loopback_is_allowed() {
     assert!(peer.requests("/doc").is_empty());
 
     let open = app(true, &[], None).await;
-    let (status, body) = fetch(
-        &open,
-        json!({"url": url, "headers": {"authorization": "Bearer peer-token", "x-trace": "t1"}}),
-    )
-    .await;
+    let (status, body) = fetch(&open, json!({"url": url, "headers": {"x-trace": "t1"}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let result = &body["result"];
     assert_eq!(result["status"], 200, "{body}");
@@ -88,7 +84,6 @@ async fn a_loopback_peer_is_fetched_only_when_loopback_is_allowed() {
     assert_eq!(result["headers"]["x-peer"], "yes");
     let seen = peer.requests("/doc");
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].header("authorization"), "Bearer peer-token");
     assert_eq!(seen[0].header("x-trace"), "t1");
 
     // A failure names what went wrong, not the URL (its query may hold a token).
@@ -191,7 +186,7 @@ async fn a_redirect_to_another_origin_drops_the_callers_headers() {
     let (_, body) = fetch(
         &app,
         json!({"url": first.url("/go"), "method": "POST", "body": "secret payload",
-               "headers": {"authorization": "Bearer only-for-first", "x-api-key": "k"}}),
+               "headers": {"x-api-key": "k"}}),
     )
     .await;
     assert_eq!(body["result"]["status"], 200, "{body}");
@@ -200,7 +195,6 @@ async fn a_redirect_to_another_origin_drops_the_callers_headers() {
     // 303: the POST became a GET without its body.
     assert_eq!(landed[0].method, "GET");
     assert!(landed[0].body.is_empty());
-    assert!(landed[0].headers.get("authorization").is_none());
     assert!(landed[0].headers.get("x-api-key").is_none());
     assert_eq!(first.requests("/go")[0].header("x-api-key"), "k");
 }
@@ -264,4 +258,63 @@ async fn without_enabling_there_is_no_fetch_tool() {
     let (status, problem) = fetch(&app, json!({"url": "https://example.com/"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert_eq!(problem["code"], "unknown_intent");
+}
+
+#[tokio::test]
+async fn credentials_come_from_configuration_never_from_inputs_and_go_only_to_their_hosts() {
+    let first = MockServer::start().await;
+    let second = MockServer::start().await;
+    // Another host (the same loopback address): the redirect leaves the credential's host.
+    first.otherwise(
+        "/go",
+        Reply::status(302).header(
+            "location",
+            format!("http://localhost:{}/landed", second.addr.port()),
+        ),
+    );
+    let app = spawn_with(|c| {
+        c.tools.fetch.enabled = true;
+        c.tools.fetch.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        c.tools.fetch.credentials = serde_json::from_value(json!([
+            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token"},
+            {"hosts": ["*.example.org"], "header": "x-api-key", "value": "other-key"}
+        ]))
+        .unwrap();
+    })
+    .await;
+
+    // A caller's credential would be stored with the job: refused, naming the header.
+    for header in ["authorization", "cookie", "x-api-key"] {
+        let (status, problem) = fetch(
+            &app,
+            json!({"url": first.url("/go"), "headers": {header: "mine"}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["code"], "credential_not_allowed", "{problem}");
+        assert_eq!(
+            problem["errors"][0]["field"],
+            format!("inputs.headers.{header}")
+        );
+    }
+    assert!(first.requests("/go").is_empty());
+
+    let (status, body) = fetch(&app, json!({"url": first.url("/go")})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], 200, "{body}");
+    let sent = first.requests("/go");
+    assert_eq!(sent[0].header("authorization"), "Bearer configured-token");
+    assert!(sent[0].headers.get("x-api-key").is_none(), "not its host");
+    let landed = second.requests("/landed");
+    assert_eq!(landed.len(), 1);
+    assert!(landed[0].headers.get("authorization").is_none());
+    // Neither the answer nor the job's row holds it.
+    assert!(!body.to_string().contains("configured-token"));
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE concat(inputs::text, result::text) LIKE '%configured-token%'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{glob::Glob, model::ConfigProblem};
+use crate::{glob::Glob, model::ConfigProblem, secret::Secret};
 
 /// `[tools.fetch]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,49 @@ pub struct FetchConfig {
     /// One fetch's time limit, redirects included, and the most `timeout_ms` may ask for.
     #[serde(with = "crate::duration::human")]
     pub timeout: Duration,
+    /// Credentials the server adds to requests for the hosts they name (`[[tools.fetch.
+    /// credentials]]`). Callers cannot send credentials themselves: what is in a job's inputs
+    /// is stored with the job.
+    pub credentials: Vec<FetchCredential>,
+}
+
+/// A header carrying a credential, added to every request (and redirect hop) whose host
+/// matches one of `hosts`, never to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchCredential {
+    /// Host globs, as in `allow_hosts`.
+    pub hosts: Vec<String>,
+    /// The header (`authorization` unless told otherwise, e.g. `x-api-key`).
+    #[serde(default = "default_credential_header")]
+    pub header: String,
+    /// The environment variable holding the header's value (read at start, never logged)…
+    #[serde(default)]
+    pub value_env: Option<String>,
+    /// … or the value itself (kept like a secret).
+    #[serde(default)]
+    pub value: Secret,
+}
+
+fn default_credential_header() -> String {
+    "authorization".into()
+}
+
+impl FetchCredential {
+    /// The header's value: from `value_env` when set, else `value`.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match &self.value_env {
+            Some(var) => std::env::var(var)
+                .map(Secret::from)
+                .map_err(|_| format!("${var} is not set")),
+            None if self.value.is_empty() => Err("needs `value_env` (or `value`)".into()),
+            None => Ok(self.value.clone()),
+        }
+    }
+
+    pub fn applies_to(&self, host: &str) -> bool {
+        self.hosts.iter().any(|p| Glob::new(p).matches(host))
+    }
 }
 
 impl Default for FetchConfig {
@@ -34,6 +77,7 @@ impl Default for FetchConfig {
             allow_networks: Vec::new(),
             max_response_bytes: 1024 * 1024,
             timeout: Duration::from_secs(30),
+            credentials: Vec::new(),
         }
     }
 }
@@ -67,6 +111,39 @@ impl FetchConfig {
                 "must be positive",
             ));
         }
+        for (i, credential) in self.credentials.iter().enumerate() {
+            let field = |name: &str| format!("tools.fetch.credentials[{i}].{name}");
+            if credential.hosts.is_empty()
+                || credential
+                    .hosts
+                    .iter()
+                    .any(|p| p.is_empty() || p.chars().any(|c| c.is_uppercase() || c == '/'))
+            {
+                out.push(ConfigProblem::new(
+                    field("hosts"),
+                    "must name at least one lowercase host glob",
+                ));
+            }
+            if reqwest::header::HeaderName::from_bytes(credential.header.as_bytes()).is_err() {
+                out.push(ConfigProblem::new(
+                    field("header"),
+                    format!("`{}` is not a header name", credential.header),
+                ));
+            }
+            if credential.value_env.is_some() && !credential.value.is_empty() {
+                out.push(ConfigProblem::new(
+                    field("value"),
+                    "set `value_env` or `value`, not both",
+                ));
+            } else if let Err(why) = credential.resolve() {
+                let name = if credential.value_env.is_some() {
+                    "value_env"
+                } else {
+                    "value"
+                };
+                out.push(ConfigProblem::new(field(name), why));
+            }
+        }
         out
     }
 }
@@ -74,6 +151,50 @@ impl FetchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_checked() {
+        let with = |c: serde_json::Value| FetchConfig {
+            credentials: vec![serde_json::from_value(c).unwrap()],
+            ..FetchConfig::default()
+        };
+        let fields = |c: serde_json::Value| -> Vec<String> {
+            with(c).problems().iter().map(|p| p.field.clone()).collect()
+        };
+        assert!(fields(serde_json::json!({"hosts": ["api.example.com"], "value": "t"})).is_empty());
+        assert_eq!(
+            fields(serde_json::json!({"hosts": [], "value": "t"})),
+            ["tools.fetch.credentials[0].hosts"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"hosts": ["API.example.com"], "value": "t"})),
+            ["tools.fetch.credentials[0].hosts"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"hosts": ["a.b"], "header": "bad header", "value": "t"})),
+            ["tools.fetch.credentials[0].header"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"hosts": ["a.b"]})),
+            ["tools.fetch.credentials[0].value"]
+        );
+        assert_eq!(
+            fields(
+                serde_json::json!({"hosts": ["a.b"], "value_env": "ORCH_TEST_SURELY_UNSET_VAR"})
+            ),
+            ["tools.fetch.credentials[0].value_env"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"hosts": ["a.b"], "value": "t", "value_env": "PATH"})),
+            ["tools.fetch.credentials[0].value"]
+        );
+        // The value is never printed.
+        let debug = format!(
+            "{:?}",
+            with(serde_json::json!({"hosts": ["a.b"], "value": "s3cr3t"}))
+        );
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
 
     #[test]
     fn host_globs() {

@@ -4,7 +4,7 @@
 
 mod config;
 
-pub use config::FetchConfig;
+pub use config::{FetchConfig, FetchCredential};
 
 use std::{
     collections::BTreeMap,
@@ -50,6 +50,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// Headers that carry credentials: refused in inputs (a job's inputs are stored with it), added
+/// by the server from `tools.fetch.credentials` instead.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie"];
+
 /// The tools of `[tools.fetch]`: `http.fetch` when enabled.
 pub fn tools(config: &FetchConfig) -> Vec<Arc<dyn Tool>> {
     if config.enabled {
@@ -63,6 +67,9 @@ pub struct HttpFetch {
     spec: ToolSpec,
     config: FetchConfig,
     client: GuardedClient,
+    /// `tools.fetch.credentials`, resolved at start (the configuration check refuses one that
+    /// does not resolve; one that fails anyway is left out and said so).
+    credentials: Vec<(FetchCredential, HeaderName, HeaderValue)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,7 +125,7 @@ impl HttpFetch {
                         "headers": {
                             "type": "object",
                             "additionalProperties": {"type": "string"},
-                            "description": "Request headers; dropped when a redirect leaves the URL's origin."
+                            "description": "Request headers; dropped when a redirect leaves the URL's origin. No credentials (authorization, cookie): the server adds those it is configured with for the URL's host."
                         },
                         "body": {"type": "string", "description": "Request body."},
                         "body_encoding": content::encoding_schema(),
@@ -140,8 +147,21 @@ impl HttpFetch {
                 output_schema: None,
             },
             client: GuardedClient::new(Arc::new(policy)),
+            credentials: resolve_credentials(&config.credentials),
             config,
         }
+    }
+
+    /// The caller's headers for a hop to `url`, with the credential configured for its host.
+    fn headers_for(&self, url: &url::Url, callers: &HeaderMap) -> HeaderMap {
+        let mut headers = callers.clone();
+        let host = url.host_str().unwrap_or_default();
+        for (credential, name, value) in &self.credentials {
+            if credential.applies_to(host) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        headers
     }
 
     /// The policy for one hop: scheme, literal addresses, then the host globs. (Names are
@@ -190,6 +210,19 @@ impl HttpFetch {
                     field,
                     "is set by the client, not by callers",
                 ));
+                continue;
+            }
+            if CREDENTIAL_HEADERS.contains(&header.as_str())
+                || self.credentials.iter().any(|(_, name, _)| *name == header)
+            {
+                errors.push(
+                    FieldError::new(
+                        field,
+                        "carries a credential, which would be stored with the job: the server \
+                         adds credentials itself for the hosts of tools.fetch.credentials",
+                    )
+                    .with_code("credential_not_allowed"),
+                );
                 continue;
             }
             match HeaderValue::from_str(value) {
@@ -243,7 +276,7 @@ impl HttpFetch {
                 .send(PlainRequest {
                     method: req.method.clone(),
                     url: req.url.as_str(),
-                    headers: req.headers.clone(),
+                    headers: self.headers_for(&req.url, &req.headers),
                     body: req.body.clone(),
                     timeout: left,
                     max_response_bytes: self.config.max_response_bytes,
@@ -297,6 +330,33 @@ impl HttpFetch {
             req.url = next;
         }
     }
+}
+
+fn resolve_credentials(
+    configured: &[FetchCredential],
+) -> Vec<(FetchCredential, HeaderName, HeaderValue)> {
+    configured
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let resolved = c.resolve().and_then(|secret| {
+                let name = HeaderName::from_bytes(c.header.as_bytes())
+                    .map_err(|_| format!("`{}` is not a header name", c.header))?;
+                let mut value = HeaderValue::from_str(secret.expose())
+                    .map_err(|_| "the value is not a valid header value".to_owned())?;
+                value.set_sensitive(true);
+                Ok((c.clone(), name, value))
+            });
+            resolved
+                .map_err(|why| {
+                    tracing::error!(
+                        credential = i,
+                        "tools.fetch.credentials[{i}] left out: {why}"
+                    )
+                })
+                .ok()
+        })
+        .collect()
 }
 
 fn is_redirect(status: StatusCode) -> bool {
