@@ -247,6 +247,20 @@ async fn connect_with_retries(
     }
 }
 
+/// A pool for a second URL of the same database (a replica, a direct connection), connected
+/// when first used: one that is down at start fails only what is sent to it.
+fn lazy_pool(
+    url: &str,
+    max_connections: u32,
+    config: &DatabaseConfig,
+    application_name: &str,
+) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_lazy_with(check_url(url)?.application_name(application_name)))
+}
+
 /// The configured database, or the private cluster when none is configured (and
 /// `database.embedded` allows it).
 pub async fn connect(
@@ -284,14 +298,7 @@ pub async fn connect(
                 redact(listen_url)
             );
             // One session for LISTEN, one for migrations at start.
-            Some(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(config.acquire_timeout)
-                    .connect_lazy_with(
-                        check_url(listen_url)?.application_name("orchestrator-listen"),
-                    ),
-            )
+            Some(lazy_pool(listen_url, 2, config, "orchestrator-listen")?)
         }
         None => None,
     };
@@ -307,12 +314,12 @@ pub async fn connect(
     let read_pool = match &config.read_url {
         Some(read_url) => {
             tracing::info!("read replica: {}", redact(read_url));
-            Some(
-                PgPoolOptions::new()
-                    .max_connections(config.max_connections)
-                    .acquire_timeout(config.acquire_timeout)
-                    .connect_lazy_with(check_url(read_url)?.application_name("orchestrator-reads")),
-            )
+            Some(lazy_pool(
+                read_url,
+                config.max_connections,
+                config,
+                "orchestrator-reads",
+            )?)
         }
         None => None,
     };

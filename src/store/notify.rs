@@ -137,7 +137,11 @@ impl DeferredNotify {
 impl Store {
     /// `NOTIFY channel` in a transaction of its own.
     pub async fn notify(&self, channel: Channel) -> StoreResult<()> {
-        sqlx::query!("SELECT pg_notify($1, '')", channel.name())
+        Ok(self.notify_raw(channel.name(), "").await?)
+    }
+
+    async fn notify_raw(&self, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+        sqlx::query!("SELECT pg_notify($1, $2)", channel, payload)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -182,9 +186,7 @@ impl Store {
         }
         let probe = Uuid::new_v4().simple().to_string();
         let heard = Arc::new(AtomicBool::new(false));
-        sqlx::query!("SELECT pg_notify($1, $2)", PROBE_CHANNEL, probe)
-            .execute(&self.pool)
-            .await?;
+        self.notify_raw(PROBE_CHANNEL, &probe).await?;
         // A timer beside the loop rather than a timeout around `try_recv`, which must not be
         // cancelled halfway through a message.
         tokio::spawn({

@@ -8,22 +8,13 @@ impl Store {
     /// queued, running or awaiting a callback, and no place taken). Intake creates a key's
     /// places in the statement that files the job, and a retry in the statement that sends a
     /// finished job back (`ON CONFLICT DO NOTHING`), so a purge that ran between that insert
-    /// and its commit would leave the job with no place to ever take: the delete runs under a table lock that waits for every transaction writing
-    /// places to end (and holds new ones back meanwhile), and only when a look without the
-    /// lock found something to purge, so claims and intake rarely wait for it.
+    /// and its commit would leave the job with no place to ever take: the delete runs under a
+    /// table lock that waits for every transaction writing places to end (and holds new ones
+    /// back meanwhile), and only when a look without the lock found something to purge, so
+    /// claims and intake rarely wait for it.
     pub async fn purge_idle_concurrency_keys(&self) -> StoreResult<u64> {
         let idle = sqlx::query_scalar!(
-            r#"
-            SELECT EXISTS (
-                SELECT 1 FROM concurrency_slots s
-                GROUP BY s.key
-                HAVING bool_and(s.job_id IS NULL)
-                   AND NOT EXISTS (SELECT 1 FROM jobs j
-                                   WHERE j.concurrency_key = s.key
-                                     AND j.status NOT IN ('succeeded', 'failed',
-                                                          'cancelled', 'timed_out'))
-            ) AS "idle!"
-            "#
+            r#"SELECT EXISTS (SELECT 1 FROM idle_concurrency_keys()) AS "idle!""#
         )
         .fetch_one(&self.pool)
         .await?;
@@ -43,17 +34,7 @@ impl Store {
             other => other?,
         };
         let purged = sqlx::query!(
-            r#"
-            DELETE FROM concurrency_slots d
-            WHERE d.key IN (
-                SELECT s.key FROM concurrency_slots s
-                GROUP BY s.key
-                HAVING bool_and(s.job_id IS NULL)
-                   AND NOT EXISTS (SELECT 1 FROM jobs j
-                                   WHERE j.concurrency_key = s.key
-                                     AND j.status NOT IN ('succeeded', 'failed',
-                                                          'cancelled', 'timed_out')))
-            "#
+            "DELETE FROM concurrency_slots WHERE key IN (SELECT idle_concurrency_keys())"
         )
         .execute(&mut *tx)
         .await?

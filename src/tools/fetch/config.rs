@@ -48,6 +48,12 @@ pub struct FetchCredential {
     pub value: Secret,
 }
 
+/// URLs carry hosts lowercased, so an uppercase pattern would never match; a `/` means a URL
+/// or path was given instead of a host.
+fn is_host_glob(pattern: &str) -> bool {
+    !pattern.is_empty() && !pattern.chars().any(|c| c.is_uppercase() || c == '/')
+}
+
 fn default_credential_header() -> String {
     "authorization".into()
 }
@@ -91,8 +97,7 @@ impl FetchConfig {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         for (i, pattern) in self.allow_hosts.iter().enumerate() {
-            // URLs carry hosts lowercased; an uppercase pattern would never match.
-            if pattern.is_empty() || pattern.chars().any(|c| c.is_uppercase() || c == '/') {
+            if !is_host_glob(pattern) {
                 out.push(ConfigProblem::new(
                     format!("tools.fetch.allow_hosts[{i}]"),
                     format!("`{pattern}` is not a lowercase host glob"),
@@ -113,12 +118,7 @@ impl FetchConfig {
         }
         for (i, credential) in self.credentials.iter().enumerate() {
             let field = |name: &str| format!("tools.fetch.credentials[{i}].{name}");
-            if credential.hosts.is_empty()
-                || credential
-                    .hosts
-                    .iter()
-                    .any(|p| p.is_empty() || p.chars().any(|c| c.is_uppercase() || c == '/'))
-            {
+            if credential.hosts.is_empty() || !credential.hosts.iter().all(|p| is_host_glob(p)) {
                 out.push(ConfigProblem::new(
                     field("hosts"),
                     "must name at least one lowercase host glob",
