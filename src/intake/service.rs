@@ -260,7 +260,7 @@ impl Intake {
                     attempt_timeout_ms,
                     cancel_requested: false,
                 },
-                permit,
+                Some(permit),
             ),
             None if later => self.scheduled.notify_one(),
             None => self.workers.wake.notify_one(),

@@ -634,8 +634,9 @@ impl Store {
     }
 
     /// Puts jobs this instance holds back in the queue without counting the interrupted
-    /// attempt (graceful shutdown ran out of time).
-    pub async fn release_jobs(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<u64> {
+    /// attempt: graceful shutdown ran out of time (`shutdown`), or a prefetched job found no
+    /// slot in time (`not_started`).
+    pub async fn release_jobs(&self, owner: Uuid, ids: &[Uuid], reason: &str) -> StoreResult<u64> {
         let done = sqlx::query!(
             r#"
             WITH released AS (
@@ -649,7 +650,7 @@ impl Store {
                                           attempt, instance_id, actor_kind, actor_id, request_id,
                                           detail)
                 SELECT id, intent, mode, 'released', 'running', 'queued', attempts + 1, $1,
-                       'instance', $1::text, request_id, '{"reason":"shutdown"}'::jsonb
+                       'instance', $1::text, request_id, jsonb_build_object('reason', $4::text)
                 FROM released
             )
             SELECT count(*) AS "n!" FROM released, (SELECT pg_notify($3, '')) AS wake
@@ -657,6 +658,7 @@ impl Store {
             owner,
             ids,
             Channel::NewWork.name(),
+            reason,
         )
         .fetch_one(&self.pool)
         .await?;

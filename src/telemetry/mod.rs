@@ -120,6 +120,14 @@ fn describe_metrics() {
         "orchestrator_claim_batch_size",
         "Jobs taken by one claim statement."
     );
+    describe_gauge!(
+        "orchestrator_claim_prefetch",
+        "Claimed jobs this instance may hold waiting for a slot, from the measured call and claim times (workers.prefetch at most)."
+    );
+    describe_counter!(
+        "orchestrator_jobs_given_back_total",
+        "Claimed jobs handed back to the queue before they started: no slot within a second (reason not_started) or shutdown."
+    );
     describe_counter!(
         "orchestrator_jobs_finished_total",
         "Jobs that reached a final state, counted by the instance that wrote it, by intent and status."

@@ -15,6 +15,10 @@ pub struct WorkersConfig {
     pub concurrency: usize,
     /// The most jobs one claim takes.
     pub claim_batch: i64,
+    /// Claimed jobs that may wait here for a slot, at most: when tools end faster than a claim
+    /// round trip, the next claim brings what the slots will finish meanwhile (measured; none
+    /// for slow tools). 0: claim only what the free slots start at once.
+    pub prefetch: usize,
     /// Fallback poll for new work when no wake-up arrives.
     #[serde(with = "crate::duration::human")]
     pub poll_interval: Duration,
@@ -39,7 +43,8 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
-            claim_batch: 64,
+            claim_batch: 256,
+            prefetch: 448,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),

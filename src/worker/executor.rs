@@ -7,18 +7,18 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{backoff::Backoff, completer::Completer};
+use super::{WorkersConfig, backoff::Backoff, completer::Completer, pace::Pace};
 use crate::{
     catalog::{Progress, Registry, ToolContext, ToolError, ToolOutput, ToolResult},
     ids::JobId,
@@ -44,15 +44,39 @@ struct Running {
     reason: Arc<AtomicU8>,
     /// Until when our lease surely holds (measured from when it was last granted or renewed).
     lease_valid_until: Instant,
+    /// The tool was called (a prefetched job waits for a slot first).
+    started: bool,
     /// The attempt ended and its outcome is being written: nothing is left to stop, and a
     /// heartbeat that no longer finds the job running saw that write, not a lost lease.
     finishing: bool,
+}
+
+/// How long a claimed job may wait here for a slot before it goes back to the queue: a prefetch
+/// is meant to start within a claim's round trip, so one still waiting after this was claimed
+/// just before every slot got a long call, and another instance may have room for it.
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
+
+/// What ended a claimed job's wait for a slot.
+enum SlotWait {
+    Got(OwnedSemaphorePermit),
+    /// Its token fired: cancelled, lease lost, or shutdown.
+    Stopped,
+    /// No slot within [`GIVE_BACK_AFTER`].
+    TooLong,
 }
 
 pub struct Executor {
     instance_id: Uuid,
     /// Attempts whose tool runs: `workers.concurrency`.
     slots: Arc<Semaphore>,
+    capacity: usize,
+    /// Claimed jobs that may wait for a slot, at most (`workers.prefetch`).
+    prefetch_max: usize,
+    pace: Pace,
+    /// Claimed jobs waiting here for a slot.
+    waiting: AtomicUsize,
+    /// A slot was freed or taken by a waiting job: the claim loop looks again for room.
+    turned_over: Notify,
     /// Attempts whose tool has returned and whose outcome is being written, as many again:
     /// a slot is free for the next job once its tool returns, not once the batched completion
     /// commits (for a cheap tool, that wait is most of the job's time), and outcomes waiting
@@ -73,21 +97,29 @@ pub struct Executor {
 impl Executor {
     pub fn new(
         instance_id: Uuid,
-        capacity: usize,
-        lease: Duration,
+        config: &WorkersConfig,
         registry: Arc<Registry>,
         completer: Completer,
-        backoff: Backoff,
         redactor: Arc<Redactor>,
     ) -> Self {
+        let capacity = config.concurrency;
         Self {
             instance_id,
             slots: Arc::new(Semaphore::new(capacity)),
-            finishing: Arc::new(Semaphore::new(capacity.max(1))),
-            lease,
+            capacity,
+            prefetch_max: config.prefetch,
+            pace: Pace::default(),
+            waiting: AtomicUsize::new(0),
+            turned_over: Notify::new(),
+            // Every claimed job may be writing its outcome at once.
+            finishing: Arc::new(Semaphore::new((capacity + config.prefetch).max(1))),
+            lease: config.lease,
             registry,
             completer,
-            backoff,
+            backoff: Backoff {
+                base: config.retry_base,
+                max: config.retry_max,
+            },
             redactor,
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
@@ -109,14 +141,51 @@ impl Executor {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Refuses new local attempts from now on.
+    /// Refuses new local attempts from now on; claimed jobs still waiting for a slot go back to
+    /// the queue at once rather than when the running ones have finished.
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.turned_over.notify_waiters();
+        let waiting: Vec<JobId> = self
+            .lock()
+            .iter()
+            .filter(|(_, r)| !r.started)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.stop(id, StopReason::Shutdown);
+        }
     }
 
-    /// Waits for at least one free slot, then takes up to `max` of them.
-    pub async fn reserve_up_to(&self, max: usize) -> Option<OwnedSemaphorePermit> {
-        super::reserve_up_to(&self.slots, max).await
+    /// Waits until this instance has room for claimed jobs, then says how many to claim (at
+    /// most `max`): the free slots, plus the prefetch the measured pace calls for, less the
+    /// claimed jobs already waiting here. None once closed.
+    pub async fn claim_room(&self, max: usize) -> Option<usize> {
+        loop {
+            let turned = self.turned_over.notified();
+            tokio::pin!(turned);
+            // Registered before looking, so a slot freed in between is not missed.
+            turned.as_mut().enable();
+            if self.closing.load(Ordering::SeqCst) {
+                return None;
+            }
+            let ahead = self
+                .pace
+                .prefetch(self.capacity, self.prefetch_max, Instant::now());
+            metrics::gauge!("orchestrator_claim_prefetch").set(ahead as f64);
+            let room = (self.slots.available_permits() + ahead)
+                .saturating_sub(self.waiting.load(Ordering::SeqCst))
+                .min(max);
+            if room > 0 {
+                return Some(room);
+            }
+            turned.await;
+        }
+    }
+
+    /// A claim statement's round trip, for the prefetch.
+    pub fn claimed(&self, took: Duration) {
+        self.pace.claimed(took);
     }
 
     /// The jobs running here, with their attempt numbers.
@@ -193,7 +262,8 @@ impl Executor {
         std::mem::take(&mut *self.released.lock().expect("released lock poisoned"))
     }
 
-    pub fn spawn(self: &Arc<Self>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+    /// Runs a claimed job: at once with `slot`, else once a slot is free.
+    pub fn spawn(self: &Arc<Self>, job: ClaimedJob, slot: Option<OwnedSemaphorePermit>) {
         let token = CancellationToken::new();
         let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
         self.lock().insert(
@@ -203,9 +273,13 @@ impl Executor {
                 token: token.clone(),
                 reason: reason.clone(),
                 lease_valid_until: Instant::now() + self.lease,
+                started: false,
                 finishing: false,
             },
         );
+        if slot.is_none() {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+        }
         if job.cancel_requested {
             reason.store(StopReason::Cancelled as u8, Ordering::SeqCst);
             token.cancel();
@@ -214,7 +288,7 @@ impl Executor {
         let this = self.clone();
         self.tracker.spawn(
             async move {
-                this.run(job, token, reason, permit).await;
+                this.run(job, token, reason, slot).await;
             }
             .instrument(span),
         );
@@ -225,12 +299,89 @@ impl Executor {
         job: ClaimedJob,
         token: CancellationToken,
         reason: Arc<AtomicU8>,
-        slot: OwnedSemaphorePermit,
+        slot: Option<OwnedSemaphorePermit>,
     ) {
         let started = Instant::now();
+        let slot = match slot {
+            Some(slot) => SlotWait::Got(slot),
+            None => {
+                let waited = self.wait_for_slot(&token).await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                self.turned_over.notify_waiters();
+                waited
+            }
+        };
+        let slot = match slot {
+            SlotWait::Got(slot) => slot,
+            SlotWait::TooLong => return self.give_back(&job, "not_started").await,
+            SlotWait::Stopped if reason.load(Ordering::SeqCst) == StopReason::Shutdown as u8 => {
+                return self.give_back(&job, "shutdown").await;
+            }
+            // Cancelled (written below without a call) or lease lost (nothing to write).
+            SlotWait::Stopped => {
+                let finishing = self.finishing.clone().acquire_owned().await;
+                let stopped = Err(ToolError::permanent("cancelled", "stopped"));
+                return self.finish(job, reason, stopped, started, finishing).await;
+            }
+        };
+        if let Some(r) = self.lock().get_mut(&job.id)
+            && r.attempt == job.attempt
+        {
+            r.started = true;
+        }
+        let called = Instant::now();
         let outcome = self.attempt(&job, &token).await;
+        let now = Instant::now();
+        self.pace.attempt_ended(now - called, now);
         let finishing = self.finishing.clone().acquire_owned().await;
         drop(slot);
+        self.turned_over.notify_waiters();
+        self.finish(job, reason, outcome, started, finishing).await;
+    }
+
+    /// Waits for a slot, for as long as a prefetched job should.
+    async fn wait_for_slot(&self, token: &CancellationToken) -> SlotWait {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => SlotWait::Stopped,
+            slot = self.slots.clone().acquire_owned() => match slot {
+                Ok(slot) => SlotWait::Got(slot),
+                Err(_) => SlotWait::Stopped,
+            },
+            _ = tokio::time::sleep(GIVE_BACK_AFTER) => SlotWait::TooLong,
+        }
+    }
+
+    /// Hands a job that never started here back to the queue, its attempt not counted. If that
+    /// cannot be written its lease runs out and maintenance rescues it (the attempt counts).
+    async fn give_back(&self, job: &ClaimedJob, why: &str) {
+        match self
+            .completer
+            .store()
+            .release_jobs(self.instance_id, &[job.id.uuid()], why)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("orchestrator_jobs_given_back_total", "reason" => why.to_owned())
+                    .increment(1);
+                tracing::debug!(reason = why, "claimed job handed back before it started");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand a job back; its lease will expire")
+            }
+        }
+        self.forget(job);
+    }
+
+    /// Records the outcome of an attempt (or of a stop before it started) and forgets the job.
+    async fn finish(
+        &self,
+        job: ClaimedJob,
+        reason: Arc<AtomicU8>,
+        outcome: ToolResult,
+        started: Instant,
+        finishing: Result<OwnedSemaphorePermit, tokio::sync::AcquireError>,
+    ) {
         if let Some(r) = self.lock().get_mut(&job.id)
             && r.attempt == job.attempt
         {
@@ -290,6 +441,11 @@ impl Executor {
         } else if stop != StopReason::None {
             tracing::info!(?stop, "attempt stopped without a result");
         }
+        self.forget(&job);
+        drop(finishing);
+    }
+
+    fn forget(&self, job: &ClaimedJob) {
         let mut running = self.lock();
         if running
             .get(&job.id)
@@ -297,7 +453,6 @@ impl Executor {
         {
             running.remove(&job.id);
         }
-        drop(finishing);
     }
 
     async fn attempt(&self, job: &ClaimedJob, token: &CancellationToken) -> ToolResult {

@@ -7,6 +7,7 @@ mod config;
 pub mod executor;
 mod listener;
 mod maintenance;
+mod pace;
 
 pub use listener::Wakeups;
 pub use maintenance::{MaintenanceSettings, pass as maintenance_pass};
@@ -135,14 +136,9 @@ impl Workers {
         );
         let executor = Arc::new(Executor::new(
             instance_id,
-            config.concurrency,
-            config.lease,
+            &config,
             registry,
             completer,
-            backoff::Backoff {
-                base: config.retry_base,
-                max: config.retry_max,
-            },
             redactor,
         ));
         let stop_claiming = CancellationToken::new();
@@ -252,7 +248,7 @@ impl Workers {
         if !released.is_empty() {
             match self
                 .store
-                .release_jobs(self.executor.instance_id(), &released)
+                .release_jobs(self.executor.instance_id(), &released, "shutdown")
                 .await
             {
                 Ok(n) => tracing::info!(released = n, "jobs handed back to the queue"),
@@ -283,25 +279,26 @@ async fn claim_loop(
     let owner = executor.instance_id();
     let mut error_delay = Duration::from_millis(100);
     loop {
-        let permits = tokio::select! {
-            p = executor.reserve_up_to(batch) => p,
+        let room = tokio::select! {
+            r = executor.claim_room(batch) => r,
             _ = stop.cancelled() => None,
         };
-        let Some(mut permits) = permits else { break };
-        let wanted = permits.num_permits();
+        let Some(wanted) = room else { break };
+        let sent = Instant::now();
         match store.claim_jobs(owner, wanted as i64, lease_secs).await {
             Ok(Claim { jobs, parked }) => {
+                executor.claimed(sent.elapsed());
                 error_delay = Duration::from_millis(100);
                 let claimed = jobs.len();
                 if claimed > 0 {
                     metrics::counter!("orchestrator_jobs_claimed_total").increment(claimed as u64);
                     metrics::histogram!("orchestrator_claim_batch_size").record(claimed as f64);
                 }
+                // Each takes its slot as it starts: the free ones at once, a prefetched job
+                // when a call ends.
                 for job in jobs {
-                    let one = permits.split(1).expect("a permit per claimed job");
-                    executor.spawn(job, one);
+                    executor.spawn(job, None);
                 }
-                drop(permits);
                 // SKIP LOCKED may hand out fewer rows than exist: only an empty claim means
                 // the queue is (for now) empty; one that parked jobs waiting for a place has
                 // moved them out of the way of the jobs behind them.
@@ -315,7 +312,6 @@ async fn claim_loop(
                 }
             }
             Err(e) => {
-                drop(permits);
                 tracing::warn!(error = %e, "claim failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff::jitter(error_delay, 0.2)) => {}

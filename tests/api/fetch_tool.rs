@@ -276,7 +276,7 @@ async fn credentials_come_from_configuration_never_from_inputs_and_go_only_to_th
         c.tools.fetch.enabled = true;
         c.tools.fetch.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
         c.tools.fetch.credentials = serde_json::from_value(json!([
-            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token"},
+            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token", "allow_http": true},
             {"hosts": ["*.example.org"], "header": "x-api-key", "value": "other-key"}
         ]))
         .unwrap();
@@ -317,4 +317,45 @@ async fn credentials_come_from_configuration_never_from_inputs_and_go_only_to_th
     .await
     .unwrap();
     assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_credential_goes_only_over_https_unless_its_allow_http_is_on() {
+    let credentialed = MockServer::start().await;
+    let other = MockServer::start().await;
+    // From a host without credential, a redirect to the credential's host over http.
+    other.otherwise(
+        "/go",
+        Reply::status(302).header(
+            "location",
+            format!("http://127.0.0.1:{}/secret", credentialed.addr.port()),
+        ),
+    );
+    let app = spawn_with(|c| {
+        c.tools.fetch.enabled = true;
+        c.tools.fetch.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        c.tools.fetch.credentials = serde_json::from_value(json!([
+            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token"}
+        ]))
+        .unwrap();
+    })
+    .await;
+
+    let (status, problem) = fetch(&app, json!({"url": credentialed.url("/secret")})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "url_not_allowed", "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "inputs.url");
+    let message = problem["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("only over https"), "{problem}");
+
+    let url = format!("http://localhost:{}/go", other.addr.port());
+    let (status, body) = fetch(&app, json!({"url": url})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (code, message) = failure(&body);
+    assert_eq!(code, "url_not_allowed", "{body}");
+    assert!(message.contains("only over https"), "{body}");
+    assert!(
+        credentialed.requests("/secret").is_empty(),
+        "nothing sent in the clear"
+    );
 }

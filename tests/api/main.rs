@@ -30,6 +30,7 @@ mod oauth_external;
 mod operations;
 mod orchestrate;
 mod pgbouncer;
+mod prefetch;
 mod process;
 mod proxy;
 mod queue;

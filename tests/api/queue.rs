@@ -13,7 +13,17 @@ use uuid::Uuid;
 use crate::helpers::{TestDb, eventually};
 
 pub(crate) async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
-    let inputs = json!({});
+    enqueue_intent(store, "system.echo", &json!({}), 1000, n).await
+}
+
+/// `n` queued jobs of `intent` (agent mode) with `inputs`, each attempt allowed `timeout_ms`.
+pub(crate) async fn enqueue_intent(
+    store: &Store,
+    intent: &str,
+    inputs: &Value,
+    timeout_ms: i32,
+    n: usize,
+) -> Vec<JobId> {
     let anonymous = Principal::anonymous();
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -22,13 +32,13 @@ pub(crate) async fn enqueue(store: &Store, n: usize) -> Vec<JobId> {
             .insert_job(
                 &NewJob {
                     id,
-                    intent: "system.echo",
+                    intent,
                     mode: Mode::Agent,
                     requested_mode: Mode::Auto,
                     priority: 0,
                     max_attempts: 2,
-                    attempt_timeout_ms: 1000,
-                    inputs: &inputs,
+                    attempt_timeout_ms: timeout_ms,
+                    inputs,
                     callback_url: None,
                     request_id: None,
                     start_now: None,

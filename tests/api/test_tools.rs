@@ -79,6 +79,9 @@ pub struct Recorder {
     pub runs: Mutex<HashMap<JobId, u32>>,
     /// When a run was told to stop.
     pub cancelled: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// Runs going on now, and the most seen at once.
+    in_flight: AtomicI32,
+    pub most_at_once: AtomicI32,
 }
 
 impl Recorder {
@@ -123,6 +126,8 @@ impl Tool for Recording {
     fn call<'a>(&'a self, ctx: &'a ToolContext, inputs: &'a Value) -> BoxFuture<'a, ToolResult> {
         async move {
             *self.recorder.runs.lock().unwrap().entry(ctx.job_id).or_default() += 1;
+            let now = self.recorder.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.recorder.most_at_once.fetch_max(now, Ordering::SeqCst);
             // Records the stop however it comes: cancellation seen, or the run dropped.
             let mut guard = StopGuard {
                 recorder: &self.recorder,
@@ -151,6 +156,7 @@ struct StopGuard<'a> {
 
 impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
+        self.recorder.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !self.finished {
             self.recorder
                 .cancelled

@@ -46,6 +46,10 @@ pub struct FetchCredential {
     /// … or the value itself (kept like a secret).
     #[serde(default)]
     pub value: Secret,
+    /// Send it over plain `http://` too. Off: a URL or redirect hop that would carry it in the
+    /// clear is refused (sending it without the credential would only fail further on).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// URLs carry hosts lowercased, so an uppercase pattern would never match; a `/` means a URL
@@ -188,6 +192,9 @@ mod tests {
             fields(serde_json::json!({"hosts": ["a.b"], "value": "t", "value_env": "PATH"})),
             ["tools.fetch.credentials[0].value"]
         );
+        // Plain http is opt-in, per credential.
+        let default = with(serde_json::json!({"hosts": ["a.b"], "value": "t"}));
+        assert!(!default.credentials[0].allow_http);
         // The value is never printed.
         let debug = format!(
             "{:?}",

@@ -176,6 +176,17 @@ impl HttpFetch {
         if !self.config.host_allowed(host) {
             return Err(format!("host `{host}` is not in tools.fetch.allow_hosts"));
         }
+        if url.scheme() != "https"
+            && let Some(i) = self
+                .credentials
+                .iter()
+                .position(|(c, _, _)| c.applies_to(host) && !c.allow_http)
+        {
+            return Err(format!(
+                "host `{host}` is sent the credential tools.fetch.credentials[{i}], which goes \
+                 only over https (its allow_http is off)"
+            ));
+        }
         Ok(url)
     }
 
