@@ -43,15 +43,15 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
-            claim_batch: 256,
-            prefetch: 448,
+            claim_batch: 512,
+            prefetch: 960,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             maintenance_interval: Duration::from_secs(5),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
-            completion_batch: 256,
+            completion_batch: 512,
         }
     }
 }
