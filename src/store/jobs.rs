@@ -460,7 +460,12 @@ impl Store {
         let mut messages = Vec::with_capacity(n);
         let mut retry_ats = Vec::with_capacity(n);
         let mut deadlines = Vec::with_capacity(n);
-        for c in batch {
+        // Rows are locked in id order, as the heartbeat's `id = ANY(…)` index scan locks them:
+        // two statements that lock many of the same rows in different orders deadlock (a bench
+        // run under overload saw it, and PostgreSQL broke it by failing the completion batch).
+        let mut in_order: Vec<&Completion> = batch.iter().collect();
+        in_order.sort_unstable_by_key(|c| c.job_id.uuid());
+        for c in in_order {
             ids.push(c.job_id.uuid());
             attempts.push(c.attempt);
             statuses.push(c.status.job_status());
@@ -556,9 +561,18 @@ impl Store {
     ) -> StoreResult<Vec<HeldLease>> {
         let rows = sqlx::query!(
             r#"
-            UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
-            WHERE id = ANY($2) AND lease_owner = $1 AND status = 'running'
-            RETURNING id, cancel_requested_at IS NOT NULL AS "cancel_requested!"
+            -- Locked in id order, as the completion batch locks them: a plan that walked them
+            -- in heap order could deadlock with a completion (each holding rows the other
+            -- wants). A row completed meanwhile is no longer running and drops out here.
+            WITH held AS (
+                SELECT id FROM jobs
+                WHERE id = ANY($2) AND lease_owner = $1 AND status = 'running'
+                ORDER BY id
+                FOR UPDATE
+            )
+            UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
+            FROM held WHERE j.id = held.id
+            RETURNING j.id, j.cancel_requested_at IS NOT NULL AS "cancel_requested!"
             "#,
             owner,
             ids,

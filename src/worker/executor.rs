@@ -51,9 +51,12 @@ struct Running {
     finishing: bool,
 }
 
-/// How long a claimed job may wait here for a slot before it goes back to the queue: a prefetch
-/// is meant to start within a claim's round trip, so one still waiting after this was claimed
-/// just before every slot got a long call, and another instance may have room for it.
+/// A claimed job that has waited this long for a slot while no call ended here goes back to
+/// the queue: a prefetch is meant to start within a claim's round trip, so it was claimed just
+/// before every slot got a long call, and another instance may have room for it. While calls
+/// still end, however slowly (the database is the bottleneck, and every instance shares it),
+/// it keeps waiting: handing jobs back then only adds statements to an overloaded database (a
+/// bench run saw 181 hand-backs starve the pool and stall the lease heartbeat).
 const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
 
 /// What ended a claimed job's wait for a slot.
@@ -61,7 +64,7 @@ enum SlotWait {
     Got(OwnedSemaphorePermit),
     /// Its token fired: cancelled, lease lost, or shutdown.
     Stopped,
-    /// No slot within [`GIVE_BACK_AFTER`].
+    /// No slot within [`GIVE_BACK_AFTER`], and no call ended meanwhile.
     TooLong,
 }
 
@@ -341,14 +344,23 @@ impl Executor {
 
     /// Waits for a slot, for as long as a prefetched job should.
     async fn wait_for_slot(&self, token: &CancellationToken) -> SlotWait {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => SlotWait::Stopped,
-            slot = self.slots.clone().acquire_owned() => match slot {
-                Ok(slot) => SlotWait::Got(slot),
-                Err(_) => SlotWait::Stopped,
-            },
-            _ = tokio::time::sleep(GIVE_BACK_AFTER) => SlotWait::TooLong,
+        // One acquire for the whole wait: the job keeps its place in the slots' queue.
+        let slot = self.slots.clone().acquire_owned();
+        tokio::pin!(slot);
+        loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return SlotWait::Stopped,
+                slot = &mut slot => return match slot {
+                    Ok(slot) => SlotWait::Got(slot),
+                    Err(_) => SlotWait::Stopped,
+                },
+                _ = tokio::time::sleep(GIVE_BACK_AFTER) => {
+                    if !self.pace.turning_over(GIVE_BACK_AFTER, Instant::now()) {
+                        return SlotWait::TooLong;
+                    }
+                }
+            }
         }
     }
 

@@ -78,6 +78,15 @@ impl Pace {
         self.claim.record(took);
     }
 
+    /// Whether some call ended within `window` before `now`: the slots are turning over,
+    /// however slowly, rather than all held by long calls.
+    pub fn turning_over(&self, window: Duration, now: Instant) -> bool {
+        self.last_release
+            .lock()
+            .expect("pace lock poisoned")
+            .is_some_and(|at| now.saturating_duration_since(at) <= window)
+    }
+
     /// How many claimed jobs may wait here beyond the free slots, at most `max`.
     pub fn prefetch(&self, slots: usize, max: usize, now: Instant) -> usize {
         let (Some(call), Some(claim)) = (self.attempt.get(), self.claim.get()) else {
@@ -85,12 +94,7 @@ impl Pace {
         };
         // Slots that have not turned over for a few claim round trips hold long calls.
         let stale_after = Duration::from_secs_f64((4.0 * claim).max(0.1));
-        let turning = self
-            .last_release
-            .lock()
-            .expect("pace lock poisoned")
-            .is_some_and(|at| now.saturating_duration_since(at) <= stale_after);
-        if !turning || max == 0 {
+        if !self.turning_over(stale_after, now) || max == 0 {
             return 0;
         }
         // `as` saturates: an instant call gives `max`; less than one whole call gives none.
@@ -158,6 +162,12 @@ mod tests {
         // No call has ended for longer than 4 claim round trips (at least 100 ms): every slot
         // holds a long call, however cheap the earlier ones were.
         assert_eq!(pace.prefetch(64, 448, then + ms(150)), 0);
+        assert!(pace.turning_over(ms(1000), then + ms(999)));
+        assert!(!pace.turning_over(ms(1000), then + ms(1001)));
+        assert!(
+            !Pace::default().turning_over(ms(1000), then),
+            "nothing ended yet"
+        );
     }
 
     #[test]
