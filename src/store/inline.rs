@@ -50,7 +50,7 @@ impl Store {
 impl InlineTx {
     async fn conn(&mut self) -> StoreResult<&mut PgConnection> {
         if self.tx.is_none() {
-            self.tx = Some(self.pool.begin().await?);
+            self.tx = Some(super::begin(&self.pool).await?);
         }
         Ok(self.tx.as_mut().expect("begun above"))
     }

@@ -10,7 +10,7 @@ impl Store {
     /// skipped) into the hourly rollups, by the time of their final event. Returns how many jobs were folded, or None when
     /// another instance holds the rollup lock.
     pub async fn roll_up_finished_jobs(&self) -> StoreResult<Option<i64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         let locked = sqlx::query_scalar!(
             r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
             ROLLUP_LOCK

@@ -271,7 +271,7 @@ impl Store {
     }
 
     async fn lock_schedule(&self, id: Uuid, only_due: bool) -> StoreResult<Option<ScheduleLock>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         let schedule = select_schedules!(
             "id = $1 AND (NOT $2 OR (NOT paused AND next_fire_at <= now())) \
              FOR UPDATE SKIP LOCKED",

@@ -22,7 +22,7 @@ impl Store {
         ttl_secs: f64,
         client_addr: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         sqlx::query!(
             r#"
             INSERT INTO ui_sessions (token_hash, api_key_id, csrf, expires_at)
@@ -75,7 +75,7 @@ impl Store {
         token_hash: &[u8],
         client_addr: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         let ended = sqlx::query!(
             r#"
             DELETE FROM ui_sessions s USING api_keys k

@@ -21,7 +21,7 @@ impl Store {
         if !idle {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = super::begin(&self.pool).await?;
         // Waiting longer would hold claims back; the next pass tries again.
         sqlx::query!("SET LOCAL lock_timeout = '200ms'")
             .execute(&mut *tx)

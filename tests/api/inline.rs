@@ -288,3 +288,63 @@ async fn kill_9_mid_request_loses_nothing_and_stores_nothing_twice() {
         "one job, key, item and finish per request"
     );
 }
+
+/// A request dropped while its transaction is being begun (the client hung up) must not leave
+/// the connection inside that transaction: later statements on it would join it unseen.
+#[tokio::test]
+async fn a_request_dropped_while_its_transaction_begins_leaves_no_transaction_open() {
+    let db = crate::helpers::TestDb::new().await;
+    // One connection, so every round and every check uses the same one.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let store = orchestrator::store::Store::new(pool.clone());
+    let metadata = json!({});
+    for round in 0..120 {
+        let mut tx = store.begin_inline();
+        let item = orchestrator::store::NewMemoryItem {
+            id: orchestrator::ids::MemoryId::new(),
+            text: "dropped mid-begin",
+            tags: &[],
+            metadata: &metadata,
+            source_job: None,
+        };
+        // Dropped after a few polls: the first sends BEGIN; the answer may or may not have
+        // been read by the time the request goes away.
+        {
+            let call = tx.insert_memory(&item);
+            tokio::pin!(call);
+            for _ in 0..=(round % 12) {
+                if futures::poll!(call.as_mut()).is_ready() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(tx);
+        // Two statements in a row get two transaction ids unless they run inside one.
+        let (first, second): (String, String) = sqlx::query_as(
+            "SELECT (SELECT pg_current_xact_id()::text), (SELECT pg_current_xact_id()::text)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(first, second, "one statement, one transaction");
+        let again: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_ne!(
+            again, first,
+            "round {round}: the connection was left in a transaction"
+        );
+    }
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM memory_items WHERE text = 'dropped mid-begin'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "nothing of a dropped request is stored");
+}
