@@ -574,6 +574,21 @@ mod tests {
     }
 
     #[test]
+    fn rejects_slots_and_prefetch_past_their_bound() {
+        let mut c = Config::default();
+        c.workers.concurrency = 100_001;
+        c.workers.prefetch = usize::MAX;
+        let Err(ConfigError::Invalid { problems }) = c.validate() else {
+            panic!("invalid");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["workers.concurrency", "workers.prefetch"]);
+        c.workers.concurrency = 100_000;
+        c.workers.prefetch = 100_000;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn rejects_heartbeat_slower_than_half_the_lease() {
         let mut c = Config::default();
         c.workers.heartbeat_interval = c.workers.lease;

@@ -198,6 +198,24 @@ macro_rules! select_jobs {
     };
 }
 
+/// Why an instance handed jobs it held back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// Graceful shutdown: they had not finished within the grace period, or not started.
+    Shutdown,
+    /// Claimed ahead, they found no slot while every slot held a long call.
+    NotStarted,
+}
+
+impl ReleaseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::NotStarted => "not_started",
+        }
+    }
+}
+
 impl Store {
     /// Inserts the job, its first history event and (when given) its idempotency key in one
     /// statement. Returns `None` when the key already belongs to another live job.
@@ -648,9 +666,13 @@ impl Store {
     }
 
     /// Puts jobs this instance holds back in the queue without counting the interrupted
-    /// attempt: graceful shutdown ran out of time (`shutdown`), or a prefetched job found no
-    /// slot in time (`not_started`).
-    pub async fn release_jobs(&self, owner: Uuid, ids: &[Uuid], reason: &str) -> StoreResult<u64> {
+    /// attempt; `reason` goes in their `released` events.
+    pub async fn release_jobs(
+        &self,
+        owner: Uuid,
+        ids: &[Uuid],
+        reason: ReleaseReason,
+    ) -> StoreResult<u64> {
         let done = sqlx::query!(
             r#"
             WITH released AS (
@@ -672,7 +694,7 @@ impl Store {
             owner,
             ids,
             Channel::NewWork.name(),
-            reason,
+            reason.as_str(),
         )
         .fetch_one(&self.pool)
         .await?;

@@ -35,7 +35,7 @@ pub use inline::{InlineOutcome, InlineTx};
 pub use intake_batch::{OwnedKeyClaim, QueuedJob};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
-    ListCursor, NewJob, RetryOutcome,
+    ListCursor, NewJob, ReleaseReason, RetryOutcome,
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};

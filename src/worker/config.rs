@@ -65,9 +65,25 @@ pub struct RetentionConfig {
     pub payload_days: u32,
 }
 
+/// The most job slots, or prefetched jobs, one instance may be configured with.
+const MAX_SLOTS: usize = 100_000;
+
 impl WorkersConfig {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
+        // Slots and prefetch become semaphore permits (and their sum one): bounded so that a
+        // typo is a clear error at start, not an overflow.
+        for (field, value) in [
+            ("workers.concurrency", self.concurrency),
+            ("workers.prefetch", self.prefetch),
+        ] {
+            if value > MAX_SLOTS {
+                out.push(ConfigProblem::new(
+                    field,
+                    format!("must be at most {MAX_SLOTS}"),
+                ));
+            }
+        }
         if self.claim_batch < 1 {
             out.push(ConfigProblem::new(
                 "workers.claim_batch",

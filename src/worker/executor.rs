@@ -22,7 +22,7 @@ use super::{WorkersConfig, backoff::Backoff, completer::Completer, pace::Pace};
 use crate::{
     catalog::{Progress, Registry, ToolContext, ToolError, ToolOutput, ToolResult},
     ids::JobId,
-    store::{ClaimedJob, Completion, CompletionStatus},
+    store::{ClaimedJob, Completion, CompletionStatus, ReleaseReason},
 };
 
 /// Why a running attempt was told to stop.
@@ -316,9 +316,9 @@ impl Executor {
         };
         let slot = match slot {
             SlotWait::Got(slot) => slot,
-            SlotWait::TooLong => return self.give_back(&job, "not_started").await,
+            SlotWait::TooLong => return self.give_back(&job, ReleaseReason::NotStarted).await,
             SlotWait::Stopped if reason.load(Ordering::SeqCst) == StopReason::Shutdown as u8 => {
-                return self.give_back(&job, "shutdown").await;
+                return self.give_back(&job, ReleaseReason::Shutdown).await;
             }
             // Cancelled (written below without a call) or lease lost (nothing to write).
             SlotWait::Stopped => {
@@ -366,7 +366,7 @@ impl Executor {
 
     /// Hands a job that never started here back to the queue, its attempt not counted. If that
     /// cannot be written its lease runs out and maintenance rescues it (the attempt counts).
-    async fn give_back(&self, job: &ClaimedJob, why: &str) {
+    async fn give_back(&self, job: &ClaimedJob, why: ReleaseReason) {
         match self
             .completer
             .store()
@@ -374,9 +374,12 @@ impl Executor {
             .await
         {
             Ok(_) => {
-                metrics::counter!("orchestrator_jobs_given_back_total", "reason" => why.to_owned())
+                metrics::counter!("orchestrator_jobs_given_back_total", "reason" => why.as_str())
                     .increment(1);
-                tracing::debug!(reason = why, "claimed job handed back before it started");
+                tracing::debug!(
+                    reason = why.as_str(),
+                    "claimed job handed back before it started"
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not hand a job back; its lease will expire")

@@ -30,7 +30,7 @@ pub use waiters::{Waiter, Waiters};
 use crate::{
     catalog::Registry,
     model::FinishedJob,
-    store::{Claim, Store},
+    store::{Claim, ReleaseReason, Store},
 };
 use futures::future::BoxFuture;
 use tokio_util::task::TaskTracker;
@@ -47,8 +47,8 @@ pub trait Sidecar: Send + Sync + 'static {
     ) -> BoxFuture<'static, ()>;
 }
 
-/// Waits for at least one free slot, then takes up to `max` of them at once (a claim of that
-/// many rows follows).
+/// Waits for at least one free slot, then takes up to `max` of them at once (callback delivery
+/// claims that many rows next).
 pub(crate) async fn reserve_up_to(
     slots: &Arc<tokio::sync::Semaphore>,
     max: usize,
@@ -248,7 +248,11 @@ impl Workers {
         if !released.is_empty() {
             match self
                 .store
-                .release_jobs(self.executor.instance_id(), &released, "shutdown")
+                .release_jobs(
+                    self.executor.instance_id(),
+                    &released,
+                    ReleaseReason::Shutdown,
+                )
                 .await
             {
                 Ok(n) => tracing::info!(released = n, "jobs handed back to the queue"),
