@@ -321,15 +321,16 @@ pub(crate) async fn page_of_jobs(
 ) -> Result<(Vec<JobRecord>, Option<String>), ApiError> {
     let filter = filter_for(auth, params)?;
     // One extra row tells whether another page exists.
+    let page = JobFilter {
+        limit: filter.limit + 1,
+        ..filter.clone()
+    };
+    let page = &page;
+    // Listings may lag a little: the replica, when there is one. A job by id (read your own
+    // write right after a 202) stays on the primary.
     let mut rows = state
         .store
-        // Listings may lag a little: the replica, when there is one. A job by id (read your
-        // own write right after a 202) stays on the primary.
-        .replica()
-        .list_jobs(&JobFilter {
-            limit: filter.limit + 1,
-            ..filter.clone()
-        })
+        .from_replica(|reads| async move { reads.list_jobs(page).await })
         .await?;
     let next = if rows.len() as i64 > filter.limit {
         rows.truncate(filter.limit as usize);

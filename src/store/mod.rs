@@ -51,6 +51,8 @@ pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};
 pub use ui_sessions::UiSession;
 
+use std::sync::{Arc, Mutex};
+
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgDatabaseError};
 
 /// `pool.begin()`, safe to cancel. sqlx 0.8.6's `begin` sends BEGIN and, if its future is
@@ -164,7 +166,15 @@ pub struct Store {
     /// Sessions of their own, for LISTEN (`database.listen_url`); the primary's pool when
     /// it is not behind a pooler.
     listen: PgPool,
+    /// Whether `read` is a replica of its own (`database.read_url`), not the primary.
+    has_replica: bool,
+    /// Until when reads skip a replica found unreachable, shared by the store's clones.
+    replica_down_until: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
+
+/// How long reads go to the primary after the replica could not be reached: a down replica
+/// costs one read a connection timeout (`database.acquire_timeout`) per period, not every read.
+const REPLICA_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
@@ -172,6 +182,8 @@ impl Store {
             read: pool.clone(),
             listen: pool.clone(),
             pool,
+            has_replica: false,
+            replica_down_until: Arc::default(),
         }
     }
 
@@ -179,6 +191,7 @@ impl Store {
     pub fn with_replica(mut self, read: Option<PgPool>) -> Self {
         if let Some(read) = read {
             self.read = read;
+            self.has_replica = true;
         }
         self
     }
@@ -191,14 +204,65 @@ impl Store {
         self
     }
 
-    /// The same store reading from the replica: for listings and overviews that may lag a
-    /// little behind the primary. A write through it fails (a standby is read-only).
-    pub fn replica(&self) -> Store {
-        Store {
+    /// Runs `read` against the replica — for listings and overviews that may lag a little
+    /// behind the primary — and, if the replica fails it, against the primary. A replica
+    /// fails reads the primary would answer: it is down or restarting, it is still replaying
+    /// a migration the primary has (a table or column it does not know yet), or replay
+    /// cancelled the statement (a conflict with recovery). None of that is the caller's
+    /// fault, and the primary has the same data, newer; so the read is answered there and the
+    /// replica's error logged and counted (`orchestrator_replica_fallbacks_total`); a replica
+    /// that cannot be reached is skipped for `REPLICA_RETRY_AFTER`. Without a replica, `read`
+    /// runs once against the primary. A write through the replica fails (a standby is
+    /// read-only), so `read` must only read.
+    pub async fn from_replica<T, F, Fut>(&self, read: F) -> StoreResult<T>
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        if !self.has_replica || self.replica_skipped() {
+            return read(self.clone()).await;
+        }
+        let replica = Store {
             pool: self.read.clone(),
             read: self.read.clone(),
             listen: self.listen.clone(),
+            has_replica: false,
+            replica_down_until: Arc::default(),
+        };
+        match read(replica).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                if e.is_unavailable() {
+                    *self.replica_down() = Some(tokio::time::Instant::now() + REPLICA_RETRY_AFTER);
+                }
+                tracing::warn!(
+                    error = %e,
+                    "a read from the replica (database.read_url) failed; answered from the \
+                     primary instead"
+                );
+                metrics::counter!("orchestrator_replica_fallbacks_total").increment(1);
+                read(self.clone()).await
+            }
         }
+    }
+
+    fn replica_skipped(&self) -> bool {
+        let mut down = self.replica_down();
+        match *down {
+            Some(until) if tokio::time::Instant::now() < until => true,
+            Some(_) => {
+                *down = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn replica_down(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        // The value is a plain deadline, valid whatever a panicking holder did.
+        self.replica_down_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn pool(&self) -> &PgPool {

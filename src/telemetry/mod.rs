@@ -128,7 +128,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "orchestrator_jobs_given_back_total",
-        "Claimed jobs handed back to the queue before they started: a second without a slot while every slot held a long call (reason not_started), or shutdown."
+        "Claimed jobs handed back to the queue, their attempt not counted: a second without a slot while every slot held a long call (reason not_started), or shutdown (those waiting for a slot, and those the grace period stopped)."
     );
     describe_counter!(
         "orchestrator_jobs_finished_total",
@@ -199,6 +199,10 @@ fn describe_metrics() {
     describe_counter!(
         "orchestrator_db_pool_timeouts_total",
         "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
+    );
+    describe_counter!(
+        "orchestrator_replica_fallbacks_total",
+        "Reads meant for the replica (database.read_url) that it failed and the primary answered."
     );
     describe_histogram!(
         "orchestrator_intake_batch_size",

@@ -144,9 +144,10 @@ impl Executor {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Refuses new local attempts from now on; claimed jobs still waiting for a slot go back to
-    /// the queue at once rather than when the running ones have finished.
-    pub fn close(&self) {
+    /// Refuses new local attempts from now on and stops the claimed jobs still waiting for a
+    /// slot, returning them: the caller hands them back to the queue together, at once, rather
+    /// than when the running ones have finished (their tasks write nothing).
+    pub fn close(&self) -> Vec<Uuid> {
         self.closing.store(true, Ordering::SeqCst);
         self.turned_over.notify_waiters();
         let waiting: Vec<JobId> = self
@@ -155,9 +156,10 @@ impl Executor {
             .filter(|(_, r)| !r.started)
             .map(|(id, _)| *id)
             .collect();
-        for id in waiting {
+        for &id in &waiting {
             self.stop(id, StopReason::Shutdown);
         }
+        waiting.into_iter().map(JobId::uuid).collect()
     }
 
     /// Waits until this instance has room for claimed jobs, then says how many to claim (at
@@ -317,8 +319,12 @@ impl Executor {
         let slot = match slot {
             SlotWait::Got(slot) => slot,
             SlotWait::TooLong => return self.give_back(&job, ReleaseReason::NotStarted).await,
+            // Handed back by the shutdown with the others `close` returned. (One that got its
+            // slot just as `close` looked runs, is stopped, and is released after the drain:
+            // the second release of the same attempt finds it no longer running here and
+            // writes nothing.)
             SlotWait::Stopped if reason.load(Ordering::SeqCst) == StopReason::Shutdown as u8 => {
-                return self.give_back(&job, ReleaseReason::Shutdown).await;
+                return self.forget(&job);
             }
             // Cancelled (written below without a call) or lease lost (nothing to write).
             SlotWait::Stopped => {

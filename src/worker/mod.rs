@@ -215,6 +215,29 @@ impl Workers {
         self.lease_secs
     }
 
+    /// Hands jobs this instance holds but will not finish back to the queue, in one statement,
+    /// their attempts not counted. If that cannot be written their leases run out and
+    /// maintenance rescues them (the attempt counts).
+    async fn release(&self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .release_jobs(self.executor.instance_id(), &ids, ReleaseReason::Shutdown)
+            .await
+        {
+            Ok(n) => {
+                metrics::counter!("orchestrator_jobs_given_back_total", "reason" => ReleaseReason::Shutdown.as_str())
+                    .increment(n);
+                tracing::info!(released = n, "jobs handed back to the queue")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not release jobs; their leases will expire")
+            }
+        }
+    }
+
     /// Stops claiming, lets running attempts finish within `grace`, stops and releases the
     /// rest back to the queue, then stops the background tasks.
     pub async fn shutdown(&self, grace: Duration) {
@@ -226,8 +249,9 @@ impl Workers {
         if let Some(delivering) = tasks.delivering {
             let _ = delivering.await;
         }
-        self.executor.close();
+        let waiting = self.executor.close();
         tasks.delivery_tracker.close();
+        self.release(waiting).await;
         let (drained, _) = tokio::join!(
             tokio::time::timeout(grace, self.executor.drained()),
             // A delivery cut short is sent again once its lease runs out (receivers
@@ -244,23 +268,7 @@ impl Workers {
             self.executor.drained().await;
         }
         self.hard_stop.cancel();
-        let released = self.executor.take_released();
-        if !released.is_empty() {
-            match self
-                .store
-                .release_jobs(
-                    self.executor.instance_id(),
-                    &released,
-                    ReleaseReason::Shutdown,
-                )
-                .await
-            {
-                Ok(n) => tracing::info!(released = n, "jobs handed back to the queue"),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not release jobs; their leases will expire")
-                }
-            }
-        }
+        self.release(self.executor.take_released()).await;
         for task in &tasks.background {
             task.abort();
         }

@@ -150,3 +150,60 @@ async fn a_job_claimed_ahead_of_slow_calls_goes_back_to_the_queue() {
         "a hand-back does not count an attempt"
     );
 }
+
+#[tokio::test]
+async fn a_shutdown_hands_the_jobs_waiting_for_a_slot_back_together_at_once() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    // Cheap calls teach the instance to claim ahead; the 300-ms ones those claims take ahead
+    // then wait for the only slot (calls keep ending, so none goes back as not_started).
+    enqueue_intent(&store, "test.record", &json!({}), 5000, 30).await;
+    let slow = enqueue_intent(&store, "test.record", &json!({"ms": 300}), 5000, 20).await;
+    let recorder = Arc::new(Recorder::default());
+    let mut a = spawn(worker(&db, &recorder, 1, 10)).await;
+    let held_ahead = || async {
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'running' AND id = ANY($1)"#,
+            &slow.iter().map(|id| id.uuid()).collect::<Vec<_>>()
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            held_ahead().await >= 3
+        })
+        .await,
+        "slow jobs were claimed ahead of the slot"
+    );
+    a.stop().await.unwrap();
+
+    // Every slow job is back in the queue or finished: none is left to a lease.
+    let left_running = held_ahead().await;
+    assert_eq!(left_running, 0, "no job left held by the stopped instance");
+    let released: Vec<i64> = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_events
+           WHERE kind = 'released' AND instance_id = $1 AND detail->>'reason' = 'shutdown'
+           GROUP BY xact"#,
+        a.instance_id
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        released.len(),
+        1,
+        "the waiting jobs went back in one statement: {released:?}"
+    );
+    assert!(released[0] >= 2, "{released:?}");
+    // A second instance runs what went back; no slow job ran twice.
+    let _b = spawn(worker(&db, &recorder, 4, 10)).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            slow.iter().all(|id| recorder.runs_of(*id) == 1)
+        })
+        .await,
+        "every slow job ran, once"
+    );
+}

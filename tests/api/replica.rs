@@ -187,6 +187,29 @@ async fn listings_read_the_replica_and_a_job_by_id_reads_the_primary() {
         .unwrap();
     assert!(in_recovery, "a real standby");
 
+    // The replica has replayed the migrations (a listing before that would read a standby
+    // without the tables: answered by the primary, see below, but not what this part tests).
+    let primary_lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let replayed = |standby_url: String, lsn: String| async move {
+        let mut standby = sqlx::PgConnection::connect(&standby_url).await.unwrap();
+        sqlx::query_scalar::<_, bool>("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+            .bind(lsn)
+            .fetch_one(&mut standby)
+            .await
+            .unwrap_or(false)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || replayed(
+            replica_url.clone(),
+            primary_lsn.clone()
+        ))
+        .await,
+        "the replica replays the migrations"
+    );
+
     // Replay paused: the replica stops at what it has.
     sqlx::query("SELECT pg_wal_replay_pause()")
         .execute(&mut standby)
@@ -213,8 +236,23 @@ async fn listings_read_the_replica_and_a_job_by_id_reads_the_primary() {
         eventually(Duration::from_secs(30), || listed(&app, &id)).await,
         "the listing shows the job once the replica replayed it"
     );
-    drop(app);
+
+    // The replica goes down: listings are answered by the primary, not failed.
+    drop(standby);
     drop(replica);
+    assert!(listed(&app, &id).await, "the primary answers the listing");
+    assert!(
+        listed(&app, &id).await,
+        "and the next one, skipping the replica"
+    );
+    let metrics = app.get_text("/metrics").await;
+    let fallbacks: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orchestrator_replica_fallbacks_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the fallback is counted: {metrics}"));
+    assert!(fallbacks >= 1.0, "{fallbacks}");
+    drop(app);
     tokio::task::spawn_blocking(move || primary.stop())
         .await
         .unwrap();

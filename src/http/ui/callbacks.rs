@@ -99,10 +99,10 @@ pub async fn callbacks(
     Query(filter): Query<HostFilter>,
 ) -> Response {
     let host = checked_host(&filter.host);
+    let owner = owner_filter(&session);
     let rows = match state
         .store
-        .replica()
-        .open_deliveries(owner_filter(&session), host, SHOWN)
+        .from_replica(|reads| async move { reads.open_deliveries(owner, host, SHOWN).await })
         .await
     {
         Ok(rows) => rows,

@@ -203,7 +203,10 @@ async fn engine_health(state: &AppState) -> Result<Vec<EngineSection>, ApiError>
             name: s.name,
         })
         .collect();
-    let activity = state.store.replica().ssh_activity(24.0).await?;
+    let activity = state
+        .store
+        .from_replica(|reads| async move { reads.ssh_activity(24.0).await })
+        .await?;
     let ssh = state
         .config
         .ssh
@@ -271,11 +274,14 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     let mut charts = Vec::new();
     if sees_all {
         // Overviews may lag a little: the replica, when there is one.
-        let reads = state.store.replica();
         let (gauges, finished, week) = match tokio::try_join!(
             state.store.queue_gauges(),
-            reads.finished_since(24.0),
-            reads.hourly_outcomes(24 * 7)
+            state
+                .store
+                .from_replica(|reads| async move { reads.finished_since(24.0).await }),
+            state
+                .store
+                .from_replica(|reads| async move { reads.hourly_outcomes(24 * 7).await })
         ) {
             Ok(all) => all,
             Err(e) => return problem_page(e.into()),
