@@ -54,115 +54,51 @@ impl Store {
 
     /// Ranked full-text search (websearch syntax); items must carry every tag in `tags`.
     ///
-    /// Ranking every match of a common word is what made searches slow (p99 138 ms at 1M items,
-    /// 481 ms at 16 clients: a word in 9 % of the items is 90,000 rows to rank). So a query is
-    /// first probed against the newest 2,000 items (walking the primary key: ids are UUIDv7, in
-    /// time order): when at least 8 of them (0.4 %) match, the query is common and only its
-    /// newest matches are ranked (at most 500, found within the newest 20,000 items).
-    /// Every other query — rare words, most multi-word and tagged queries — is ranked over all
-    /// its matches through the GIN index, exactly as before, and so is a common one whose window
-    /// held fewer matches than asked for (then instead of the window's, never besides them).
-    /// Each route is switched by a one-time filter, so the plan's shape is the same with custom
-    /// and generic plans (a planner left to choose between the two indexes picked the GIN one
-    /// for every word once the plan went generic).
-    /// `LIMIT (SELECT $2)` lets PostgreSQL settle on the generic plan instead of planning every
-    /// call. (The numbers are literals in both statements below; measured in bench/README.md.)
+    /// Ranking every match of a common word is what made searches slow (p99 138 ms at 1M items:
+    /// a word in 9 % of the items is 90,000 rows to read and rank). So a common query ranks
+    /// only its newest `CANDIDATES` matches, and a rare one all of its matches. Which is which
+    /// comes from the table's statistics (`pg_stats`: how often each of the commonest words and
+    /// tags occurs): a query expected to match at least `COMMON_MATCHES` items is common.
+    /// A common query walks the recency buckets (16,384 items each, see the `memory_recency`
+    /// migration) newest first and stops taking matches once it has `CANDIDATES`; a bucket's
+    /// matches are an intersection inside the GIN index (words, tags and bucket in one index),
+    /// so a bucket without any costs well under a millisecond, and a word common overall but
+    /// absent from the newest items (the topic drifted) is found in the first bucket that
+    /// holds it. Recency is a bucket's: in the bucket where the walk stops, which matches fill
+    /// the last places is the heap's order, not their age.
     pub async fn search_memory(
         &self,
         query: &str,
         tags: &[String],
         limit: i64,
     ) -> StoreResult<Vec<MemoryHit>> {
-        // Two statements: `tags @> '{}'` would make the GIN index walk every tag entry.
-        let rows: Vec<HitRow> = if tags.is_empty() {
-            sqlx::query_as!(
-                HitRow,
-                r#"
-                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
-                probe AS MATERIALIZED (
-                    SELECT count(*) AS n
-                    FROM (SELECT search_vector FROM memory_items ORDER BY id DESC LIMIT 2000) r
-                    WHERE r.search_vector @@ (SELECT q FROM q)
-                ), recent AS MATERIALIZED (
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
-                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
-                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
-                    ORDER BY r.id DESC
-                    LIMIT 500
-                ), candidate AS (
-                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
-                    UNION ALL
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM memory_items
-                    WHERE (SELECT count(*) FROM recent) < $2
-                      AND search_vector @@ (SELECT q FROM q)
-                )
-                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
-                       created_at AS "created_at!",
-                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
-                FROM candidate
-                ORDER BY 6 DESC, created_at DESC
-                LIMIT (SELECT $2::bigint)
-                "#,
-                query,
-                limit,
-            )
-            .fetch_all(&self.pool)
-            .await?
-        } else {
-            sqlx::query_as!(
-                HitRow,
-                r#"
-                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
-                probe AS MATERIALIZED (
-                    SELECT count(*) AS n
-                    FROM (SELECT search_vector, tags FROM memory_items
-                          ORDER BY id DESC LIMIT 2000) r
-                    WHERE r.search_vector @@ (SELECT q FROM q) AND r.tags @> $3
-                ), recent AS MATERIALIZED (
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM (SELECT id, text, tags, metadata, created_at, search_vector
-                          FROM memory_items ORDER BY id DESC LIMIT 20000) r
-                    WHERE (SELECT n FROM probe) >= 8 AND r.search_vector @@ (SELECT q FROM q)
-                      AND r.tags @> $3
-                    ORDER BY r.id DESC
-                    LIMIT 500
-                ), candidate AS (
-                    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= $2
-                    UNION ALL
-                    SELECT id, text, tags, metadata, created_at, search_vector
-                    FROM memory_items
-                    WHERE (SELECT count(*) FROM recent) < $2
-                      AND search_vector @@ (SELECT q FROM q) AND tags @> $3
-                )
-                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
-                       created_at AS "created_at!",
-                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
-                FROM candidate
-                ORDER BY 6 DESC, created_at DESC
-                LIMIT (SELECT $2::bigint)
-                "#,
-                query,
-                limit,
-                tags,
-            )
-            .fetch_all(&self.pool)
-            .await?
+        let mut conn = self.pool.acquire().await?;
+        let words: Vec<String> = sqlx::query_scalar!(
+            r#"SELECT tsvector_to_array(to_tsvector('english', $1)) AS "words!""#,
+            query
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let expected = {
+            let stale = self
+                .word_stats()
+                .read_at
+                .is_none_or(|at| at.elapsed() > WORD_STATS_MAX_AGE);
+            if stale {
+                let fresh = read_word_stats(&mut conn).await?;
+                *self.word_stats() = fresh;
+            }
+            self.word_stats().expected_matches(&words, tags)
         };
-        Ok(rows
-            .into_iter()
-            .map(|r| MemoryHit {
-                item: MemoryItem {
-                    id: r.id.into(),
-                    text: r.text,
-                    tags: r.tags,
-                    metadata: r.metadata,
-                    created_at: r.created_at,
-                },
-                score: r.score,
-            })
-            .collect())
+        let walk = expected >= COMMON_MATCHES;
+        search(&mut conn, query, tags, limit, walk).await
+    }
+
+    fn word_stats(&self) -> std::sync::MutexGuard<'_, WordStats> {
+        // Plain numbers, valid whatever a panicking holder did.
+        self.word_stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub async fn get_memory(&self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
@@ -174,6 +110,216 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         delete(&mut conn, id).await
     }
+}
+
+/// Items per recency bucket, as the `memory_recency` migration numbers them.
+const RECENCY_BUCKET: i64 = 16_384;
+/// The most matches a common query ranks: its newest.
+const CANDIDATES: i64 = 500;
+/// A query the statistics expect to match at least this many items is common. Below it,
+/// ranking every match (a few milliseconds) costs less than walking the buckets for them.
+const COMMON_MATCHES: f64 = 2_000.0;
+/// How long the statistics read from `pg_stats` serve before they are read again (autovacuum
+/// refreshes them as the table changes by a tenth).
+const WORD_STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often the commonest words and tags of memory items occur: PostgreSQL's statistics for
+/// the two columns (`pg_stats.most_common_elems`, the 1,000 commonest at the default target).
+#[derive(Debug, Default)]
+pub(super) struct WordStats {
+    read_at: Option<std::time::Instant>,
+    items: f64,
+    words: std::collections::HashMap<String, f64>,
+    tags: std::collections::HashMap<String, f64>,
+}
+
+impl WordStats {
+    /// Items expected to hold every one of `words` (stemmed) and `tags`, taking them as
+    /// independent. A word or tag missing from the statistics is rarer than all of them:
+    /// counted as none, so a query with one is rare (ranked whole, which is cheap for it).
+    /// Without statistics (a table never analyzed) every query is rare.
+    fn expected_matches(&self, words: &[String], tags: &[String]) -> f64 {
+        let frequency = |of: &std::collections::HashMap<String, f64>, key: &String| {
+            of.get(key).copied().unwrap_or(0.0)
+        };
+        let words: f64 = words.iter().map(|w| frequency(&self.words, w)).product();
+        let tags: f64 = tags.iter().map(|t| frequency(&self.tags, t)).product();
+        self.items * words * tags
+    }
+}
+
+async fn read_word_stats(conn: &mut PgConnection) -> StoreResult<WordStats> {
+    let items = sqlx::query_scalar!(
+        r#"SELECT GREATEST(reltuples, 0)::float8 AS "n!" FROM pg_class
+           WHERE oid = 'memory_items'::regclass"#
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query!(
+        r#"
+        SELECT attname::text AS "column!", most_common_elems::text::text[] AS "elems!",
+               most_common_elem_freqs AS "freqs!"
+        FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'memory_items'
+          AND attname IN ('search_vector', 'tags') AND most_common_elems IS NOT NULL
+        "#
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stats = WordStats {
+        read_at: Some(std::time::Instant::now()),
+        items,
+        ..WordStats::default()
+    };
+    for row in rows {
+        // The frequencies go with the elements one to one (three summary numbers follow).
+        let pairs = row
+            .elems
+            .into_iter()
+            .zip(row.freqs.into_iter().map(f64::from));
+        match row.column.as_str() {
+            "search_vector" => stats.words.extend(pairs),
+            _ => stats.tags.extend(pairs),
+        }
+    }
+    Ok(stats)
+}
+
+/// The `limit` best-ranked matches of `query` carrying every tag in `tags`: among the first
+/// `CANDIDATES` found walking the recency buckets newest first (`walk`), or among all of them.
+/// Four statements: `tags @> '{}'` would make the GIN index walk every tag entry.
+async fn search(
+    conn: &mut PgConnection,
+    query: &str,
+    tags: &[String],
+    limit: i64,
+    walk: bool,
+) -> StoreResult<Vec<MemoryHit>> {
+    let candidates = CANDIDATES.max(limit);
+    let rows: Vec<HitRow> = match (walk, tags.is_empty()) {
+        (true, true) => {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
+                newest AS MATERIALIZED (
+                    SELECT GREATEST(0, (last_value - (NOT is_called)::int - 1) / $3)::int4 AS b
+                    FROM memory_items_recency_seq
+                ), candidate AS MATERIALIZED (
+                    SELECT c.*
+                    FROM generate_series((SELECT b FROM newest), 0, -1) AS w(b)
+                    CROSS JOIN LATERAL (
+                        SELECT id, text, tags, metadata, created_at, search_vector
+                        FROM memory_items
+                        WHERE search_vector @@ (SELECT q FROM q) AND recency && ARRAY[w.b]
+                        LIMIT $4
+                    ) c
+                    LIMIT $4
+                )
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM candidate
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT $2
+                "#,
+                query,
+                limit,
+                RECENCY_BUCKET,
+                candidates,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        (true, false) => {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q),
+                newest AS MATERIALIZED (
+                    SELECT GREATEST(0, (last_value - (NOT is_called)::int - 1) / $3)::int4 AS b
+                    FROM memory_items_recency_seq
+                ), candidate AS MATERIALIZED (
+                    SELECT c.*
+                    FROM generate_series((SELECT b FROM newest), 0, -1) AS w(b)
+                    CROSS JOIN LATERAL (
+                        SELECT id, text, tags, metadata, created_at, search_vector
+                        FROM memory_items
+                        WHERE search_vector @@ (SELECT q FROM q) AND recency && ARRAY[w.b]
+                          AND tags @> $5
+                        LIMIT $4
+                    ) c
+                    LIMIT $4
+                )
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM candidate
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT $2
+                "#,
+                query,
+                limit,
+                RECENCY_BUCKET,
+                candidates,
+                tags,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        (false, true) => {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q)
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM memory_items
+                WHERE search_vector @@ (SELECT q FROM q)
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT $2
+                "#,
+                query,
+                limit,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        (false, false) => {
+            sqlx::query_as!(
+                HitRow,
+                r#"
+                WITH q AS MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS q)
+                SELECT id AS "id!", text AS "text!", tags AS "tags!", metadata AS "metadata!",
+                       created_at AS "created_at!",
+                       ts_rank_cd(search_vector, (SELECT q FROM q), 32)::float8 AS "score!"
+                FROM memory_items
+                WHERE search_vector @@ (SELECT q FROM q) AND tags @> $3
+                ORDER BY 6 DESC, created_at DESC
+                LIMIT $2
+                "#,
+                query,
+                limit,
+                tags,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| MemoryHit {
+            item: MemoryItem {
+                id: r.id.into(),
+                text: r.text,
+                tags: r.tags,
+                metadata: r.metadata,
+                created_at: r.created_at,
+            },
+            score: r.score,
+        })
+        .collect())
 }
 
 /// Its own statement on the pool, or part of a request's one transaction (`InlineTx`), where
@@ -234,4 +380,50 @@ pub(super) async fn delete(conn: &mut PgConnection, id: MemoryId) -> StoreResult
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WordStats;
+
+    fn stats() -> WordStats {
+        WordStats {
+            read_at: None,
+            items: 1_000_000.0,
+            words: [("common".into(), 0.1), ("usual".into(), 0.02)].into(),
+            tags: [("everyone".into(), 1.0), ("team".into(), 0.05)].into(),
+        }
+    }
+
+    fn s(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn expected_matches_take_words_and_tags_as_independent() {
+        let stats = stats();
+        assert_eq!(stats.expected_matches(&s(&["common"]), &[]), 100_000.0);
+        assert_eq!(
+            stats.expected_matches(&s(&["common", "usual"]), &[]),
+            2_000.0
+        );
+        assert_eq!(
+            stats.expected_matches(&s(&["common"]), &s(&["everyone", "team"])),
+            5_000.0
+        );
+    }
+
+    #[test]
+    fn a_word_or_tag_missing_from_the_statistics_makes_a_query_rare() {
+        let stats = stats();
+        assert_eq!(stats.expected_matches(&s(&["common", "zyzzyva"]), &[]), 0.0);
+        assert_eq!(
+            stats.expected_matches(&s(&["common"]), &s(&["nobody"])),
+            0.0
+        );
+        assert_eq!(
+            WordStats::default().expected_matches(&s(&["common"]), &[]),
+            0.0
+        );
+    }
 }

@@ -170,6 +170,8 @@ pub struct Store {
     has_replica: bool,
     /// Until when reads skip a replica found unreachable, shared by the store's clones.
     replica_down_until: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// How common memory.search's words and tags are, shared by the store's clones.
+    word_stats: Arc<Mutex<memory::WordStats>>,
 }
 
 /// How long reads go to the primary after the replica could not be reached: a down replica
@@ -184,6 +186,7 @@ impl Store {
             pool,
             has_replica: false,
             replica_down_until: Arc::default(),
+            word_stats: Arc::default(),
         }
     }
 
@@ -228,6 +231,7 @@ impl Store {
             listen: self.listen.clone(),
             has_replica: false,
             replica_down_until: Arc::default(),
+            word_stats: self.word_stats.clone(),
         };
         match read(replica).await {
             Ok(answer) => Ok(answer),
