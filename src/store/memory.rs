@@ -135,10 +135,15 @@ pub(super) struct WordStats {
 
 impl WordStats {
     /// Items expected to hold every one of `words` (stemmed) and `tags`, taking them as
-    /// independent. A word or tag missing from the statistics is rarer than all of them:
-    /// counted as none, so a query with one is rare (ranked whole, which is cheap for it).
-    /// Without statistics (a table never analyzed) every query is rare.
+    /// independent (a query with `or` is taken as needing all its words: it may be ranked
+    /// whole when it is common, which is slower but exact). A word or tag missing from the
+    /// statistics is rarer than all of them: counted as none, so a query with one is rare
+    /// (ranked whole, which is cheap for it). A query without words (only stop words) matches
+    /// nothing, and without statistics (a table never analyzed) every query is rare.
     fn expected_matches(&self, words: &[String], tags: &[String]) -> f64 {
+        if words.is_empty() {
+            return 0.0;
+        }
         let frequency = |of: &std::collections::HashMap<String, f64>, key: &String| {
             of.get(key).copied().unwrap_or(0.0)
         };
@@ -425,5 +430,6 @@ mod tests {
             WordStats::default().expected_matches(&s(&["common"]), &[]),
             0.0
         );
+        assert_eq!(stats.expected_matches(&[], &s(&["everyone"])), 0.0);
     }
 }
