@@ -150,16 +150,27 @@ impl Executor {
     pub fn close(&self) -> Vec<Uuid> {
         self.closing.store(true, Ordering::SeqCst);
         self.turned_over.notify_waiters();
-        let waiting: Vec<JobId> = self
-            .lock()
+        // Marked under the same lock `run` takes to start an attempt: a job is either marked
+        // here and never started, or started there and not returned (it is released after the
+        // drain, when its attempt has ended) — never handed back while it runs.
+        self.lock()
             .iter()
-            .filter(|(_, r)| !r.started)
-            .map(|(id, _)| *id)
-            .collect();
-        for &id in &waiting {
-            self.stop(id, StopReason::Shutdown);
-        }
-        waiting.into_iter().map(JobId::uuid).collect()
+            .filter(|(_, r)| !r.started && !r.finishing)
+            .filter(|(_, r)| {
+                r.reason
+                    .compare_exchange(
+                        StopReason::None as u8,
+                        StopReason::Shutdown as u8,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+            })
+            .map(|(id, r)| {
+                r.token.cancel();
+                id.uuid()
+            })
+            .collect()
     }
 
     /// Waits until this instance has room for claimed jobs, then says how many to claim (at
@@ -319,10 +330,7 @@ impl Executor {
         let slot = match slot {
             SlotWait::Got(slot) => slot,
             SlotWait::TooLong => return self.give_back(&job, ReleaseReason::NotStarted).await,
-            // Handed back by the shutdown with the others `close` returned. (One that got its
-            // slot just as `close` looked runs, is stopped, and is released after the drain:
-            // the second release of the same attempt finds it no longer running here and
-            // writes nothing.)
+            // Handed back by the shutdown with the others `close` returned.
             SlotWait::Stopped if reason.load(Ordering::SeqCst) == StopReason::Shutdown as u8 => {
                 return self.forget(&job);
             }
@@ -333,10 +341,18 @@ impl Executor {
                 return self.finish(job, reason, stopped, started, finishing).await;
             }
         };
-        if let Some(r) = self.lock().get_mut(&job.id)
-            && r.attempt == job.attempt
         {
-            r.started = true;
+            let mut running = self.lock();
+            // `close` took it (between the slot and here): the shutdown hands it back.
+            if reason.load(Ordering::SeqCst) == StopReason::Shutdown as u8 {
+                drop(running);
+                return self.forget(&job);
+            }
+            if let Some(r) = running.get_mut(&job.id)
+                && r.attempt == job.attempt
+            {
+                r.started = true;
+            }
         }
         let called = Instant::now();
         let outcome = self.attempt(&job, &token).await;
