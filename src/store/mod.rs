@@ -92,6 +92,19 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// A failure a standby gives where its primary would answer: unreachable or restarting,
+    /// a statement cancelled by a conflict with recovery (40001), or a table or column its
+    /// replay has not reached yet (42P01, 42703: a migration the primary already has).
+    fn is_replica_lag(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "42P01" | "42703"))
+            }
+            StoreError::Database(_) => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -212,8 +225,9 @@ impl Store {
     /// fails reads the primary would answer: it is down or restarting, it is still replaying
     /// a migration the primary has (a table or column it does not know yet), or replay
     /// cancelled the statement (a conflict with recovery). None of that is the caller's
-    /// fault, and the primary has the same data, newer; so the read is answered there and the
-    /// replica's error logged and counted (`orchestrator_replica_fallbacks_total`); a replica
+    /// fault, and the primary has the same data, newer; so the read is answered there (any
+    /// other error is returned as it is, not run twice) and the replica's error logged and
+    /// counted (`orchestrator_replica_fallbacks_total`); a replica
     /// that cannot be reached is skipped for `REPLICA_RETRY_AFTER`. Without a replica, `read`
     /// runs once against the primary. A write through the replica fails (a standby is
     /// read-only), so `read` must only read.
@@ -234,6 +248,8 @@ impl Store {
             word_stats: self.word_stats.clone(),
         };
         match read(replica).await {
+            // Anything else the primary would fail too: not run twice.
+            Err(e) if !e.is_replica_lag() => Err(e),
             Ok(answer) => Ok(answer),
             Err(e) => {
                 if e.is_unavailable() {
