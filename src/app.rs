@@ -73,6 +73,14 @@ impl Application {
         let store = Store::new(database.pool)
             .with_replica(database.read_pool)
             .with_listener(database.listen_pool);
+        // Before anything is filed: a database migrated or restored a while ago may have no
+        // partition for the present yet.
+        crate::worker::make_partitions_ahead(
+            &store,
+            &config.maintenance().history,
+            chrono::Utc::now(),
+        )
+        .await;
         let mut catalog = local_catalog(&config.tools, &config.ssh, &store)
             .context("loading the local intents")?;
         for tool in options.extra_tools {

@@ -22,7 +22,7 @@ use crate::{
     model::ConfigProblem,
     telemetry::{LogConfig, MetricsConfig},
     tools::flow::FlowAuth,
-    worker::{MaintenanceSettings, RetentionConfig, WorkersConfig},
+    worker::{HistorySettings, MaintenanceSettings, RetentionConfig, WorkersConfig},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +230,11 @@ impl Config {
             every: self.workers.maintenance_interval,
             remember_ingest_ids: self.callbacks.tolerance * 2,
             payload_days: self.retention.payload_days,
+            history: HistorySettings {
+                partition_days: self.retention.partition_days,
+                jobs_days: self.retention.jobs_days,
+                audit_days: self.retention.audit_days,
+            },
             // A session lives on its instance until idle; the stored copy, which only a
             // restore on another instance touches, is kept a day past that at least.
             mcp_session_retention: self.mcp.session_idle.max(Duration::from_secs(24 * 3600)),
@@ -266,6 +271,7 @@ impl Config {
         let mut out = self.server.problems();
         out.extend(self.database.problems());
         out.extend(self.workers.problems());
+        out.extend(self.retention.problems());
         out.extend(self.metrics.problems());
         out.extend(self.events.problems());
         out.extend(self.idempotency.problems());

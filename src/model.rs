@@ -358,6 +358,9 @@ vocabulary! {
         /// A person signed in to the dashboard with an API key, or out.
         UiSignedIn = "ui.signed_in",
         UiSignedOut = "ui.signed_out",
+        /// Retention dropped a whole partition of job history or of this trail (`target`: the
+        /// partition; `detail`: its table, time range and rows). The only way rows leave.
+        RetentionDropped = "retention.dropped",
     }
 }
 

@@ -7,12 +7,12 @@
 SET synchronous_commit = off;
 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                   attempt_timeout_ms, inputs, run_at, created_at)
-SELECT gen_random_uuid(), 'gmail.triage', 'flow', 'auto', 'scheduled', 0, 3, 10000, '{}',
+SELECT uuid_v7(), 'gmail.triage', 'flow', 'auto', 'scheduled', 0, 3, 10000, '{}',
        now() + make_interval(secs => i * 2.6), now()
 FROM generate_series(1, 1000000) i;
 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                   attempt_timeout_ms, inputs, run_at, created_at)
-SELECT gen_random_uuid(), 'system.echo', 'agent', 'auto', 'queued', 1, 3, 10000, '{}',
+SELECT uuid_v7(), 'system.echo', 'agent', 'auto', 'queued', 1, 3, 10000, '{}',
        now() - make_interval(secs => i * 0.01), now()
 FROM generate_series(1, 100000) i;
 VACUUM ANALYZE jobs;
@@ -48,7 +48,7 @@ INSERT INTO concurrency_slots (key, slot, job_id) VALUES ('ssh:web-1', 1, gen_ra
 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                   attempt_timeout_ms, inputs, run_at, created_at, concurrency_key,
                   concurrency_limit)
-SELECT gen_random_uuid(), 'ssh.exec', 'agent', 'auto', 'queued', 0, 3, 10000, '{}',
+SELECT uuid_v7(), 'ssh.exec', 'agent', 'auto', 'queued', 0, 3, 10000, '{}',
        now() - make_interval(secs => i * 0.01), now(), 'ssh:web-1', 1
 FROM generate_series(1, 100000) i;
 VACUUM ANALYZE jobs;

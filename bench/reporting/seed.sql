@@ -7,7 +7,7 @@ SET synchronous_commit = off;
 INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, attempt_timeout_ms,
                   inputs, result, attempts, created_at, started_at, finished_at, duration_ms,
                   api_key_id, principal, client_addr, callback_url)
-SELECT gen_random_uuid(), intent, mode, 'auto', status, 3, 10000, '{"n": 1}'::jsonb,
+SELECT uuid_v7(created), intent, mode, 'auto', status, 3, 10000, '{"n": 1}'::jsonb,
        CASE WHEN status = 'succeeded' THEN '{"ok": true}'::jsonb END,
        attempts, created, created, created + make_interval(secs => dur / 1000.0), dur,
        NULL, 'anonymous', '10.0.0.1',
@@ -64,7 +64,7 @@ FROM decisions WHERE i % 10 <> 0;
 INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, attempt_timeout_ms,
                   inputs, attempts, created_at, run_at, lease_owner, lease_expires_at,
                   callback_deadline_at)
-SELECT gen_random_uuid(), 'memory.write', 'agent', 'auto',
+SELECT uuid_v7(), 'memory.write', 'agent', 'auto',
        (ARRAY['queued','running','awaiting_callback'])[1 + i % 3]::job_status, 3, 10000, '{}',
        CASE WHEN i % 3 = 0 THEN 0 ELSE 1 END, now() - make_interval(secs => i), now(),
        CASE WHEN i % 3 = 1 THEN gen_random_uuid() END,

@@ -5,6 +5,7 @@ mod callbacks;
 mod engine_health;
 mod events;
 mod gauges;
+mod history;
 mod idempotency;
 mod inline;
 mod intake_batch;
@@ -30,6 +31,7 @@ pub use callbacks::{
 pub use engine_health::SshActivity;
 pub use events::JobEvent;
 pub use gauges::QueueGauges;
+pub use history::HistoryPartition;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use inline::{InlineOutcome, InlineTx};
 pub use intake_batch::{OwnedKeyClaim, QueuedJob};

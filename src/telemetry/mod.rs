@@ -201,6 +201,10 @@ fn describe_metrics() {
         "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
     );
     describe_counter!(
+        "orchestrator_history_partitions_dropped_total",
+        "Partitions of jobs or audit_events dropped by retention (retention.jobs_days, retention.audit_days)."
+    );
+    describe_counter!(
         "orchestrator_replica_fallbacks_total",
         "Reads meant for the replica (database.read_url) that it failed and the primary answered."
     );

@@ -57,12 +57,48 @@ impl Default for WorkersConfig {
 }
 
 /// `[retention]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Drop finished jobs' inputs and results after this many days (0: keep them). Reporting
     /// columns and the audit trail stay.
     pub payload_days: u32,
+    /// Drop whole partitions of job history once every job in them was created and finished
+    /// this many days ago (0: keep all). The hourly rollups keep the reports.
+    pub jobs_days: u32,
+    /// Drop whole partitions of the audit trail this many days old, once they are folded into
+    /// the rollups (0: keep all). Each drop is itself recorded in the trail.
+    pub audit_days: u32,
+    /// How many days of history one partition holds: history leaves a partition at a time,
+    /// so rows stay up to this much longer than their retention.
+    pub partition_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            payload_days: 0,
+            jobs_days: 0,
+            audit_days: 0,
+            partition_days: 7,
+        }
+    }
+}
+
+/// The longest partition: a year.
+const MAX_PARTITION_DAYS: u32 = 366;
+
+impl RetentionConfig {
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if !(1..=MAX_PARTITION_DAYS).contains(&self.partition_days) {
+            out.push(ConfigProblem::new(
+                "retention.partition_days",
+                format!("must be between 1 and {MAX_PARTITION_DAYS}"),
+            ));
+        }
+        out
+    }
 }
 
 /// The most job slots, or prefetched jobs, one instance may be configured with.

@@ -21,6 +21,8 @@ pub struct MaintenanceSettings {
     pub remember_ingest_ids: Duration,
     /// Finished jobs lose their inputs and results after this many days (0: never).
     pub payload_days: u32,
+    /// Partitions of job history and the audit trail: made ahead, dropped when expired.
+    pub history: super::HistorySettings,
     /// Stored MCP sessions unused this long are forgotten (a client coming back opens a new
     /// one).
     pub mcp_session_retention: Duration,
@@ -57,6 +59,7 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
         if settings.payload_days > 0 {
             purge_payloads(store, settings.payload_days).await;
         }
+        super::keep_history(store, &settings.history, chrono::Utc::now()).await;
         match store
             .purge_idle_mcp_sessions(settings.mcp_session_retention.as_secs_f64(), PAGE * 2)
             .await

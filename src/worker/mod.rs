@@ -5,10 +5,12 @@ pub mod backoff;
 mod completer;
 mod config;
 pub mod executor;
+mod history;
 mod listener;
 mod maintenance;
 mod pace;
 
+pub use history::{HistoryReport, HistorySettings, keep_history, make_partitions_ahead};
 pub use listener::Wakeups;
 pub use maintenance::{MaintenanceSettings, pass as maintenance_pass};
 pub mod waiters;

@@ -391,7 +391,7 @@ async fn a_purge_never_takes_the_places_of_a_job_being_filed() {
         "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                            attempt_timeout_ms, inputs, principal, concurrency_key,
                            concurrency_limit)
-         VALUES (gen_random_uuid(), 'system.sleep', 'agent', 'auto', 'queued', 0, 1, 5000,
+         VALUES (uuid_v7(), 'system.sleep', 'agent', 'auto', 'queued', 0, 1, 5000,
                  '{}', 'anonymous', 'k', 1)",
     )
     .execute(&mut *intake)

@@ -204,6 +204,14 @@ impl TestDb {
             .connect(&url)
             .await
             .unwrap();
+        if template.is_some() {
+            // The template may have been migrated days ago: the partitions of history must
+            // reach the present, as the server makes them at start.
+            sqlx::query("SELECT ensure_history_partitions(7, now(), now() + interval '14 days')")
+                .execute(&pool)
+                .await
+                .expect("history partitions");
+        }
         Self { url, pool }
     }
 }

@@ -11,6 +11,7 @@ mod fetch_tool;
 mod flows;
 mod fs_tools;
 mod helpers;
+mod history;
 mod hostile;
 mod idempotency;
 mod inline;

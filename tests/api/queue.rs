@@ -104,7 +104,7 @@ async fn the_claim_query_uses_the_partial_index() {
     sqlx::query!(
         "INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, attempt_timeout_ms,
                            inputs, finished_at)
-         SELECT gen_random_uuid(), 'system.echo', 'agent', 'auto', 'succeeded', 1, 1000, '{}', now()
+         SELECT uuid_v7(), 'system.echo', 'agent', 'auto', 'succeeded', 1, 1000, '{}', now()
          FROM generate_series(1, 20000)"
     )
     .execute(&db.pool)

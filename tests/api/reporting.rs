@@ -22,7 +22,7 @@ async fn seed_finished_jobs(db: &TestDb, midnight: DateTime<Utc>) {
         INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
                           attempt_timeout_ms, inputs, attempts, created_at, started_at,
                           finished_at, duration_ms)
-        SELECT gen_random_uuid(), 'memory.write', 'agent'::job_mode, 'auto'::job_mode,
+        SELECT uuid_v7(), 'memory.write', 'agent'::job_mode, 'auto'::job_mode,
                CASE WHEN i <= 90 THEN 'succeeded' WHEN i <= 98 THEN 'failed'
                     ELSE 'timed_out' END::job_status,
                3, 10000, '{}'::jsonb, CASE WHEN i <= 10 THEN 2 ELSE 1 END,
@@ -31,7 +31,7 @@ async fn seed_finished_jobs(db: &TestDb, midnight: DateTime<Utc>) {
         FROM generate_series(1, 100) i,
              LATERAL (SELECT $1::timestamptz + make_interval(hours => 10, secs => i) AS f) t
         UNION ALL
-        SELECT gen_random_uuid(), 'gmail.triage', 'flow', 'auto', 'succeeded', 3, 30000, '{}', 1,
+        SELECT uuid_v7(), 'gmail.triage', 'flow', 'auto', 'succeeded', 3, 30000, '{}', 1,
                f - make_interval(secs => i), f - make_interval(secs => i), f, i * 1000
         FROM generate_series(1, 20) i,
              LATERAL (SELECT $1::timestamptz + make_interval(hours => 14, secs => i) AS f) t
@@ -261,15 +261,15 @@ async fn callback_ssh_and_backlog_reports() {
         INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
                           attempt_timeout_ms, inputs, created_at, run_at, lease_owner,
                           lease_expires_at, callback_deadline_at, attempts)
-        VALUES (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
+        VALUES (uuid_v7(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
                 now() - interval '20 minutes', now() - interval '10 minutes', NULL, NULL, NULL, 0),
-               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
+               (uuid_v7(), 'memory.write', 'agent', 'auto', 'queued', 3, 1000, '{}',
                 now(), now(), NULL, NULL, NULL, 0),
-               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
+               (uuid_v7(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
                 now() - interval '1 hour', now(), gen_random_uuid(), now() - interval '1 minute', NULL, 1),
-               (gen_random_uuid(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
+               (uuid_v7(), 'memory.write', 'agent', 'auto', 'running', 3, 1000, '{}',
                 now(), now(), gen_random_uuid(), now() + interval '1 minute', NULL, 1),
-               (gen_random_uuid(), 'gmail.triage', 'flow', 'auto', 'awaiting_callback', 3, 1000,
+               (uuid_v7(), 'gmail.triage', 'flow', 'auto', 'awaiting_callback', 3, 1000,
                 '{}', now() - interval '2 hours', now(), NULL, NULL, now() - interval '1 hour', 1)
         "#
     )
