@@ -128,7 +128,22 @@ async fn the_claim_query_uses_the_partial_index() {
     .unwrap()
     .expect("a plan");
     let text = plan.to_string();
-    assert!(text.contains("jobs_claim_idx"), "plan: {text}");
+    // Each partition of `jobs` is read through its piece of the partial claim index, in order.
+    let claim_indexes: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT c.relname::text AS "name!" FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'jobs_claim_idx'::regclass"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let partitions_read = text.matches("\"Index Name\"").count();
+    let through_claim_index = claim_indexes
+        .iter()
+        .filter(|name| text.contains(&format!("\"Index Name\":\"{name}\"")))
+        .count();
+    assert!(partitions_read >= 2, "plan: {text}");
+    assert_eq!(through_claim_index, partitions_read, "plan: {text}");
+    assert!(!text.contains("Seq Scan"), "plan: {text}");
     assert!(!text.contains("\"Sort\""), "no sort needed: {text}");
 }
 
