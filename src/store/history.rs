@@ -52,7 +52,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await;
         match made {
-            Err(e) if is_not_now(&e) => return Ok(0),
+            Err(e) if is_not_now(&e) => Ok(0),
             other => {
                 let made = other?;
                 tx.commit().await?;
