@@ -288,5 +288,6 @@ $$;
 SELECT add_audit_kinds('retention.dropped');
 ALTER TABLE audit_events VALIDATE CONSTRAINT audit_events_kind_known;
 
--- The first week after the conversion; the server keeps making them ahead from here.
-SELECT ensure_history_partitions(7, now(), now() + interval '7 days');
+-- The first month after the conversion (`retention.partition_days`' default); the server
+-- keeps making them ahead from here.
+SELECT ensure_history_partitions(30, now(), now() + interval '1 day');

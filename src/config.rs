@@ -557,6 +557,7 @@ mod tests {
         let mut c = Config::default();
         c.server.max_body_bytes = 10;
         c.workers.claim_batch = 0;
+        c.retention.partition_days = 0;
         c.routing.prefer = vec![crate::model::Mode::Auto];
         c.callbacks.signing_secret = "not-a-secret".into();
         let Err(ConfigError::Invalid { problems }) = c.validate() else {
@@ -568,6 +569,7 @@ mod tests {
             [
                 "server.max_body_bytes",
                 "workers.claim_batch",
+                "retention.partition_days",
                 "callbacks.signing_secret",
                 "routing.prefer"
             ]

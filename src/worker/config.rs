@@ -70,7 +70,9 @@ pub struct RetentionConfig {
     /// the rollups (0: keep all). Each drop is itself recorded in the trail.
     pub audit_days: u32,
     /// How many days of history one partition holds: history leaves a partition at a time,
-    /// so rows stay up to this much longer than their retention.
+    /// so rows stay up to this much longer than their retention. Every statement on `jobs`
+    /// that cannot pick its partition by id plans and locks all of them: a year of 7-day
+    /// partitions (54) cost the drain about 20 %, of 30-day ones (14) nothing measurable.
     pub partition_days: u32,
 }
 
@@ -80,7 +82,7 @@ impl Default for RetentionConfig {
             payload_days: 0,
             jobs_days: 0,
             audit_days: 0,
-            partition_days: 7,
+            partition_days: 30,
         }
     }
 }
