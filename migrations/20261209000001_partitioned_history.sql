@@ -12,8 +12,8 @@
 --
 -- The existing tables are not copied: each is attached whole as its table's first partition
 -- (holding everything up to the next UTC midnight), so the conversion costs one scan of `jobs`
--- (checking the new partition bound), one index build over `audit_events` (the new key) and
--- re-created views, whatever the size. `history_partitions` lists every partition with its
+-- (checking the new partition bound) and re-created views; the new key of `audit_events` was
+-- built by the previous migration without holding writes back. `history_partitions` lists every partition with its
 -- time range; the server creates the coming ones ahead (`ensure_history_partitions`) and drops
 -- expired ones (`drop_history_partition`).
 
@@ -68,7 +68,7 @@ FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class t ON t.oid = x.indrelid
 WHERE t.relname IN ('jobs', 'audit_events') AND t.relnamespace = 'public'::regnamespace
-  AND NOT x.indisprimary;
+  AND NOT x.indisprimary AND i.relname <> 'audit_events_id_at_key';
 
 DO $$
 DECLARE
@@ -132,9 +132,17 @@ BEGIN
     -- Its own TRUNCATE guard stays: statement triggers of the parent do not reach partitions.
     ALTER TABLE audit_events_p_initial DROP CONSTRAINT audit_events_pkey;
     ALTER TABLE audit_events_p_initial ALTER COLUMN id DROP IDENTITY;
-    -- The one index the conversion builds (the parent's key attaches it).
-    ALTER TABLE audit_events_p_initial ADD CONSTRAINT audit_events_p_initial_pkey
-        PRIMARY KEY (id, at);
+    -- The new key, built by the previous migration without holding writes back; built here,
+    -- under the lock, only if that build did not complete.
+    IF EXISTS (SELECT 1 FROM pg_index
+               WHERE indexrelid = to_regclass('audit_events_id_at_key') AND indisvalid) THEN
+        ALTER TABLE audit_events_p_initial ADD CONSTRAINT audit_events_p_initial_pkey
+            PRIMARY KEY USING INDEX audit_events_id_at_key;
+    ELSE
+        DROP INDEX IF EXISTS audit_events_id_at_key;
+        ALTER TABLE audit_events_p_initial ADD CONSTRAINT audit_events_p_initial_pkey
+            PRIMARY KEY (id, at);
+    END IF;
 
     CREATE TABLE audit_events (LIKE audit_events_p_initial INCLUDING DEFAULTS INCLUDING CONSTRAINTS
                                INCLUDING STORAGE INCLUDING COMMENTS)
@@ -284,9 +292,6 @@ BEGIN
     DELETE FROM history_partitions WHERE name = p.name;
 END
 $$;
-
-SELECT add_audit_kinds('retention.dropped');
-ALTER TABLE audit_events VALIDATE CONSTRAINT audit_events_kind_known;
 
 -- The first month after the conversion (`retention.partition_days`' default); the server
 -- keeps making them ahead from here.

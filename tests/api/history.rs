@@ -253,7 +253,7 @@ async fn retention_keeps_everything_by_default() {
 async fn migrated_before_partitioning(db: &TestDb) {
     let earlier = orchestrator::db::MIGRATOR
         .iter()
-        .filter(|m| m.version < 20261209000001)
+        .filter(|m| m.version < 20261209000000)
         .cloned()
         .collect::<Vec<_>>();
     let migrator = sqlx::migrate::Migrator {
