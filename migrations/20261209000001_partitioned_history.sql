@@ -234,13 +234,20 @@ BEGIN
             -- Storage settings (fillfactor, autovacuum) follow the newest partition's.
             SELECT reloptions INTO options FROM pg_class
             WHERE oid = format('%I', newest.name)::regclass;
-            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)%s',
+            -- Made on its own and then attached: CREATE TABLE … PARTITION OF would take the
+            -- parent exclusively (waiting for every statement on it and holding every new one
+            -- back meanwhile); ATTACH takes a lock that reads and writes pass. The parent's
+            -- indexes and row triggers are made on it as it is attached.
+            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+                           'INCLUDING STORAGE INCLUDING COMMENTS)%s',
                 part, tbl,
-                CASE tbl WHEN 'jobs' THEN uuid_v7_floor(newest.until_at)::text
-                         ELSE newest.until_at::text END,
-                CASE tbl WHEN 'jobs' THEN uuid_v7_floor(until)::text ELSE until::text END,
                 CASE WHEN options IS NULL THEN ''
                      ELSE format(' WITH (%s)', array_to_string(options, ', ')) END);
+            EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                tbl, part,
+                CASE tbl WHEN 'jobs' THEN uuid_v7_floor(newest.until_at)::text
+                         ELSE newest.until_at::text END,
+                CASE tbl WHEN 'jobs' THEN uuid_v7_floor(until)::text ELSE until::text END);
             IF tbl = 'audit_events' THEN
                 EXECUTE format('CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON %I '
                                'FOR EACH STATEMENT EXECUTE FUNCTION refuse_audit_change()', part);

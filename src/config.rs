@@ -272,6 +272,7 @@ impl Config {
         out.extend(self.database.problems());
         out.extend(self.workers.problems());
         out.extend(self.retention.problems());
+        out.extend(self.retention_outlives_idempotency());
         out.extend(self.metrics.problems());
         out.extend(self.events.problems());
         out.extend(self.idempotency.problems());
@@ -288,6 +289,19 @@ impl Config {
         out.extend(crate::tools::flow::config::shared_url_problems(&self.flows));
         out.extend(crate::schedules::ScheduleConfig::problems(&self.schedules));
         out
+    }
+
+    /// A replayed idempotency key answers with its job, so no job may leave before its key.
+    fn retention_outlives_idempotency(&self) -> Option<ConfigProblem> {
+        let days = self.retention.jobs_days;
+        (days > 0 && Duration::from_secs(u64::from(days) * 86_400) < self.idempotency.ttl).then(
+            || {
+                ConfigProblem::new(
+                    "retention.jobs_days",
+                    "must keep jobs at least as long as idempotency.ttl (a replayed key answers with its job)",
+                )
+            },
+        )
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -579,6 +593,21 @@ mod tests {
             text.contains("workers.claim_batch: must be at least 1; "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn jobs_are_kept_at_least_as_long_as_their_idempotency_keys() {
+        let mut c = Config::default();
+        c.idempotency.ttl = Duration::from_secs(3 * 86_400);
+        c.retention.jobs_days = 2;
+        let Err(ConfigError::Invalid { problems }) = c.validate() else {
+            panic!("a job would leave before its key");
+        };
+        assert_eq!(problems[0].field, "retention.jobs_days");
+        c.retention.jobs_days = 3;
+        assert!(c.validate().is_ok());
+        c.retention.jobs_days = 0;
+        assert!(c.validate().is_ok(), "0 keeps jobs");
     }
 
     #[test]

@@ -419,3 +419,81 @@ async fn partitioning_an_existing_database_keeps_every_row_view_key_and_trigger(
     .unwrap();
     assert!(later.starts_with("jobs_p2"), "{later}");
 }
+
+#[tokio::test]
+async fn partition_ddl_does_not_hold_the_queue_behind_it() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    // A transaction in flight on both tables, as claims and completions always are.
+    let mut busy = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM jobs")
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO audit_events (kind, actor_kind) VALUES ('created', 'anonymous')")
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+
+    // Making partitions takes a lock that statements pass: it does not wait for this one.
+    let now = Utc::now();
+    let started = std::time::Instant::now();
+    let made = store
+        .ensure_history_partitions(30, now, now + Duration::days(120))
+        .await
+        .unwrap();
+    assert!(made >= 2 * 3, "made {made}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i JOIN pg_inherits h ON h.inhrelid = i.indexrelid
+         JOIN history_partitions p ON i.indrelid = p.name::regclass
+         WHERE p.parent = 'jobs' AND p.from_at > now() + interval '60 days'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        indexes >= 11,
+        "the parent's indexes are made on each partition: {indexes}"
+    );
+
+    // Dropping needs a table to itself: it gives up at once rather than queue every new
+    // statement behind it, and goes through once the table is free.
+    let expired = HistorySettings {
+        partition_days: 30,
+        jobs_days: 1,
+        audit_days: 0,
+    };
+    let later = now + Duration::days(400);
+    // (The clock moves on 400 days: the drop is recorded in a partition of that time.)
+    store
+        .ensure_history_partitions(30, later, later + Duration::days(60))
+        .await
+        .unwrap();
+    let candidates = store
+        .expired_history_partitions(expired.jobs_days, expired.audit_days, later)
+        .await
+        .unwrap();
+    let empty = candidates
+        .iter()
+        .find(|p| p.table == "jobs" && p.from.is_some())
+        .expect("an expired, empty partition of jobs")
+        .clone();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store
+            .drop_history_partition(&empty, expired.jobs_days, later)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    busy.commit().await.unwrap();
+    assert_eq!(
+        store
+            .drop_history_partition(&empty, expired.jobs_days, later)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+}
