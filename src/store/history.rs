@@ -16,6 +16,9 @@ const RETENTION_LOCK: i64 = 0x0c4e_57a7_0002;
 /// (making partitions takes a lock reads and writes pass, and runs two lengths ahead of need).
 const DDL_LOCK_TIMEOUT: &str = "100ms";
 
+/// Partitions with more rows than this (by the statistics) are recorded with the estimate.
+const EXACT_COUNT_UP_TO: i64 = 1_000_000;
+
 /// `55P03` (lock_not_available): the lock timeout ran out. `55006` (object_in_use): the
 /// partition turned out to hold a job that is not past retention once it was detached.
 const NOT_NOW: [&str; 2] = ["55P03", "55006"];
@@ -123,7 +126,7 @@ impl Store {
     }
 
     /// Drops one expired partition: the drop is written to the audit trail (with the rows it
-    /// removes), the partition detached, checked again now that nothing can change it, and
+    /// removes: `rows_exact` false when that is the statistics' estimate of a large one), the partition detached, checked again now that nothing can change it, and
     /// dropped, all in one transaction. Returns the rows removed, or None when it cannot go
     /// now (another instance is dropping, the tables stayed busy, or a job in it was sent back
     /// to the queue meanwhile); the next pass tries again.
@@ -143,24 +146,35 @@ impl Store {
         if !ours {
             return Ok(None);
         }
-        let rows = sqlx::query_scalar!(
+        // Counted exactly up to a size; past it, the statistics' estimate: a drop that cannot
+        // get its lock is retried every pass, and must not scan a large partition each time.
+        let rows = sqlx::query!(
             r#"
-            SELECT CASE h.parent
-                WHEN 'jobs' THEN (
-                    SELECT count(*) FROM jobs
-                    WHERE id >= coalesce(uuid_v7_floor(h.from_at),
-                                         '00000000-0000-0000-0000-000000000000')
-                      AND id < uuid_v7_floor(h.until_at))
-                ELSE (
-                    SELECT count(*) FROM audit_events
-                    WHERE at >= coalesce(h.from_at, '-infinity') AND at < h.until_at)
-                END AS "rows!"
-            FROM history_partitions h WHERE h.name = $1
+            WITH est AS (
+                SELECT greatest(c.reltuples, 0)::bigint AS n, c.reltuples > $2 AS large
+                FROM pg_class c WHERE c.oid = to_regclass($1))
+            SELECT CASE WHEN est.large THEN est.n
+                   WHEN h.parent = 'jobs' THEN (
+                       SELECT count(*) FROM jobs
+                       WHERE id >= coalesce(uuid_v7_floor(h.from_at),
+                                            '00000000-0000-0000-0000-000000000000')
+                         AND id < uuid_v7_floor(h.until_at))
+                   ELSE (
+                       SELECT count(*) FROM audit_events
+                       WHERE at >= coalesce(h.from_at, '-infinity') AND at < h.until_at)
+                   END AS "n!",
+                   NOT est.large AS "exact!"
+            FROM history_partitions h, est WHERE h.name = $1
             "#,
             partition.name,
+            EXACT_COUNT_UP_TO as f32,
         )
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        // Another instance dropped it since it was listed.
+        let Some(rows) = rows else {
+            return Ok(None);
+        };
         set_ddl_lock_timeout(&mut tx).await?;
         // Stamped with the caller's clock, which is the time the partition expired by.
         sqlx::query!(
@@ -168,7 +182,8 @@ impl Store {
             INSERT INTO audit_events (at, kind, outcome, actor_kind, target, detail)
             VALUES ($1, $2, 'ok', 'maintenance', $3,
                     jsonb_build_object('table', $4::text, 'from', $5::timestamptz,
-                                       'until', $6::timestamptz, 'rows', $7::bigint))
+                                       'until', $6::timestamptz, 'rows', $7::bigint,
+                                       'rows_exact', $8::boolean))
             "#,
             now,
             AuditKind::RetentionDropped.as_str(),
@@ -176,7 +191,8 @@ impl Store {
             partition.table,
             partition.from,
             partition.until,
-            rows,
+            rows.n,
+            rows.exact,
         )
         .execute(&mut *tx)
         .await?;
@@ -193,7 +209,7 @@ impl Store {
             other => {
                 other?;
                 tx.commit().await?;
-                Ok(Some(rows))
+                Ok(Some(rows.n))
             }
         }
     }

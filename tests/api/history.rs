@@ -173,6 +173,7 @@ async fn expired_partitions_leave_whole_and_each_drop_is_recorded_in_the_trail()
     assert_eq!(drops.len(), 1);
     assert_eq!(drops[0].1["table"], "jobs");
     assert_eq!(drops[0].1["rows"], 4);
+    assert_eq!(drops[0].1["rows_exact"], true);
     assert!(drops[0].1["until"].is_string());
 
     // 90 days on the trail's first partition is past 60 days, but not yet rolled up.
