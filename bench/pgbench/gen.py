@@ -43,7 +43,9 @@ def bind(query, params):
 
 # pgbench -M prepared sends variables as untyped parameters: type them.
 A, B = "(:a)::bigint", "(:b)::bigint"
-JOB = f"(lpad(to_hex({A}), 16, '0') || lpad(to_hex({B}), 16, '0'))::uuid"
+# A UUIDv7 of the transaction's start, as the server makes (jobs are partitioned by it).
+JOB = (f"(lpad(to_hex(floor(extract(epoch FROM now()) * 1000)::bigint), 12, '0') || '7' "
+       f"|| substr(lpad(to_hex({A}), 16, '0'), 2, 15) || substr(lpad(to_hex({B}), 16, '0'), 13, 4))::uuid")
 ITEM = f"(lpad(to_hex({B}), 16, '0') || lpad(to_hex({A}), 16, '0'))::uuid"
 TEXT = f"('note ' || {A} || ' ' || {B} || ': the Eiffel Tower is in Paris')"
 OWNER = "'0192f3a4-b5c6-7d8e-9f00-112233445566'::uuid"
