@@ -13,9 +13,9 @@
 -- The existing tables are not copied: each is attached whole as its table's first partition
 -- (holding everything up to the next UTC midnight), so the conversion costs one scan of `jobs`
 -- (checking the new partition bound) and re-created views; the new key of `audit_events` was
--- built by the previous migration without holding writes back. `history_partitions` lists every partition with its
--- time range; the server creates the coming ones ahead (`ensure_history_partitions`) and drops
--- expired ones (`drop_history_partition`).
+-- built by the previous migration without holding writes back. `history_partitions` lists
+-- every partition with its time range; the server creates the coming ones ahead
+-- (`ensure_history_partitions`) and drops expired ones (`drop_history_partition`).
 
 -- The first 48 bits of a UUIDv7 for a time, the rest zero: the lowest id created at `at`.
 CREATE FUNCTION uuid_v7_floor(at timestamptz) RETURNS uuid
