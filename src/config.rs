@@ -608,6 +608,11 @@ mod tests {
         assert!(c.validate().is_ok());
         c.retention.jobs_days = 0;
         assert!(c.validate().is_ok(), "0 keeps jobs");
+        c.retention.audit_days = u32::MAX;
+        let Err(ConfigError::Invalid { problems }) = c.validate() else {
+            panic!("past a century");
+        };
+        assert_eq!(problems[0].field, "retention.audit_days");
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Store {
         upto: DateTime<Utc>,
     ) -> StoreResult<i32> {
         let mut tx = super::begin(&self.pool).await?;
-        set_ddl_lock_timeout(&mut tx).await?;
+        super::set_local(&mut tx, "lock_timeout", DDL_LOCK_TIMEOUT).await?;
         let made = sqlx::query_scalar!(
             r#"SELECT ensure_history_partitions($1, $2, $3) AS "made!""#,
             days as i32,
@@ -63,6 +63,18 @@ impl Store {
                 Ok(made)
             }
         }
+    }
+
+    /// Seconds from `now` to the end of the newest partition of the table whose partitions
+    /// reach least far (negative: rows of the present have no partition and are refused).
+    pub async fn history_partitions_ahead(&self, now: DateTime<Utc>) -> StoreResult<f64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT extract(epoch FROM min(newest) - $1::timestamptz)::float8 AS "ahead!"
+               FROM (SELECT max(until_at) AS newest FROM history_partitions GROUP BY parent) t"#,
+            now,
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Every partition, oldest first.
@@ -175,7 +187,7 @@ impl Store {
         let Some(rows) = rows else {
             return Ok(None);
         };
-        set_ddl_lock_timeout(&mut tx).await?;
+        super::set_local(&mut tx, "lock_timeout", DDL_LOCK_TIMEOUT).await?;
         // Stamped with the caller's clock, which is the time the partition expired by.
         sqlx::query!(
             r#"
@@ -213,16 +225,6 @@ impl Store {
             }
         }
     }
-}
-
-async fn set_ddl_lock_timeout(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> StoreResult<()> {
-    sqlx::query_scalar!(
-        r#"SELECT set_config('lock_timeout', $1, true) AS "set!""#,
-        DDL_LOCK_TIMEOUT
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 fn is_not_now(e: &sqlx::Error) -> bool {

@@ -313,18 +313,38 @@ impl Store {
         Ok(row.map(|r| r.status))
     }
 
-    /// Claims up to `limit` due jobs for `owner`: the CTE locks them with SKIP LOCKED, the
-    /// update takes the lease, and the statement commits at once.
+    /// Claims up to `limit` due jobs for `owner`: the first statement locks them with SKIP
+    /// LOCKED, the second takes their leases, and the transaction commits at once.
     pub async fn claim_jobs(&self, owner: Uuid, limit: i64, lease_secs: f64) -> StoreResult<Claim> {
+        // `jobs` is partitioned, and statistics taken while the queue was nearly empty make the
+        // planner read every queued job of every partition and sort them all (Append + Sort:
+        // 65 ms a claim with 100,000 queued, measured) rather than merge the partitions' claim
+        // indexes in order and stop at the batch. With sorts forbidden, the selection has only
+        // the ordered merge left, whatever the statistics say. Only for the selection: the
+        // rest of the claim sorts the few claimed rows, which has no alternative (forbidding
+        // sorts for the whole statement made claims take a second).
+        let mut tx = super::begin(&self.pool).await?;
+        super::set_local(&mut tx, "enable_sort", "off").await?;
+        let locked = sqlx::query_scalar!(
+            r#"
+            -- Parked jobs (waiting for a concurrency place) are outside this index.
+            SELECT id FROM jobs
+            WHERE status = 'queued' AND NOT parked AND run_at <= now()
+            ORDER BY priority, run_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+            "#,
+            limit,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        super::set_local(&mut tx, "enable_sort", "on").await?;
         let rows = sqlx::query!(
             r#"
             WITH candidate AS (
-                -- Parked jobs (waiting for a concurrency place) are outside this index.
+                -- Locked by this transaction's first statement.
                 SELECT id, priority, run_at, concurrency_key, concurrency_limit FROM jobs
-                WHERE status = 'queued' AND NOT parked AND run_at <= now()
-                ORDER BY priority, run_at, id
-                LIMIT $2
-                FOR UPDATE SKIP LOCKED
+                WHERE id = ANY($2::uuid[])
             ), keyed AS (
                 SELECT id, concurrency_key AS key, concurrency_limit AS lim,
                        row_number() OVER (PARTITION BY concurrency_key
@@ -386,11 +406,12 @@ impl Store {
             ORDER BY c.priority, c.run_at, c.id
             "#,
             owner,
-            limit,
+            &locked,
             lease_secs,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let parked = rows.first().map_or(0, |r| r.parked);
         let jobs = rows
             .into_iter()

@@ -75,6 +75,23 @@ pub(crate) async fn begin(pool: &PgPool) -> StoreResult<Transaction<'static, Pos
     }
 }
 
+/// Sets a setting for the rest of the transaction (`SET LOCAL`, as a statement that can be
+/// prepared).
+pub(crate) async fn set_local(
+    tx: &mut Transaction<'static, Postgres>,
+    setting: &str,
+    value: &str,
+) -> StoreResult<()> {
+    sqlx::query_scalar!(
+        r#"SELECT set_config($1, $2, true) AS "set!""#,
+        setting,
+        value
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The store's one error type: either the database cannot be reached (callers answer 503 or
 /// retry later), or a statement failed for another reason (a bug or a broken invariant).
 #[derive(Debug, thiserror::Error)]

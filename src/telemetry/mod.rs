@@ -200,6 +200,10 @@ fn describe_metrics() {
         "orchestrator_db_pool_timeouts_total",
         "Waits for a pool connection that gave up (database.acquire_timeout): the pool was exhausted."
     );
+    describe_gauge!(
+        "orchestrator_history_partitions_ahead_seconds",
+        "How far ahead of now the partitions of job history and of the audit trail reach (the shorter of the two); rows past it are refused."
+    );
     describe_counter!(
         "orchestrator_history_partitions_dropped_total",
         "Partitions of jobs or audit_events dropped by retention (retention.jobs_days, retention.audit_days)."

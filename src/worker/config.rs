@@ -89,6 +89,8 @@ impl Default for RetentionConfig {
 
 /// The longest partition: a year.
 const MAX_PARTITION_DAYS: u32 = 366;
+/// The longest retention that is not "keep everything": a century.
+const MAX_RETENTION_DAYS: u32 = 36_525;
 
 impl RetentionConfig {
     pub fn problems(&self) -> Vec<ConfigProblem> {
@@ -98,6 +100,20 @@ impl RetentionConfig {
                 "retention.partition_days",
                 format!("must be between 1 and {MAX_PARTITION_DAYS}"),
             ));
+        }
+        // Days become PostgreSQL intervals of int4 days: bounded so that a typo is a clear
+        // error at start rather than an overflow.
+        for (field, days) in [
+            ("retention.payload_days", self.payload_days),
+            ("retention.jobs_days", self.jobs_days),
+            ("retention.audit_days", self.audit_days),
+        ] {
+            if days > MAX_RETENTION_DAYS {
+                out.push(ConfigProblem::new(
+                    field,
+                    format!("must be at most {MAX_RETENTION_DAYS} (0 keeps everything)"),
+                ));
+            }
         }
         out
     }

@@ -35,7 +35,7 @@ pub async fn make_partitions_ahead(
     now: DateTime<Utc>,
 ) -> i32 {
     let upto = now + chrono::Duration::days(i64::from(settings.partition_days * AHEAD));
-    match store
+    let made = match store
         .ensure_history_partitions(settings.partition_days, now, upto)
         .await
     {
@@ -49,7 +49,12 @@ pub async fn make_partitions_ahead(
             tracing::warn!(error = %e, "making history partitions failed");
             0
         }
+    };
+    match store.history_partitions_ahead(now).await {
+        Ok(ahead) => metrics::gauge!("orchestrator_history_partitions_ahead_seconds").set(ahead),
+        Err(e) => tracing::warn!(error = %e, "reading how far history partitions reach failed"),
     }
+    made
 }
 
 /// Makes the coming partitions and drops the expired ones, as of `now`.

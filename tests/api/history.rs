@@ -236,6 +236,9 @@ async fn retention_keeps_everything_by_default() {
         .await;
     assert_eq!(status, 200, "{body}");
     let store = Store::new(app.pool().clone());
+    // The server made its partitions at start: two lengths (30 days by default) ahead.
+    let ahead = store.history_partitions_ahead(Utc::now()).await.unwrap();
+    assert!(ahead > 59.0 * 86_400.0, "{ahead} s ahead");
     rolled_up_until(app.pool(), Utc::now() + Duration::days(3650)).await;
     let keep_all = HistorySettings {
         partition_days: 7,

@@ -338,3 +338,42 @@ async fn the_database_notifies_on_the_channels_the_server_listens_to() {
         "the notifying functions were found: {sources:?}"
     );
 }
+
+/// Statistics taken while the queue was empty, then a burst: planned by cost, the selection
+/// reads every queued job of every partition and sorts them (Append + Sort); the claim plans
+/// it with sorts forbidden, which leaves the ordered merge of the partitions' claim indexes.
+#[tokio::test]
+async fn the_claim_merges_partitions_in_order_even_with_statistics_of_an_empty_queue() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
+    enqueue(&store, 3000).await;
+    let plan = |sorts: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT set_config('enable_sort', $1, true)")
+                .bind(sorts)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let plan: Value = sqlx::query_scalar(
+                "EXPLAIN (FORMAT JSON)
+                 SELECT id FROM jobs
+                 WHERE status = 'queued' AND NOT parked AND run_at <= now()
+                 ORDER BY priority, run_at, id LIMIT 64 FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            plan.to_string()
+        }
+    };
+    let by_cost = plan("on").await;
+    assert!(by_cost.contains("\"Sort\""), "the hazard: {by_cost}");
+    let claimed = plan("off").await;
+    assert!(claimed.contains("Merge Append"), "{claimed}");
+    assert!(!claimed.contains("\"Sort\""), "{claimed}");
+    let claim = store.claim_jobs(Uuid::now_v7(), 64, 30.0).await.unwrap();
+    assert_eq!(claim.jobs.len(), 64);
+}
