@@ -338,6 +338,14 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
+        if locked.is_empty() {
+            // Nothing due (an idle poll): no leases to take, nothing to park.
+            tx.commit().await?;
+            return Ok(Claim {
+                jobs: Vec::new(),
+                parked: 0,
+            });
+        }
         super::set_local(&mut tx, "enable_sort", "on").await?;
         let rows = sqlx::query!(
             r#"
