@@ -149,13 +149,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<i64>> {
         let mut tx = super::begin(&self.pool).await?;
-        let ours = sqlx::query_scalar!(
-            r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
-            RETENTION_LOCK
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !ours {
+        if !super::try_lock_for_transaction(&mut tx, RETENTION_LOCK).await? {
             return Ok(None);
         }
         // Counted exactly up to a size; past it, the statistics' estimate: a drop that cannot

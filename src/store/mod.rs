@@ -92,6 +92,19 @@ pub(crate) async fn set_local(
     Ok(())
 }
 
+/// Takes advisory lock `id` until the transaction ends, if no other session holds it: for
+/// upkeep one instance does at a time.
+pub(crate) async fn try_lock_for_transaction(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+) -> StoreResult<bool> {
+    Ok(
+        sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
 /// The store's one error type: either the database cannot be reached (callers answer 503 or
 /// retry later), or a statement failed for another reason (a bug or a broken invariant).
 #[derive(Debug, thiserror::Error)]

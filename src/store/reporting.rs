@@ -11,13 +11,7 @@ impl Store {
     /// another instance holds the rollup lock.
     pub async fn roll_up_finished_jobs(&self) -> StoreResult<Option<i64>> {
         let mut tx = super::begin(&self.pool).await?;
-        let locked = sqlx::query_scalar!(
-            r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
-            ROLLUP_LOCK
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !locked {
+        if !super::try_lock_for_transaction(&mut tx, ROLLUP_LOCK).await? {
             return Ok(None);
         }
         let folded = sqlx::query_scalar!(

@@ -23,9 +23,7 @@ impl Store {
         }
         let mut tx = super::begin(&self.pool).await?;
         // Waiting longer would hold claims back; the next pass tries again.
-        sqlx::query!("SET LOCAL lock_timeout = '200ms'")
-            .execute(&mut *tx)
-            .await?;
+        super::set_local(&mut tx, "lock_timeout", "200ms").await?;
         let locked = sqlx::query!("LOCK TABLE concurrency_slots IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await;
