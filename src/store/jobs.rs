@@ -316,15 +316,10 @@ impl Store {
     /// Claims up to `limit` due jobs for `owner`: the first statement locks them with SKIP
     /// LOCKED, the second takes their leases, and the transaction commits at once.
     pub async fn claim_jobs(&self, owner: Uuid, limit: i64, lease_secs: f64) -> StoreResult<Claim> {
-        // `jobs` is partitioned, and statistics taken while the queue was nearly empty make the
-        // planner read every queued job of every partition and sort them all (Append + Sort:
-        // 65 ms a claim with 100,000 queued, measured) rather than merge the partitions' claim
-        // indexes in order and stop at the batch. With sorts forbidden, the selection has only
-        // the ordered merge left, whatever the statistics say. Only for the selection: the
-        // rest of the claim sorts the few claimed rows, which has no alternative (forbidding
-        // sorts for the whole statement made claims take a second).
-        let mut tx = super::begin(&self.pool).await?;
-        super::set_local(&mut tx, "enable_sort", "off").await?;
+        // Sorts are forbidden for the selection only: the rest of the claim sorts the few
+        // claimed rows, which has no alternative (forbidding sorts for the whole statement
+        // made claims take a second).
+        let mut tx = super::begin_ordered_scans(&self.pool).await?;
         let locked = sqlx::query_scalar!(
             r#"
             -- Parked jobs (waiting for a concurrency place) are outside this index.
@@ -445,7 +440,9 @@ impl Store {
     /// index scan over `jobs_parked_idx`, at most `max_keys`), unparks at most one job per
     /// free place, and wakes the workers when it did; returns how many.
     pub async fn unpark_jobs(&self, max_keys: i32) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar!(
+        // A hot key's parked jobs are taken from its index in order, never all sorted.
+        let mut tx = super::begin_ordered_scans(&self.pool).await?;
+        let unparked = sqlx::query_scalar!(
             r#"
             WITH RECURSIVE parked_keys (key, n) AS (
                 (SELECT concurrency_key, 1 FROM jobs
@@ -484,8 +481,10 @@ impl Store {
             max_keys,
             Channel::NewWork.name(),
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(unparked)
     }
 
     /// Applies many completions in one statement. Each is fenced: it changes the job only if

@@ -286,7 +286,9 @@ impl Store {
     /// Moves up to `limit` due `scheduled` jobs to `queued` (audited as `due`) and wakes the
     /// workers; returns how many.
     pub async fn promote_due_jobs(&self, instance: Uuid, limit: i64) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar!(
+        // A burst of due jobs is taken from the partitions' indexes in order, never all sorted.
+        let mut tx = super::begin_ordered_scans(&self.pool).await?;
+        let promoted = sqlx::query_scalar!(
             r#"
             WITH due AS (
                 SELECT id FROM jobs WHERE status = 'scheduled' AND run_at <= now()
@@ -309,8 +311,10 @@ impl Store {
             limit,
             Channel::NewWork.name(),
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(promoted)
     }
 
     /// When the scheduler next has something to do: the earliest scheduled job or fire time.

@@ -377,3 +377,87 @@ async fn the_claim_merges_partitions_in_order_even_with_statistics_of_an_empty_q
     let claim = store.claim_jobs(Uuid::now_v7(), 64, 30.0).await.unwrap();
     assert_eq!(claim.jobs.len(), 64);
 }
+
+/// Index entries that the one connection of `pool` has read from the partitions of `index`
+/// so far (its statistics flushed first, so the count includes its last statement).
+async fn index_entries_read(pool: &sqlx::PgPool, index: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(s.idx_tup_read), 0)::bigint
+         FROM pg_stat_user_indexes s
+         JOIN pg_inherits h ON h.inhrelid = s.indexrelid
+         JOIN pg_class parent ON parent.oid = h.inhparent
+         WHERE parent.relname = $1",
+    )
+    .bind(index)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The claim, the promotion of due scheduled jobs and the unparking of a hot key's jobs each
+/// take a few rows in order from thousands. With statistics taken while `jobs` was empty, the
+/// planner would read every matching row of every partition and sort them; these statements
+/// must read only about the rows they take, from the partitions' indexes in order.
+#[tokio::test]
+async fn first_rows_statements_read_only_what_they_take_even_with_statistics_of_an_empty_table() {
+    const ROWS: i64 = 20_000;
+    let db = TestDb::new().await;
+    sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
+    for (status, run_at, key, parked) in [
+        ("queued", "now()", "NULL", "false"),
+        ("scheduled", "now() - interval '1 second'", "NULL", "false"),
+        ("queued", "now()", "'hot'", "true"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                               attempt_timeout_ms, inputs, principal, client_addr, run_at,
+                               concurrency_key, concurrency_limit, parked)
+             SELECT uuid_v7(), 'system.echo', 'agent', 'auto', '{status}', 0, 1, 1000, '{{}}',
+                    'anonymous', '127.0.0.1', {run_at}, {key}, 1, {parked}
+             FROM generate_series(1, $1)"
+        ))
+        .bind(ROWS)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO concurrency_slots (key, slot) VALUES ('hot', 1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // One connection, so that its statistics are the statements' own.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let store = Store::new(one.clone());
+
+    let before = index_entries_read(&one, "jobs_claim_idx").await;
+    let claim = store.claim_jobs(Uuid::now_v7(), 64, 30.0).await.unwrap();
+    assert_eq!(claim.jobs.len(), 64);
+    let read = index_entries_read(&one, "jobs_claim_idx").await - before;
+    assert!(read < 1_000, "the claim read {read} entries for 64 jobs");
+
+    let before = index_entries_read(&one, "jobs_scheduled_idx").await;
+    let promoted = store.promote_due_jobs(Uuid::now_v7(), 64).await.unwrap();
+    assert_eq!(promoted, 64);
+    let read = index_entries_read(&one, "jobs_scheduled_idx").await - before;
+    assert!(
+        read < 1_000,
+        "the promotion read {read} entries for 64 jobs"
+    );
+
+    let before = index_entries_read(&one, "jobs_parked_idx").await;
+    let unparked = store.unpark_jobs(10).await.unwrap();
+    assert_eq!(unparked, 1);
+    let read = index_entries_read(&one, "jobs_parked_idx").await - before;
+    assert!(
+        read < 1_000,
+        "the unparking read {read} entries for one job"
+    );
+}
