@@ -272,11 +272,13 @@ async fn credentials_come_from_configuration_never_from_inputs_and_go_only_to_th
             format!("http://localhost:{}/landed", second.addr.port()),
         ),
     );
-    let app = spawn_with(|c| {
+    let credential_host = format!("127.0.0.1:{}", first.addr.port());
+    let app = spawn_with(move |c| {
         c.tools.fetch.enabled = true;
         c.tools.fetch.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
         c.tools.fetch.credentials = serde_json::from_value(json!([
-            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token", "allow_http": true},
+            {"hosts": [credential_host],
+             "value": "Bearer configured-token", "allow_http": true},
             {"hosts": ["*.example.org"], "header": "x-api-key", "value": "other-key"}
         ]))
         .unwrap();
@@ -308,6 +310,12 @@ async fn credentials_come_from_configuration_never_from_inputs_and_go_only_to_th
     let landed = second.requests("/landed");
     assert_eq!(landed.len(), 1);
     assert!(landed[0].headers.get("authorization").is_none());
+    // The same host on another port is another service: not the credential's.
+    let (status, body) = fetch(&app, json!({"url": second.url("/other-port")})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other_port = second.requests("/other-port");
+    assert_eq!(other_port.len(), 1);
+    assert!(other_port[0].headers.get("authorization").is_none());
     // Neither the answer nor the job's row holds it.
     assert!(!body.to_string().contains("configured-token"));
     let stored: i64 = sqlx::query_scalar(
@@ -331,11 +339,13 @@ async fn a_credential_goes_only_over_https_unless_its_allow_http_is_on() {
             format!("http://127.0.0.1:{}/secret", credentialed.addr.port()),
         ),
     );
-    let app = spawn_with(|c| {
+    let credential_host = format!("127.0.0.1:{}", credentialed.addr.port());
+    let app = spawn_with(move |c| {
         c.tools.fetch.enabled = true;
         c.tools.fetch.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
         c.tools.fetch.credentials = serde_json::from_value(json!([
-            {"hosts": ["127.0.0.1"], "value": "Bearer configured-token"}
+            {"hosts": [credential_host],
+             "value": "Bearer configured-token"}
         ]))
         .unwrap();
     })

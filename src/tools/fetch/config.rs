@@ -30,12 +30,14 @@ pub struct FetchConfig {
     pub credentials: Vec<FetchCredential>,
 }
 
-/// A header carrying a credential, added to every request (and redirect hop) whose host
-/// matches one of `hosts`, never to another.
+/// A header carrying a credential, added to every request (and redirect hop) whose host and
+/// port match one of `hosts`, never to another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchCredential {
-    /// Host globs, as in `allow_hosts`.
+    /// Host globs, as in `allow_hosts`, each optionally with a port (`api.example.com:8443`).
+    /// Without one, only the scheme's default port (443, or 80 for `allow_http`): like a
+    /// browser's origin, a credential is not handed to whatever else listens on the host.
     pub hosts: Vec<String>,
     /// The header (`authorization` unless told otherwise, e.g. `x-api-key`).
     #[serde(default = "default_credential_header")]
@@ -53,9 +55,35 @@ pub struct FetchCredential {
 }
 
 /// URLs carry hosts lowercased, so an uppercase pattern would never match; a `/` means a URL
-/// or path was given instead of a host.
+/// or path was given instead of a host, and a `:` outside an IPv6 literal's brackets a port.
 fn is_host_glob(pattern: &str) -> bool {
-    !pattern.is_empty() && !pattern.chars().any(|c| c.is_uppercase() || c == '/')
+    let ipv6 = pattern.starts_with('[') && pattern.ends_with(']');
+    !pattern.is_empty()
+        && !pattern
+            .chars()
+            .any(|c| c.is_uppercase() || c == '/' || (c == ':' && !ipv6))
+}
+
+/// A credential's host pattern split into its host glob and the port it names, if any
+/// (`[::1]:8443` has one; `[::1]` and `*.example.com` do not).
+fn split_port(pattern: &str) -> (&str, Option<&str>) {
+    match pattern.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && (host.ends_with(']') || !host.contains(':'))
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (host, Some(port))
+        }
+        _ => (pattern, None),
+    }
+}
+
+/// A credential's host pattern: a host glob, optionally with a port from 1 to 65535.
+fn is_credential_host(pattern: &str) -> bool {
+    let (glob, port) = split_port(pattern);
+    is_host_glob(glob) && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 fn default_credential_header() -> String {
@@ -74,8 +102,19 @@ impl FetchCredential {
         }
     }
 
-    pub fn applies_to(&self, host: &str) -> bool {
-        self.hosts.iter().any(|p| Glob::new(p).matches(host))
+    /// Whether a request to `url` carries this credential: its host matches one of `hosts` and
+    /// its port is the one named there (the scheme's default when none is).
+    pub fn applies_to(&self, url: &url::Url) -> bool {
+        let host = url.host_str().unwrap_or_default();
+        self.hosts.iter().any(|pattern| {
+            let (glob, port) = split_port(pattern);
+            let port_matches = match port {
+                Some(port) => url.port_or_known_default() == port.parse().ok(),
+                // `url` leaves the port out exactly when it is the scheme's default.
+                None => url.port().is_none(),
+            };
+            port_matches && Glob::new(glob).matches(host)
+        })
     }
 }
 
@@ -122,10 +161,13 @@ impl FetchConfig {
         }
         for (i, credential) in self.credentials.iter().enumerate() {
             let field = |name: &str| format!("tools.fetch.credentials[{i}].{name}");
-            if credential.hosts.is_empty() || !credential.hosts.iter().all(|p| is_host_glob(p)) {
+            if credential.hosts.is_empty()
+                || !credential.hosts.iter().all(|p| is_credential_host(p))
+            {
                 out.push(ConfigProblem::new(
                     field("hosts"),
-                    "must name at least one lowercase host glob",
+                    "must name at least one lowercase host glob, each optionally with a port \
+                     (`api.example.com:8443`)",
                 ));
             }
             if reqwest::header::HeaderName::from_bytes(credential.header.as_bytes()).is_err() {
@@ -192,6 +234,17 @@ mod tests {
             fields(serde_json::json!({"hosts": ["a.b"], "value": "t", "value_env": "PATH"})),
             ["tools.fetch.credentials[0].value"]
         );
+        assert!(
+            fields(serde_json::json!({"hosts": ["a.b:8443", "[::1]:1", "[::1]"], "value": "t"}))
+                .is_empty()
+        );
+        for bad in ["a.b:0", "a.b:65536", "a.b:", "A.b:443"] {
+            assert_eq!(
+                fields(serde_json::json!({"hosts": [bad], "value": "t"})),
+                ["tools.fetch.credentials[0].hosts"],
+                "{bad}"
+            );
+        }
         // Plain http is opt-in, per credential.
         let default = with(serde_json::json!({"hosts": ["a.b"], "value": "t"}));
         assert!(!default.credentials[0].allow_http);
@@ -201,6 +254,37 @@ mod tests {
             with(serde_json::json!({"hosts": ["a.b"], "value": "s3cr3t"}))
         );
         assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+
+    #[test]
+    fn a_credential_goes_to_its_hosts_default_port_or_the_port_it_names() {
+        let credential = |hosts: &[&str]| -> FetchCredential {
+            serde_json::from_value(serde_json::json!({"hosts": hosts, "value": "t"})).unwrap()
+        };
+        let applies = |hosts: &[&str], url: &str| {
+            credential(hosts).applies_to(&url::Url::parse(url).unwrap())
+        };
+        #[rustfmt::skip]
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["api.example.com"], "https://api.example.com/x", true),
+            (&["api.example.com"], "https://api.example.com:443/x", true),
+            (&["api.example.com"], "http://api.example.com/x", true),
+            // Another service on the same host is not the credential's.
+            (&["api.example.com"], "https://api.example.com:8443/x", false),
+            (&["api.example.com"], "http://api.example.com:443/x", false),
+            (&["api.example.com:8443"], "https://api.example.com:8443/x", true),
+            (&["api.example.com:8443"], "https://api.example.com/x", false),
+            (&["api.example.com:443"], "https://api.example.com/x", true),
+            (&["*.example.com:8443"], "https://a.example.com:8443/", true),
+            (&["*.example.com:8443"], "https://a.example.org:8443/", false),
+            (&["[::1]:8443"], "https://[::1]:8443/", true),
+            (&["[::1]"], "https://[::1]/", true),
+            (&["[::1]"], "https://[::1]:8443/", false),
+            (&["127.0.0.1"], "http://127.0.0.1:8080/", false),
+        ];
+        for (hosts, url, expected) in cases {
+            assert_eq!(applies(hosts, url), *expected, "{hosts:?} {url}");
+        }
     }
 
     #[test]

@@ -152,12 +152,12 @@ impl HttpFetch {
         }
     }
 
-    /// The caller's headers for a hop to `url`, with the credential configured for its host.
+    /// The caller's headers for a hop to `url`, with the credential configured for its host
+    /// and port.
     fn headers_for(&self, url: &url::Url, callers: &HeaderMap) -> HeaderMap {
         let mut headers = callers.clone();
-        let host = url.host_str().unwrap_or_default();
         for (credential, name, value) in &self.credentials {
-            if credential.applies_to(host) {
+            if credential.applies_to(url) {
                 headers.insert(name.clone(), value.clone());
             }
         }
@@ -180,7 +180,7 @@ impl HttpFetch {
             && let Some(i) = self
                 .credentials
                 .iter()
-                .position(|(c, _, _)| c.applies_to(host) && !c.allow_http)
+                .position(|(c, _, _)| c.applies_to(&url) && !c.allow_http)
         {
             return Err(format!(
                 "host `{host}` is sent the credential tools.fetch.credentials[{i}], which goes \
