@@ -1,24 +1,21 @@
-//! Files queued jobs in batches: whatever concurrent requests filed while the previous batch
-//! was being written goes in the next statement, so a burst of `async: true` requests costs one
-//! commit (one WAL flush) per batch instead of one per request. Under light load a batch is a
-//! single job, so nobody waits for a timer. Each request is answered only after its batch
-//! committed.
+//! Files jobs in batches: whatever concurrent requests filed while the previous batch was being
+//! written goes in the next statement, so a burst of `async: true` requests, or of waited-for
+//! calls whose tool wrote nothing (`system.echo`), costs one commit (one WAL flush) per batch
+//! instead of one per request. Under light load a batch is a single job, so nobody waits for a
+//! timer. Each request is answered only after its batch committed.
 
 use std::collections::{HashMap, HashSet};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{
-    model::JobStatus,
-    store::{QueuedJob, Store, StoreError},
-};
+use crate::store::{IntakeFiled, IntakeJob, Store, StoreError};
 
-/// What filing one job came to: its status, or `None` when its idempotency key already
+/// What filing one job came to: how it was written, or `None` when its idempotency key already
 /// answers for another live job.
-pub type Filed = Result<Option<JobStatus>, StoreError>;
+pub type Filed = Result<Option<IntakeFiled>, StoreError>;
 
-type Item = (QueuedJob, oneshot::Sender<Filed>);
+type Item = (IntakeJob, oneshot::Sender<Filed>);
 
 #[derive(Clone, Debug)]
 pub struct Filer {
@@ -33,7 +30,7 @@ impl Filer {
         Self { tx }
     }
 
-    pub async fn file(&self, job: QueuedJob) -> Filed {
+    pub async fn file(&self, job: IntakeJob) -> Filed {
         let (ack, done) = oneshot::channel();
         if self.tx.send((job, ack)).await.is_err() {
             return Err(StoreError::closed());
@@ -89,13 +86,13 @@ fn split_on_keys(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
 /// Writes a batch and answers each request. A batch the database refuses is written one job
 /// at a time, so that one job it cannot store fails alone.
 async fn write(store: &Store, batch: Vec<Item>) {
-    let (jobs, acks): (Vec<QueuedJob>, Vec<_>) = batch.into_iter().unzip();
-    match store.insert_queued_jobs(&jobs).await {
+    let (jobs, acks): (Vec<IntakeJob>, Vec<_>) = batch.into_iter().unzip();
+    match store.insert_intake_jobs(&jobs).await {
         Ok(filed) => {
             metrics::histogram!("orchestrator_intake_batch_size").record(jobs.len() as f64);
-            let status: HashMap<Uuid, JobStatus> = filed.into_iter().collect();
+            let filed: HashMap<Uuid, IntakeFiled> = filed.into_iter().collect();
             for (job, ack) in jobs.iter().zip(acks) {
-                let _ = ack.send(Ok(status.get(&job.id).copied()));
+                let _ = ack.send(Ok(filed.get(&job.id).copied()));
             }
         }
         Err(e) if jobs.len() == 1 => {
@@ -106,7 +103,7 @@ async fn write(store: &Store, batch: Vec<Item>) {
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "intake batch refused; filing one by one");
             for (job, ack) in jobs.iter().zip(acks) {
-                let one = store.insert_queued_jobs(std::slice::from_ref(job)).await;
+                let one = store.insert_intake_jobs(std::slice::from_ref(job)).await;
                 let _ = ack.send(one.map(|filed| filed.first().map(|(_, s)| *s)));
             }
         }

@@ -15,10 +15,10 @@ use super::{canonical::write_canonical, filer::Filer};
 use crate::{
     catalog::{Effect, InlineTool, Intent},
     ids::JobId,
-    model::{FinishedJob, Mode, Principal},
+    model::{FinishedJob, Mode, Principal, job_error},
     store::{
-        CancelOutcome, Channel, ClaimedJob, DeferredNotify, InlineOutcome, KeyClaim, NewJob,
-        OwnedKeyClaim, QueuedJob, RetryOutcome, Store, StoreError, StoredKey,
+        CancelOutcome, Channel, ClaimedJob, DeferredNotify, InlineOutcome, IntakeFiled, IntakeJob,
+        KeyClaim, NewJob, OwnedKeyClaim, RanInline, RetryOutcome, Store, StoreError, StoredKey,
     },
     worker::{StopReason, Waiter, Workers},
 };
@@ -239,11 +239,14 @@ impl Intake {
             }
         }
         let filed = if job.start_now.is_none() && job.concurrency_key.is_none() {
-            self.filer.file(queued(&job, claim.as_ref())).await?
+            self.filer
+                .file(intake_job(&job, claim.as_ref(), None))
+                .await?
+                .is_some()
         } else {
-            self.store.insert_job(&job, claim.as_ref()).await?
+            self.store.insert_job(&job, claim.as_ref()).await?.is_some()
         };
-        if filed.is_none() {
+        if !filed {
             return Ok(None);
         }
         metrics::counter!("orchestrator_jobs_created_total", "intent" => intent.name().to_owned())
@@ -297,14 +300,32 @@ impl Intake {
             }
             Ok(Err(_)) | Err(_) => return Ok(InlineRun::NotRun),
         };
-        let Some(finished) = tx
-            .file_finished(job, key, executor.instance_id(), &outcome)
-            .await?
-        else {
-            return Ok(InlineRun::KeyTaken);
+        let finished = if tx.wrote_nothing() {
+            // Nothing of the call to commit with the job: it joins the intake's next batch,
+            // one commit for every such request of the moment (group commit).
+            drop(tx);
+            let ran = RanInline {
+                instance: executor.instance_id(),
+                outcome,
+                duration_ms: started.elapsed().as_millis().try_into().unwrap_or(i64::MAX),
+            };
+            let filing = intake_job(job, key, Some(ran));
+            let answer = finished_job(&filing);
+            let Some(filed) = self.filer.file(filing).await? else {
+                return Ok(InlineRun::KeyTaken);
+            };
+            answer(filed)
+        } else {
+            let Some(finished) = tx
+                .file_finished(job, key, executor.instance_id(), &outcome)
+                .await?
+            else {
+                return Ok(InlineRun::KeyTaken);
+            };
+            tx.commit().await?;
+            self.events_written.poke();
+            finished
         };
-        tx.commit().await?;
-        self.events_written.poke();
         metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.to_owned())
             .record(started.elapsed().as_secs_f64());
         Ok(InlineRun::Filed(finished))
@@ -358,9 +379,9 @@ impl Intake {
     }
 }
 
-/// `job` as the filer takes it (owned: it waits in the batch).
-fn queued(job: &NewJob<'_>, claim: Option<&KeyClaim<'_>>) -> QueuedJob {
-    QueuedJob {
+/// `job` as the filer takes it (owned: it waits in the batch), for the queue or already run.
+fn intake_job(job: &NewJob<'_>, claim: Option<&KeyClaim<'_>>, ran: Option<RanInline>) -> IntakeJob {
+    IntakeJob {
         id: job.id.uuid(),
         intent: job.intent.to_owned(),
         mode: job.mode,
@@ -380,6 +401,32 @@ fn queued(job: &NewJob<'_>, claim: Option<&KeyClaim<'_>>) -> QueuedJob {
             derived: k.derived,
             ttl_secs: k.ttl_secs,
         }),
+        ran,
+    }
+}
+
+/// The answer for a job filed already run, completed by what its batch wrote.
+fn finished_job(job: &IntakeJob) -> impl FnOnce(IntakeFiled) -> FinishedJob + use<> {
+    let (result, error) = match job.ran.as_ref().map(|r| &r.outcome) {
+        Some(InlineOutcome::Succeeded(value)) => (Some(value.clone()), None),
+        Some(InlineOutcome::Failed { code, message }) => {
+            (None, job_error(Some(code.clone()), Some(message.clone())))
+        }
+        None => (None, None),
+    };
+    let (id, intent, mode) = (JobId::from(job.id), job.intent.clone(), job.mode);
+    let callback_url = job.callback_url.clone();
+    let duration_ms = job.ran.as_ref().map(|r| r.duration_ms);
+    move |filed| FinishedJob {
+        id,
+        intent,
+        mode,
+        status: filed.status,
+        result,
+        error,
+        callback_url,
+        duration_ms,
+        finished_at: filed.finished_at,
     }
 }
 

@@ -55,6 +55,12 @@ impl InlineTx {
         Ok(self.tx.as_mut().expect("begun above"))
     }
 
+    /// Whether the tool ran no statement: the job can then be filed with others' (group
+    /// commit) instead of in a transaction of its own.
+    pub fn wrote_nothing(&self) -> bool {
+        self.tx.is_none()
+    }
+
     /// Part of the request's commit, which waits for the disk before the answer goes out.
     pub async fn insert_memory(&mut self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
         memory::insert(self.conn().await?, item, false).await

@@ -1,17 +1,19 @@
-//! Group commit at intake: jobs filed for the queue (`async: true`, or a waited-for job with no
-//! free slot) by concurrent requests are inserted by one statement and one commit, each answer
-//! sent only after its batch committed — as the completer already does for completions.
+//! Group commit at intake: jobs filed by concurrent requests are inserted by one statement and
+//! one commit, each answer sent only after its batch committed — as the completer already does
+//! for completions. A batch holds jobs for the queue (`async: true`, or a waited-for job with
+//! no free slot) and jobs already finished, run at once by a tool that wrote nothing
+//! (`system.echo`, a failure recorded on its own).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, Store, StoreResult};
+use super::{Channel, InlineOutcome, Store, StoreResult};
 use crate::model::{JobStatus, Mode, Principal};
 
-/// A job for the queue (no lease taken, no concurrency key), with the key it claims.
+/// A job filed by the intake (no lease taken, no concurrency key), with the key it claims.
 #[derive(Debug, Clone)]
-pub struct QueuedJob {
+pub struct IntakeJob {
     pub id: Uuid,
     pub intent: String,
     pub mode: Mode,
@@ -26,6 +28,24 @@ pub struct QueuedJob {
     pub run_at: Option<DateTime<Utc>>,
     pub schedule_id: Option<Uuid>,
     pub key: Option<OwnedKeyClaim>,
+    /// Already run: the job is filed final, with the history of a job run at once.
+    pub ran: Option<RanInline>,
+}
+
+/// How a job filed final was run: by `instance`, at once, its tool writing nothing.
+#[derive(Debug, Clone)]
+pub struct RanInline {
+    pub instance: Uuid,
+    pub outcome: InlineOutcome,
+    /// The call's duration; the job's times end when its batch is written.
+    pub duration_ms: i64,
+}
+
+/// A job of a batch as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntakeFiled {
+    pub status: JobStatus,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// [`super::KeyClaim`], owned (it waits in the batch).
@@ -39,14 +59,15 @@ pub struct OwnedKeyClaim {
 }
 
 impl Store {
-    /// Inserts `jobs`, their keys and first history events in one statement; returns the ids
-    /// filed with their status. A job missing from the answer lost its key to a live job. The
-    /// caller leaves out two jobs claiming the same key (one statement cannot claim a key twice)
-    /// and orders the rest by key, so that two batches meet on their keys in the same order.
-    pub async fn insert_queued_jobs(
+    /// Inserts `jobs`, their keys and history events in one statement; returns the ids filed
+    /// with how they were written. A job missing from the answer lost its key to a live job.
+    /// The caller leaves out two jobs claiming the same key (one statement cannot claim a key
+    /// twice) and orders the rest by key, so that two batches meet on their keys in the same
+    /// order.
+    pub async fn insert_intake_jobs(
         &self,
-        jobs: &[QueuedJob],
-    ) -> StoreResult<Vec<(Uuid, JobStatus)>> {
+        jobs: &[IntakeJob],
+    ) -> StoreResult<Vec<(Uuid, IntakeFiled)>> {
         let n = jobs.len();
         let mut ids = Vec::with_capacity(n);
         let mut intents = Vec::with_capacity(n);
@@ -68,6 +89,12 @@ impl Store {
         let mut hashes = Vec::with_capacity(n);
         let mut derived = Vec::with_capacity(n);
         let mut ttls = Vec::with_capacity(n);
+        let mut ran_status = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(n);
+        let mut error_codes = Vec::with_capacity(n);
+        let mut error_messages = Vec::with_capacity(n);
+        let mut durations = Vec::with_capacity(n);
+        let mut instances = Vec::with_capacity(n);
         for j in jobs {
             ids.push(j.id);
             intents.push(j.intent.as_str());
@@ -89,6 +116,24 @@ impl Store {
             hashes.push(j.key.as_ref().map(|k| k.request_hash.as_slice()));
             derived.push(j.key.as_ref().map(|k| k.derived));
             ttls.push(j.key.as_ref().map(|k| k.ttl_secs));
+            let (status, result, code, message) = match j.ran.as_ref().map(|r| &r.outcome) {
+                None => (None, None, None, None),
+                Some(InlineOutcome::Succeeded(value)) => {
+                    (Some(JobStatus::Succeeded), Some(value), None, None)
+                }
+                Some(InlineOutcome::Failed { code, message }) => (
+                    Some(JobStatus::Failed),
+                    None,
+                    Some(code.as_str()),
+                    Some(message.as_str()),
+                ),
+            };
+            ran_status.push(status);
+            results.push(result);
+            error_codes.push(code);
+            error_messages.push(message);
+            durations.push(j.ran.as_ref().map(|r| r.duration_ms));
+            instances.push(j.ran.as_ref().map(|r| r.instance));
         }
         let rows = sqlx::query!(
             r#"
@@ -97,12 +142,15 @@ impl Store {
                                      $5::int2[], $6::int4[], $7::int4[], $8::jsonb[], $9::text[],
                                      $10::text[], $11::uuid[], $12::text[], $13::text[],
                                      $14::timestamptz[], $15::uuid[], $16::text[], $17::text[],
-                                     $18::bytea[], $19::bool[], $20::float8[])
+                                     $18::bytea[], $19::bool[], $20::float8[], $22::job_status[],
+                                     $23::jsonb[], $24::text[], $25::text[], $26::int8[],
+                                     $27::uuid[])
                     WITH ORDINALITY
                     AS t(id, intent, mode, requested_mode, priority, max_attempts,
                          attempt_timeout_ms, inputs, callback_url, request_id, api_key_id,
                          principal, client_addr, run_at, schedule_id, key_scope, key,
-                         request_hash, derived, ttl, n)
+                         request_hash, derived, ttl, ran_status, result, error_code,
+                         error_message, duration_ms, instance_id, n)
             ), key AS (
                 INSERT INTO idempotency_keys (scope, key, request_hash, job_id, derived, expires_at)
                 SELECT key_scope, key, request_hash, id, derived, now() + make_interval(secs => ttl)
@@ -115,32 +163,58 @@ impl Store {
                     WHERE idempotency_keys.expires_at <= now()
                 RETURNING job_id
             ), job AS (
+                -- A job run at once is written final, attempt 1, its times ending now and as
+                -- long as its call (the claim/lease path's times, without the queue).
                 INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
                                   attempt_timeout_ms, inputs, callback_url, request_id, attempts,
-                                  api_key_id, principal, client_addr, run_at, schedule_id)
+                                  api_key_id, principal, client_addr, run_at, schedule_id,
+                                  result, error_code, error_message, created_at, started_at,
+                                  finished_at, duration_ms)
                 SELECT id, intent, mode, requested_mode,
-                       CASE WHEN run_at > now() THEN 'scheduled'::job_status
+                       CASE WHEN ran_status IS NOT NULL THEN ran_status
+                            WHEN run_at > now() THEN 'scheduled'::job_status
                             ELSE 'queued' END,
                        priority, max_attempts, attempt_timeout_ms, inputs, callback_url,
-                       request_id, 0, api_key_id, principal, client_addr,
-                       coalesce(run_at, now()), schedule_id
+                       request_id, CASE WHEN ran_status IS NULL THEN 0 ELSE 1 END, api_key_id,
+                       principal, client_addr, coalesce(run_at, now()), schedule_id,
+                       result, error_code, error_message,
+                       CASE WHEN ran_status IS NULL THEN now() ELSE ran.began END,
+                       CASE WHEN ran_status IS NOT NULL THEN ran.began END,
+                       CASE WHEN ran_status IS NOT NULL THEN c.now END,
+                       duration_ms
                 FROM input i
+                CROSS JOIN (SELECT clock_timestamp() AS now) c
+                CROSS JOIN LATERAL (
+                    SELECT c.now - make_interval(secs => i.duration_ms::float8 / 1000) AS began
+                ) ran
                 WHERE i.key IS NULL OR i.id IN (SELECT job_id FROM key)
                 ORDER BY n
                 RETURNING id, intent, mode, status, attempts, request_id, api_key_id, principal,
-                          client_addr
+                          client_addr, finished_at, duration_ms, error_code, error_message
             ), event AS (
-                INSERT INTO audit_events (job_id, intent, mode, kind, to_status, attempt,
-                                          actor_kind, actor_id, actor_name, request_id,
-                                          client_addr)
-                SELECT id, intent, mode, 'created', status, attempts,
-                       CASE WHEN api_key_id IS NULL THEN 'anonymous' ELSE 'api_key' END,
-                       api_key_id::text, principal, request_id, client_addr
-                FROM job
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, actor_name,
+                                          request_id, client_addr, duration_ms, detail)
+                SELECT j.id, j.intent, j.mode, 'created', NULL::job_status,
+                       CASE WHEN j.finished_at IS NULL THEN j.status ELSE 'running' END,
+                       j.attempts, i.instance_id,
+                       CASE WHEN j.api_key_id IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                       j.api_key_id::text, j.principal, j.request_id, j.client_addr, NULL, NULL
+                FROM job j JOIN input i ON i.id = j.id
+                UNION ALL
+                SELECT j.id, j.intent, j.mode, j.status::text, 'running'::job_status, j.status,
+                       1, i.instance_id, 'instance', i.instance_id::text, NULL, j.request_id,
+                       NULL, j.duration_ms,
+                       CASE WHEN j.error_code IS NULL THEN NULL
+                            ELSE jsonb_build_object('code', j.error_code,
+                                                    'message', j.error_message,
+                                                    'retry_at', NULL) END
+                FROM job j JOIN input i ON i.id = j.id
+                WHERE j.finished_at IS NOT NULL
             ), wake AS (
                 SELECT pg_notify($21, '') WHERE EXISTS (SELECT 1 FROM job WHERE status = 'queued')
             )
-            SELECT job.id AS "id!", job.status AS "status!: JobStatus"
+            SELECT job.id AS "id!", job.status AS "status!: JobStatus", job.finished_at
             FROM job LEFT JOIN wake ON true
             "#,
             &ids,
@@ -164,9 +238,24 @@ impl Store {
             &derived as &[Option<bool>],
             &ttls as &[Option<f64>],
             Channel::NewWork.name(),
+            &ran_status as &[Option<JobStatus>],
+            &results as &[Option<&Value>],
+            &error_codes as &[Option<&str>],
+            &error_messages as &[Option<&str>],
+            &durations as &[Option<i64>],
+            &instances as &[Option<Uuid>],
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.status)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let filed = IntakeFiled {
+                    status: r.status,
+                    finished_at: r.finished_at,
+                };
+                (r.id, filed)
+            })
+            .collect())
     }
 }

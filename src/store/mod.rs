@@ -34,7 +34,7 @@ pub use gauges::QueueGauges;
 pub use history::HistoryPartition;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use inline::{InlineOutcome, InlineTx};
-pub use intake_batch::{OwnedKeyClaim, QueuedJob};
+pub use intake_batch::{IntakeFiled, IntakeJob, OwnedKeyClaim, RanInline};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
     ListCursor, NewJob, ReleaseReason, RetryOutcome,

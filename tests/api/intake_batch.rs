@@ -104,3 +104,55 @@ async fn one_key_sent_many_times_at_once_files_one_job() {
         .unwrap();
     assert_eq!(jobs, 1);
 }
+
+/// Waited-for calls whose tool writes nothing (`system.echo`) are filed final in the intake's
+/// batches: each answered with its result only after its batch committed, each with the history
+/// of a job run at once (`created` into `running`, then `succeeded`, attempt 1) and its times.
+#[tokio::test]
+async fn a_burst_of_waited_for_calls_that_write_nothing_is_filed_final_in_batches() {
+    let app = app().await;
+    let bodies = (0..200)
+        .map(|i| {
+            let key = (i % 4 == 0).then(|| format!("sync-{i}"));
+            (key, json!({"intent": "system.echo", "inputs": {"n": i}}))
+        })
+        .collect();
+    let answers = burst(&app, bodies).await;
+    let mut echoed: Vec<i64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(body["status"], "success", "{body}");
+            body["result"]["n"].as_i64().expect("its own inputs echoed")
+        })
+        .collect();
+    echoed.sort_unstable();
+    assert_eq!(echoed, (0..200).collect::<Vec<_>>(), "each answer is its own");
+    let (jobs, finished, keys, histories, commits): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs),
+                (SELECT count(*) FROM jobs
+                 WHERE status = 'succeeded' AND attempts = 1 AND result IS NOT NULL
+                   AND created_at <= started_at AND started_at <= finished_at
+                   AND duration_ms >= 0 AND lease_owner IS NULL),
+                (SELECT count(*) FROM idempotency_keys),
+                (SELECT count(*) FROM jobs j
+                 WHERE (SELECT array_agg(kind || ':' || to_status || ':' || attempt
+                                         || ':' || (instance_id IS NOT NULL) ORDER BY id)
+                        FROM audit_events e WHERE e.job_id = j.id)
+                       = ARRAY['created:running:1:true', 'succeeded:succeeded:1:true']),
+                (SELECT count(DISTINCT xact) FROM audit_events WHERE kind = 'created')",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((jobs, finished, keys, histories), (200, 200, 50, 200));
+    assert!(
+        commits < jobs,
+        "64 clients at once share commits: {commits} commits for {jobs} jobs"
+    );
+    // Each answer is the job's stored result.
+    for (_, body) in answers.iter().take(5) {
+        let job = app.job(&job_id(body)).await;
+        assert_eq!(job["result"], body["result"], "{job}");
+    }
+}
