@@ -127,7 +127,11 @@ async fn a_burst_of_waited_for_calls_that_write_nothing_is_filed_final_in_batche
         })
         .collect();
     echoed.sort_unstable();
-    assert_eq!(echoed, (0..200).collect::<Vec<_>>(), "each answer is its own");
+    assert_eq!(
+        echoed,
+        (0..200).collect::<Vec<_>>(),
+        "each answer is its own"
+    );
     let (jobs, finished, keys, histories, commits): (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM jobs),
                 (SELECT count(*) FROM jobs
