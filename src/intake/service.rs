@@ -300,15 +300,16 @@ impl Intake {
             }
             Ok(Err(_)) | Err(_) => return Ok(InlineRun::NotRun),
         };
-        let finished = if tx.wrote_nothing() {
-            // Nothing of the call to commit with the job: it joins the intake's next batch,
-            // one commit for every such request of the moment (group commit).
-            drop(tx);
+        let finished = if !tx.ran_statements() {
+            // The call ran no statement: its job (and what it writes with it) joins the
+            // intake's next batch, one commit for every such request of the moment.
             let ran = RanInline {
                 instance: executor.instance_id(),
                 outcome,
                 duration_ms: started.elapsed().as_millis().try_into().unwrap_or(i64::MAX),
+                memory: tx.take_memory_with_job(),
             };
+            drop(tx);
             let filing = intake_job(job, key, Some(ran));
             let answer = finished_job(&filing);
             let Some(filed) = self.filer.file(filing).await? else {

@@ -1,6 +1,8 @@
 //! A request filed, run and finished in one transaction: the job row is written once, already
 //! final, with its history and the tool's own rows, and the whole request costs one commit
-//! (one WAL flush) instead of three (intake, the tool's statement, the completion).
+//! (one WAL flush) instead of three (intake, the tool's statement, the completion). A call
+//! that runs no statement of its own (`system.echo`, `memory.write`, whose item the filing
+//! statement writes) goes further: its job joins the intake's batch, one commit for many.
 //!
 //! Only for tools whose whole effect is statements in this database (or nothing): if anything
 //! fails before the commit, nothing of the request exists, so the client's retry (or the
@@ -29,13 +31,25 @@ pub enum InlineOutcome {
     },
 }
 
-/// One request's transaction, begun by the tool's first statement: a tool that runs none
-/// (`system.echo`, a failure recorded on its own) files its job with one statement in a
-/// transaction of its own — one round trip instead of BEGIN, statement, COMMIT. Dropped
-/// without [`InlineTx::commit`], it rolls back.
+/// One request's transaction, begun by the tool's first statement (`memory.get`,
+/// `memory.delete`); a call that runs none files its job through the intake's batch instead.
+/// Dropped without [`InlineTx::commit`], it rolls back.
 pub struct InlineTx {
     pool: PgPool,
     tx: Option<Transaction<'static, Postgres>>,
+    /// A memory item to be written with the job: in the intake's batch when the call ran no
+    /// statement, else by [`InlineTx::file_finished`] before the job.
+    memory_with_job: Option<MemoryItemWithJob>,
+}
+
+/// A memory item written by the statement that files its job (`memory.write` at once): no
+/// statement of its own, so the request can join the intake's batch (group commit).
+#[derive(Debug, Clone)]
+pub struct MemoryItemWithJob {
+    pub id: MemoryId,
+    pub text: String,
+    pub tags: Vec<String>,
+    pub metadata: Value,
 }
 
 impl Store {
@@ -43,6 +57,7 @@ impl Store {
         InlineTx {
             pool: self.pool.clone(),
             tx: None,
+            memory_with_job: None,
         }
     }
 }
@@ -55,15 +70,22 @@ impl InlineTx {
         Ok(self.tx.as_mut().expect("begun above"))
     }
 
-    /// Whether the tool ran no statement: the job can then be filed with others' (group
-    /// commit) instead of in a transaction of its own.
-    pub fn wrote_nothing(&self) -> bool {
-        self.tx.is_none()
+    /// Whether the call ran a statement. If not, the job (with what the call left to write
+    /// with it, [`InlineTx::take_memory_with_job`]) can be filed with others' (group commit)
+    /// instead of in a transaction of its own.
+    pub fn ran_statements(&self) -> bool {
+        self.tx.is_some()
     }
 
-    /// Part of the request's commit, which waits for the disk before the answer goes out.
-    pub async fn insert_memory(&mut self, item: &NewMemoryItem<'_>) -> StoreResult<MemoryItem> {
-        memory::insert(self.conn().await?, item, false).await
+    /// The memory item the call left to write with its job, for a batch to write.
+    pub fn take_memory_with_job(&mut self) -> Option<MemoryItemWithJob> {
+        self.memory_with_job.take()
+    }
+
+    /// Writes `item` with the job (under it: `source_job_id`), by the statement that files
+    /// the job.
+    pub fn write_memory_with_job(&mut self, item: MemoryItemWithJob) {
+        self.memory_with_job = Some(item);
     }
 
     pub async fn get_memory(&mut self, id: MemoryId) -> StoreResult<Option<MemoryItem>> {
@@ -91,6 +113,16 @@ impl InlineTx {
         instance: Uuid,
         outcome: &InlineOutcome,
     ) -> StoreResult<Option<FinishedJob>> {
+        if let Some(item) = self.memory_with_job.take() {
+            let item = NewMemoryItem {
+                id: item.id,
+                text: &item.text,
+                tags: &item.tags,
+                metadata: &item.metadata,
+                source_job: Some(job.id),
+            };
+            memory::insert(self.conn().await?, &item, false).await?;
+        }
         let (scope, key_text, hash, derived, ttl) = KeyClaim::params(key);
         let (status, result, code, message) = match outcome {
             InlineOutcome::Succeeded(v) => (JobStatus::Succeeded, Some(v), None, None),

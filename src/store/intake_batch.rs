@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, InlineOutcome, Store, StoreResult};
+use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult};
 use crate::model::{JobStatus, Mode, Principal};
 
 /// A job filed by the intake (no lease taken, no concurrency key), with the key it claims.
@@ -32,13 +32,15 @@ pub struct IntakeJob {
     pub ran: Option<RanInline>,
 }
 
-/// How a job filed final was run: by `instance`, at once, its tool writing nothing.
+/// How a job filed final was run: by `instance`, at once, its tool running no statement.
 #[derive(Debug, Clone)]
 pub struct RanInline {
     pub instance: Uuid,
     pub outcome: InlineOutcome,
     /// The call's duration; the job's times end when its batch is written.
     pub duration_ms: i64,
+    /// Written with the job, under it (`memory.write`).
+    pub memory: Option<MemoryItemWithJob>,
 }
 
 /// A job of a batch as written.
@@ -95,6 +97,10 @@ impl Store {
         let mut error_messages = Vec::with_capacity(n);
         let mut durations = Vec::with_capacity(n);
         let mut instances = Vec::with_capacity(n);
+        let mut memory_ids = Vec::with_capacity(n);
+        let mut memory_texts = Vec::with_capacity(n);
+        let mut memory_tags = Vec::with_capacity(n);
+        let mut memory_metadata = Vec::with_capacity(n);
         for j in jobs {
             ids.push(j.id);
             intents.push(j.intent.as_str());
@@ -134,6 +140,12 @@ impl Store {
             error_messages.push(message);
             durations.push(j.ran.as_ref().map(|r| r.duration_ms));
             instances.push(j.ran.as_ref().map(|r| r.instance));
+            let memory = j.ran.as_ref().and_then(|r| r.memory.as_ref());
+            memory_ids.push(memory.map(|m| m.id.uuid()));
+            memory_texts.push(memory.map(|m| m.text.as_str()));
+            // Tag lists differ in length: a text[][] must be rectangular, a jsonb[] need not.
+            memory_tags.push(memory.map(|m| Value::from(m.tags.clone())));
+            memory_metadata.push(memory.map(|m| &m.metadata));
         }
         let rows = sqlx::query!(
             r#"
@@ -144,13 +156,15 @@ impl Store {
                                      $14::timestamptz[], $15::uuid[], $16::text[], $17::text[],
                                      $18::bytea[], $19::bool[], $20::float8[], $22::job_status[],
                                      $23::jsonb[], $24::text[], $25::text[], $26::int8[],
-                                     $27::uuid[])
+                                     $27::uuid[], $28::uuid[], $29::text[], $30::jsonb[],
+                                     $31::jsonb[])
                     WITH ORDINALITY
                     AS t(id, intent, mode, requested_mode, priority, max_attempts,
                          attempt_timeout_ms, inputs, callback_url, request_id, api_key_id,
                          principal, client_addr, run_at, schedule_id, key_scope, key,
                          request_hash, derived, ttl, ran_status, result, error_code,
-                         error_message, duration_ms, instance_id, n)
+                         error_message, duration_ms, instance_id, memory_id, memory_text,
+                         memory_tags, memory_metadata, n)
             ), key AS (
                 INSERT INTO idempotency_keys (scope, key, request_hash, job_id, derived, expires_at)
                 SELECT key_scope, key, request_hash, id, derived, now() + make_interval(secs => ttl)
@@ -211,6 +225,14 @@ impl Store {
                                                     'retry_at', NULL) END
                 FROM job j JOIN input i ON i.id = j.id
                 WHERE j.finished_at IS NOT NULL
+            ), memory AS (
+                -- Only under a job filed here (one whose key was lost writes nothing).
+                INSERT INTO memory_items (id, text, tags, metadata, source_job_id)
+                SELECT i.memory_id, i.memory_text,
+                       ARRAY(SELECT jsonb_array_elements_text(i.memory_tags)),
+                       i.memory_metadata, j.id
+                FROM job j JOIN input i ON i.id = j.id
+                WHERE i.memory_id IS NOT NULL
             ), wake AS (
                 SELECT pg_notify($21, '') WHERE EXISTS (SELECT 1 FROM job WHERE status = 'queued')
             )
@@ -244,6 +266,10 @@ impl Store {
             &error_messages as &[Option<&str>],
             &durations as &[Option<i64>],
             &instances as &[Option<Uuid>],
+            &memory_ids as &[Option<Uuid>],
+            &memory_texts as &[Option<&str>],
+            &memory_tags as &[Option<Value>],
+            &memory_metadata as &[Option<&Value>],
         )
         .fetch_all(&self.pool)
         .await?;

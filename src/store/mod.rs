@@ -33,7 +33,7 @@ pub use events::JobEvent;
 pub use gauges::QueueGauges;
 pub use history::HistoryPartition;
 pub use idempotency::{KeyClaim, StoredKey};
-pub use inline::{InlineOutcome, InlineTx};
+pub use inline::{InlineOutcome, InlineTx, MemoryItemWithJob};
 pub use intake_batch::{IntakeFiled, IntakeJob, OwnedKeyClaim, RanInline};
 pub use jobs::{
     CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,

@@ -10,7 +10,7 @@ use super::{Effect, InlineTool, Tool, ToolContext, ToolError, ToolResult, ToolSp
 use crate::{
     ids::{JobId, MemoryId},
     model::FieldError,
-    store::{InlineTx, MemoryHit, MemoryItem, NewMemoryItem, Store},
+    store::{InlineTx, MemoryHit, MemoryItem, MemoryItemWithJob, NewMemoryItem, Store},
 };
 
 const MAX_TEXT_CHARS: usize = 100_000;
@@ -153,14 +153,23 @@ impl InlineTool for MemoryWrite {
     fn call_in<'a>(
         &'a self,
         tx: &'a mut InlineTx,
-        job_id: JobId,
+        _job_id: JobId,
         inputs: &'a Value,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
-        async move {
-            let w = ToWrite::parse(inputs)?;
-            Ok(stored(&tx.insert_memory(&w.item(job_id)).await?))
-        }
-        .boxed()
+        // Written by the statement that files the job: nothing to run here, so the request
+        // joins the intake's batch (one commit for many writes).
+        let written = ToWrite::parse(inputs).map(|w| {
+            let id = MemoryId::new();
+            let answer = stored_answer(id, &w.text, &w.tags);
+            tx.write_memory_with_job(MemoryItemWithJob {
+                id,
+                text: w.text,
+                tags: w.tags,
+                metadata: w.metadata,
+            });
+            answer
+        });
+        futures::future::ready(written).boxed()
     }
 }
 
@@ -194,11 +203,15 @@ impl ToWrite {
 }
 
 fn stored(item: &MemoryItem) -> Value {
+    stored_answer(item.id, &item.text, &item.tags)
+}
+
+fn stored_answer(id: MemoryId, text: &str, tags: &[String]) -> Value {
     json!({
-        "item_id": item.id,
+        "item_id": id,
         "status": "stored",
-        "text_length": item.text.chars().count(),
-        "tags": item.tags,
+        "text_length": text.chars().count(),
+        "tags": tags,
     })
 }
 

@@ -160,3 +160,43 @@ async fn a_burst_of_waited_for_calls_that_write_nothing_is_filed_final_in_batche
         assert_eq!(job["result"], body["result"], "{job}");
     }
 }
+
+/// `memory.write` at once writes its item with its job, in the batch's statement: a burst of
+/// distinct writes shares commits, and each item lands under its own finished job, in the
+/// job's transaction.
+#[tokio::test]
+async fn a_burst_of_memory_writes_is_filed_with_their_items_in_batches() {
+    let app = app().await;
+    let bodies = (0..120)
+        .map(|i| {
+            let tags = json!(["Burst ", format!("t{}", i % 3)]);
+            let inputs = json!({"text": format!("note number {i}"), "tags": tags});
+            (None, json!({"intent": "memory.write", "inputs": inputs}))
+        })
+        .collect();
+    let answers = burst(&app, bodies).await;
+    let items: Vec<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(body["result"]["status"], "stored", "{body}");
+            assert_eq!(body["result"]["tags"][0], "burst", "{body}");
+            body["result"]["item_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let (jobs, with_item, answered, commits): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE status = 'succeeded'),
+                (SELECT count(*) FROM memory_items m JOIN jobs j ON j.id = m.source_job_id
+                 WHERE j.xmin = m.xmin AND j.result->>'item_id' = 'mem_' || replace(m.id::text, '-', '')
+                   AND m.text LIKE 'note number %' AND m.tags[1] = 'burst'),
+                (SELECT count(*) FROM memory_items
+                 WHERE 'mem_' || replace(id::text, '-', '') = ANY($1)),
+                (SELECT count(DISTINCT xmin::text) FROM jobs)",
+    )
+    .bind(&items)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((jobs, with_item, answered), (120, 120, 120));
+    assert!(commits < jobs, "{commits} commits for {jobs} writes");
+}
