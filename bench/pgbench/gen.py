@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes a pgbench script: what one synchronous `POST /orchestrate` costs in SQL.
 
-    gen.py memory-server   the server's own statements for memory.write, verbatim from its
-                           query cache (sqlx-data/): one transaction holding the tool's insert
-                           and the finished job (idempotency key + job + history + notify)
+    gen.py memory-server   the server's own statements for a request filed on its own,
+                           verbatim from its query cache (sqlx-data/): one transaction holding
+                           the tool's insert and the finished job (idempotency key + job +
+                           history). Since 2026-12-06 a waited-for memory.write or system.echo
+                           joins the intake's batch instead (many requests per statement and
+                           commit); these scripts remain the one-request-per-commit reference.
     gen.py memory-ideal    the rows such a request must write and nothing else, in one commit:
                            the job row (already final) and the memory item
     gen.py echo-server     the server's statement for system.echo (the finished job, no key)
@@ -84,7 +87,7 @@ def queued_job(intent, mode, inputs):
     )
 
 
-memory_insert = bind(statement("INSERT INTO memory_items"), {
+memory_insert = bind(statement("FROM commit_mode"), {
     1: ITEM, 2: TEXT, 3: "ARRAY['bench']", 4: "'{}'::jsonb", 5: JOB, 6: "false",
 })
 SCRIPTS = {
