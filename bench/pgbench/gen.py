@@ -59,7 +59,7 @@ RESULT = f"jsonb_build_object('item_id', {ITEM}, 'status', 'stored', 'tags', jso
 
 def finished(intent, mode, keyed, inputs, result):
     """The server's inline statement: key, finished job, its two events, the notify."""
-    return bind(statement("'created', NULL::job_status"), {
+    return bind(statement("'created', NULL::job_status, 'running'::job_status"), {
         1: "''", 2: f"('derived:' || md5({TEXT}))" if keyed else "NULL::text",
         3: f"sha256(convert_to({TEXT}, 'UTF8'))" if keyed else "NULL::bytea",
         4: JOB, 5: "true" if keyed else "NULL::bool", 6: "86400::float8" if keyed else "NULL::float8",
