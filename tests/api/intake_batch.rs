@@ -200,3 +200,66 @@ async fn a_burst_of_memory_writes_is_filed_with_their_items_in_batches() {
     assert_eq!((jobs, with_item, answered), (120, 120, 120));
     assert!(commits < jobs, "{commits} commits for {jobs} writes");
 }
+
+/// The intake writes two batches at once, so two of one instance's batches (like two
+/// instances') can claim the same keys. Ordered by key, they wait on each other instead of
+/// deadlocking (in reverse order they deadlock: checked), and each key files exactly one job.
+#[tokio::test]
+async fn two_batches_claiming_the_same_keys_at_once_file_one_job_per_key() {
+    use orchestrator::{
+        model::{Mode, Principal},
+        store::{IntakeJob, OwnedKeyClaim, Store},
+    };
+    let db = crate::helpers::TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let batch = |tag: &str| -> Vec<IntakeJob> {
+        (0..50)
+            .map(|k| IntakeJob {
+                id: uuid::Uuid::now_v7(),
+                intent: "system.echo".into(),
+                mode: Mode::Agent,
+                requested_mode: Mode::Auto,
+                priority: 0,
+                max_attempts: 1,
+                attempt_timeout_ms: 1000,
+                inputs: json!({"batch": tag, "key": k}),
+                callback_url: None,
+                principal: Principal::anonymous(),
+                run_at: None,
+                schedule_id: None,
+                // Zero-padded: the batch is in key order, as the filer sorts it.
+                key: Some(OwnedKeyClaim {
+                    scope: String::new(),
+                    key: format!("shared-{k:03}"),
+                    request_hash: vec![1],
+                    derived: false,
+                    ttl_secs: 3600.0,
+                }),
+                ran: None,
+            })
+            .collect()
+    };
+    for round in 0..10 {
+        let (first, second) = (batch("a"), batch("b"));
+        let (a, b) = tokio::join!(
+            store.insert_intake_jobs(&first),
+            store.insert_intake_jobs(&second)
+        );
+        let (a, b) = (a.expect("no deadlock"), b.expect("no deadlock"));
+        assert_eq!(a.len() + b.len(), 50, "round {round}: one job per key");
+        sqlx::query("DELETE FROM idempotency_keys")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let (jobs, keys): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT inputs->>'key') FROM jobs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (jobs, keys),
+        (500, 50),
+        "ten rounds of one job for each of 50 keys"
+    );
+}
