@@ -1,9 +1,8 @@
 //! Files jobs in batches: whatever concurrent requests filed while the previous batch was being
 //! written goes in the next statement, so a burst of `async: true` requests, or of waited-for
 //! calls that run no statement of their own (`system.echo`, `memory.write`), costs one commit
-//! (one WAL flush) per batch
-//! instead of one per request. Under light load a batch is a single job, so nobody waits for a
-//! timer. Each request is answered only after its batch committed.
+//! (one WAL flush) per batch instead of one per request. Under light load a batch is a single
+//! job, so nobody waits for a timer. Each request is answered only after its batch committed.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -408,10 +408,11 @@ fn intake_job(job: &NewJob<'_>, claim: Option<&KeyClaim<'_>>, ran: Option<RanInl
 
 /// The answer for a job filed already run, completed by what its batch wrote.
 fn finished_job(job: &IntakeJob) -> impl FnOnce(IntakeFiled) -> FinishedJob + use<> {
-    let (result, error) = match job.ran.as_ref().map(|r| &r.outcome) {
-        Some(InlineOutcome::Succeeded(value)) => (Some(value.clone()), None),
-        Some(InlineOutcome::Failed { code, message }) => {
-            (None, job_error(Some(code.clone()), Some(message.clone())))
+    let (result, error) = match &job.ran {
+        Some(ran) => {
+            let (_, result, code, message) = ran.outcome.columns();
+            let error = job_error(code.map(str::to_owned), message.map(str::to_owned));
+            (result.cloned(), error)
         }
         None => (None, None),
     };

@@ -31,6 +31,21 @@ pub enum InlineOutcome {
     },
 }
 
+impl InlineOutcome {
+    /// The job row's columns for it: status, result, error code, error message.
+    pub fn columns(&self) -> (JobStatus, Option<&Value>, Option<&str>, Option<&str>) {
+        match self {
+            InlineOutcome::Succeeded(v) => (JobStatus::Succeeded, Some(v), None, None),
+            InlineOutcome::Failed { code, message } => (
+                JobStatus::Failed,
+                None,
+                Some(code.as_str()),
+                Some(message.as_str()),
+            ),
+        }
+    }
+}
+
 /// One request's transaction, begun by the tool's first statement (`memory.get`,
 /// `memory.delete`); a call that runs none files its job through the intake's batch instead.
 /// Dropped without [`InlineTx::commit`], it rolls back.
@@ -124,15 +139,7 @@ impl InlineTx {
             memory::insert(self.conn().await?, &item, false).await?;
         }
         let (scope, key_text, hash, derived, ttl) = KeyClaim::params(key);
-        let (status, result, code, message) = match outcome {
-            InlineOutcome::Succeeded(v) => (JobStatus::Succeeded, Some(v), None, None),
-            InlineOutcome::Failed { code, message } => (
-                JobStatus::Failed,
-                None,
-                Some(code.as_str()),
-                Some(message.as_str()),
-            ),
-        };
+        let (status, result, code, message) = outcome.columns();
         let statement = sqlx::query_as!(
             FinishedRow,
             r#"

@@ -1,8 +1,8 @@
 //! Group commit at intake: jobs filed by concurrent requests are inserted by one statement and
 //! one commit, each answer sent only after its batch committed — as the completer already does
 //! for completions. A batch holds jobs for the queue (`async: true`, or a waited-for job with
-//! no free slot) and jobs already finished, run at once by a tool that wrote nothing
-//! (`system.echo`, a failure recorded on its own).
+//! no free slot) and jobs already finished, run at once by a call that ran no statement of its
+//! own (`system.echo`, a failure recorded on its own, `memory.write` with its item).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -122,17 +122,12 @@ impl Store {
             hashes.push(j.key.as_ref().map(|k| k.request_hash.as_slice()));
             derived.push(j.key.as_ref().map(|k| k.derived));
             ttls.push(j.key.as_ref().map(|k| k.ttl_secs));
-            let (status, result, code, message) = match j.ran.as_ref().map(|r| &r.outcome) {
-                None => (None, None, None, None),
-                Some(InlineOutcome::Succeeded(value)) => {
-                    (Some(JobStatus::Succeeded), Some(value), None, None)
+            let (status, result, code, message) = match &j.ran {
+                Some(ran) => {
+                    let (status, result, code, message) = ran.outcome.columns();
+                    (Some(status), result, code, message)
                 }
-                Some(InlineOutcome::Failed { code, message }) => (
-                    Some(JobStatus::Failed),
-                    None,
-                    Some(code.as_str()),
-                    Some(message.as_str()),
-                ),
+                None => (None, None, None, None),
             };
             ran_status.push(status);
             results.push(result);
