@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
 """Writes a pgbench script: what one synchronous `POST /orchestrate` costs in SQL.
 
-    gen.py memory-server   the server's own statements for a request filed on its own,
-                           verbatim from its query cache (sqlx-data/): one transaction holding
-                           the tool's insert and the finished job (idempotency key + job +
-                           history). Since 2026-12-06 a waited-for memory.write or system.echo
-                           joins the intake's batch instead (many requests per statement and
-                           commit); these scripts remain the one-request-per-commit reference.
+    gen.py memory-server   the server's own statement for a request filed on its own, verbatim
+                           from its query cache (sqlx-data/): the intake's statement with one
+                           finished job (idempotency key + job + history + the memory item).
+                           The server puts many concurrent requests in one such statement and
+                           commit; this script is the one-request-per-commit reference.
     gen.py memory-ideal    the rows such a request must write and nothing else, in one commit:
                            the job row (already final) and the memory item
-    gen.py echo-server     the server's statement for system.echo (the finished job, no key)
+    gen.py echo-server     the same statement for system.echo (the finished job, no key)
     gen.py echo-ideal      one job row, one commit
     gen.py queued-ideal    one queued job row, one commit (what `async: true` must write)
 
@@ -57,16 +56,27 @@ INPUTS = f"jsonb_build_object('text', {TEXT}, 'tags', jsonb_build_array('bench')
 RESULT = f"jsonb_build_object('item_id', {ITEM}, 'status', 'stored', 'tags', jsonb_build_array('bench'))"
 
 
-def finished(intent, mode, keyed, inputs, result):
-    """The server's inline statement: key, finished job, its two events, the notify."""
-    return bind(statement("'created', NULL::job_status, 'running'::job_status"), {
-        1: "''", 2: f"('derived:' || md5({TEXT}))" if keyed else "NULL::text",
-        3: f"sha256(convert_to({TEXT}, 'UTF8'))" if keyed else "NULL::bytea",
-        4: JOB, 5: "true" if keyed else "NULL::bool", 6: "86400::float8" if keyed else "NULL::float8",
-        7: f"'{intent}'", 8: f"'{mode}'::job_mode", 9: "'auto'::job_mode",
-        10: "'succeeded'::job_status", 11: "0::int2", 12: "3", 13: "10000", 14: inputs,
-        15: result, 16: "NULL::text", 17: "NULL::text", 18: "'pgbench'", 19: "NULL::uuid",
-        20: "'anonymous'", 21: "'127.0.0.1'", 22: "NULL::uuid", 23: OWNER,
+def finished(intent, mode, keyed, inputs, result, memory):
+    """The intake's statement for one request: key, finished job, its two events, the item."""
+    one = lambda value, sql_type: f"ARRAY[{value}]::{sql_type}[]"
+    null = lambda sql_type: f"ARRAY[NULL]::{sql_type}[]"
+    return bind(statement("AS t(id, intent, mode, requested_mode"), {
+        1: one(JOB, "uuid"), 2: one(f"'{intent}'", "text"), 3: one(f"'{mode}'", "job_mode"),
+        4: one("'auto'", "job_mode"), 5: one("0", "int2"), 6: one("3", "int4"),
+        7: one("10000", "int4"), 8: one(inputs, "jsonb"), 9: null("text"),
+        10: one("'pgbench'", "text"), 11: null("uuid"), 12: one("'anonymous'", "text"),
+        13: one("'127.0.0.1'", "text"), 14: null("timestamptz"), 15: null("uuid"),
+        16: one("''", "text") if keyed else null("text"),
+        17: one(f"'derived:' || md5({TEXT})", "text") if keyed else null("text"),
+        18: one(f"sha256(convert_to({TEXT}, 'UTF8'))", "bytea") if keyed else null("bytea"),
+        19: one("true", "bool") if keyed else null("bool"),
+        20: one("86400", "float8") if keyed else null("float8"),
+        21: "'orch_jobs'", 22: one("'succeeded'", "job_status"), 23: one(result, "jsonb"),
+        24: null("text"), 25: null("text"), 26: one("0", "int8"), 27: one(OWNER, "uuid"),
+        28: one(ITEM, "uuid") if memory else null("uuid"),
+        29: one(TEXT, "text") if memory else null("text"),
+        30: one("jsonb_build_array('bench')", "jsonb") if memory else null("jsonb"),
+        31: one("'{}'", "jsonb") if memory else null("jsonb"),
     })
 
 
@@ -87,16 +97,12 @@ def queued_job(intent, mode, inputs):
     )
 
 
-memory_insert = bind(statement("FROM commit_mode"), {
-    1: ITEM, 2: TEXT, 3: "ARRAY['bench']", 4: "'{}'::jsonb", 5: JOB, 6: "false",
-})
 SCRIPTS = {
-    "memory-server": ["BEGIN", memory_insert,
-                      finished("memory.write", "agent", True, INPUTS, RESULT), "COMMIT"],
+    "memory-server": [finished("memory.write", "agent", True, INPUTS, RESULT, True)],
     "memory-ideal": ["BEGIN", bare_job("memory.write", "agent", INPUTS, RESULT),
                      f"INSERT INTO memory_items (id, text, tags, metadata, source_job_id) "
                      f"VALUES ({ITEM}, {TEXT}, ARRAY['bench'], '{{}}'::jsonb, {JOB})", "COMMIT"],
-    "echo-server": [finished("system.echo", "agent", False, INPUTS, INPUTS)],
+    "echo-server": [finished("system.echo", "agent", False, INPUTS, INPUTS, False)],
     "echo-ideal": [bare_job("system.echo", "agent", INPUTS, INPUTS)],
     "queued-ideal": [queued_job("system.echo", "agent", INPUTS)],
 }

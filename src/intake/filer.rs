@@ -12,7 +12,7 @@ use std::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::store::{IntakeFiled, IntakeJob, Store, StoreError};
+use crate::store::{DeferredNotify, IntakeFiled, IntakeJob, Store, StoreError};
 
 /// What filing one job came to: how it was written, or `None` when its idempotency key already
 /// answers for another live job.
@@ -26,10 +26,11 @@ pub struct Filer {
 }
 
 impl Filer {
-    /// Starts the writer task; it ends once every `Filer` handle is dropped.
-    pub fn start(store: Store, max_batch: usize) -> Self {
+    /// Starts the writer task; it ends once every `Filer` handle is dropped. After each
+    /// batch, `events_written` sends the live streams' NOTIFY the batch deferred.
+    pub fn start(store: Store, max_batch: usize, events_written: DeferredNotify) -> Self {
         let (tx, rx) = mpsc::channel(max_batch * 4);
-        tokio::spawn(run(store, max_batch, rx));
+        tokio::spawn(run(store, max_batch, events_written, rx));
         Self { tx }
     }
 
@@ -49,7 +50,12 @@ impl Filer {
 /// key wait on each other in key order, as two instances' do.
 const WRITERS: usize = 2;
 
-async fn run(store: Store, max_batch: usize, mut rx: mpsc::Receiver<Item>) {
+async fn run(
+    store: Store,
+    max_batch: usize,
+    events_written: DeferredNotify,
+    mut rx: mpsc::Receiver<Item>,
+) {
     let writers = Arc::new(Semaphore::new(WRITERS));
     let mut waiting: Vec<Item> = Vec::with_capacity(max_batch);
     loop {
@@ -72,9 +78,10 @@ async fn run(store: Store, max_batch: usize, mut rx: mpsc::Receiver<Item>) {
         }
         let (batch, later) = split_on_keys(std::mem::take(&mut waiting));
         waiting = later;
-        let store = store.clone();
+        let (store, events_written) = (store.clone(), events_written.clone());
         tokio::spawn(async move {
             write(&store, batch).await;
+            events_written.poke();
             drop(writer);
         });
     }

@@ -93,7 +93,7 @@ pub struct Intake {
     store: Store,
     /// Jobs for the queue, a batch per commit.
     filer: Filer,
-    /// The live streams' NOTIFY for jobs filed in one commit (which defer it).
+    /// The live streams' NOTIFY for the intake's commits (which defer it).
     events_written: DeferredNotify,
     workers: Workers,
     key_ttl: Duration,
@@ -104,9 +104,10 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(store: Store, workers: Workers, key_ttl: Duration, scheduled: Arc<Notify>) -> Self {
+        let events_written = DeferredNotify::start(store.clone(), Channel::Events);
         Self {
-            filer: Filer::start(store.clone(), MAX_INTAKE_BATCH),
-            events_written: DeferredNotify::start(store.clone(), Channel::Events),
+            filer: Filer::start(store.clone(), MAX_INTAKE_BATCH, events_written.clone()),
+            events_written,
             store,
             workers,
             key_ttl,
@@ -300,33 +301,32 @@ impl Intake {
             }
             Ok(Err(_)) | Err(_) => return Ok(InlineRun::NotRun),
         };
-        let finished = if !tx.ran_statements() {
+        let ran = RanInline {
+            instance: executor.instance_id(),
+            outcome,
+            duration_ms: started.elapsed().as_millis().try_into().unwrap_or(i64::MAX),
+            memory: tx.take_memory_with_job(),
+        };
+        let filing = intake_job(job, key, Some(ran));
+        let answer = finished_job(&filing);
+        let filed = if tx.ran_statements() {
+            // The job goes with the call's statements, in their transaction.
+            let filed = tx.file_finished(&filing).await?;
+            if filed.is_some() {
+                tx.commit().await?;
+                self.events_written.poke();
+            }
+            filed
+        } else {
             // The call ran no statement: its job (and what it writes with it) joins the
             // intake's next batch, one commit for every such request of the moment.
-            let ran = RanInline {
-                instance: executor.instance_id(),
-                outcome,
-                duration_ms: started.elapsed().as_millis().try_into().unwrap_or(i64::MAX),
-                memory: tx.take_memory_with_job(),
-            };
             drop(tx);
-            let filing = intake_job(job, key, Some(ran));
-            let answer = finished_job(&filing);
-            let Some(filed) = self.filer.file(filing).await? else {
-                return Ok(InlineRun::KeyTaken);
-            };
-            answer(filed)
-        } else {
-            let Some(finished) = tx
-                .file_finished(job, key, executor.instance_id(), &outcome)
-                .await?
-            else {
-                return Ok(InlineRun::KeyTaken);
-            };
-            tx.commit().await?;
-            self.events_written.poke();
-            finished
+            self.filer.file(filing).await?
         };
+        let Some(filed) = filed else {
+            return Ok(InlineRun::KeyTaken);
+        };
+        let finished = answer(filed);
         metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.to_owned())
             .record(started.elapsed().as_secs_f64());
         Ok(InlineRun::Filed(finished))

@@ -11,14 +11,9 @@
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
-use super::{KeyClaim, NewJob, Store, StoreResult, jobs::FinishedRow, memory};
-use crate::{
-    ids::MemoryId,
-    model::{FinishedJob, JobStatus, Mode},
-    store::{MemoryItem, NewMemoryItem},
-};
+use super::{IntakeFiled, IntakeJob, Store, StoreResult, intake_batch, memory};
+use crate::{ids::MemoryId, model::JobStatus, store::MemoryItem};
 
 /// How the tool's call ended, as the job row records it.
 #[derive(Debug, Clone)]
@@ -52,8 +47,7 @@ impl InlineOutcome {
 pub struct InlineTx {
     pool: PgPool,
     tx: Option<Transaction<'static, Postgres>>,
-    /// A memory item to be written with the job: in the intake's batch when the call ran no
-    /// statement, else by [`InlineTx::file_finished`] before the job.
+    /// A memory item to be written with the job, by the statement that files it.
     memory_with_job: Option<MemoryItemWithJob>,
 }
 
@@ -86,8 +80,8 @@ impl InlineTx {
     }
 
     /// Whether the call ran a statement. If not, the job (with what the call left to write
-    /// with it, [`InlineTx::take_memory_with_job`]) can be filed with others' (group commit)
-    /// instead of in a transaction of its own.
+    /// with it, [`InlineTx::take_memory_with_job`]) is filed with others' (group commit)
+    /// instead of in this transaction.
     pub fn ran_statements(&self) -> bool {
         self.tx.is_some()
     }
@@ -111,116 +105,18 @@ impl InlineTx {
         memory::delete(self.conn().await?, id).await
     }
 
-    /// Writes the job already finished by `instance` (attempt 1), its idempotency key, and the
-    /// same history the claim/lease path records for a job run at once — `created` (into
-    /// `running`) and the final event. `None`: the key already answers for another live job;
-    /// the caller rolls back.
-    ///
-    /// No NOTIFY: PostgreSQL holds its notification-queue lock while a notifying transaction
-    /// commits, so concurrent requests would commit one after another (measured at 64 clients:
-    /// 2,000 commits/s with a NOTIFY, 4,670 without). Nobody can wait for the job before this
-    /// commit (its id is in no answer yet; a replay finds it finished), and the live streams'
-    /// NOTIFY is deferred: the caller sends one after the commit for a burst of such commits.
-    pub async fn file_finished(
-        &mut self,
-        job: &NewJob<'_>,
-        key: Option<&KeyClaim<'_>>,
-        instance: Uuid,
-        outcome: &InlineOutcome,
-    ) -> StoreResult<Option<FinishedJob>> {
-        if let Some(item) = self.memory_with_job.take() {
-            let item = NewMemoryItem {
-                id: item.id,
-                text: &item.text,
-                tags: &item.tags,
-                metadata: &item.metadata,
-                source_job: Some(job.id),
-            };
-            memory::insert(self.conn().await?, &item, false).await?;
-        }
-        let (scope, key_text, hash, derived, ttl) = KeyClaim::params(key);
-        let (status, result, code, message) = outcome.columns();
-        let statement = sqlx::query_as!(
-            FinishedRow,
-            r#"
-            WITH key AS (
-                INSERT INTO idempotency_keys (scope, key, request_hash, job_id, derived, expires_at)
-                SELECT $1, $2, $3, $4, $5, now() + make_interval(secs => $6)
-                WHERE $2::text IS NOT NULL
-                ON CONFLICT (scope, key) DO UPDATE
-                    SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id,
-                        derived = EXCLUDED.derived, created_at = now(),
-                        expires_at = EXCLUDED.expires_at
-                    WHERE idempotency_keys.expires_at <= now()
-                RETURNING job_id
-            ), job AS (
-                -- created_at is the transaction's start (before the tool ran), finished_at the
-                -- clock now: the duration is the request's, as on the claim/lease path.
-                INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
-                                  attempt_timeout_ms, inputs, result, error_code, error_message,
-                                  request_id, attempts, started_at, finished_at, duration_ms,
-                                  api_key_id, principal, client_addr, run_at, schedule_id)
-                SELECT $4, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 1, now(),
-                       clock_timestamp(),
-                       (extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint,
-                       $19, $20, $21, now(), $22
-                -- The history's NOTIFY is sent after the commit instead (see the migration
-                -- deferred_event_notify): a NOTIFY in the transaction would serialize commits.
-                FROM (SELECT set_config('orch.events_notify', 'deferred', true)) quiet
-                WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM key)
-                RETURNING id, intent, mode, status, result, error_code, error_message,
-                          callback_url, duration_ms, finished_at, request_id, attempts
-            ), event AS (
-                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, actor_name,
-                                          request_id, client_addr, duration_ms, detail)
-                SELECT id, intent, mode, 'created', NULL::job_status, 'running'::job_status, 1, $23::uuid,
-                       CASE WHEN $19::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
-                       $19::uuid::text, $20, request_id, $21, NULL, NULL
-                FROM job
-                UNION ALL
-                SELECT id, intent, mode, status::text, 'running'::job_status, status, 1, $23::uuid,
-                       'instance',
-                       $23::uuid::text, NULL, request_id, NULL, duration_ms,
-                       CASE WHEN error_code IS NULL THEN NULL
-                            ELSE jsonb_build_object('code', error_code, 'message', error_message,
-                                                    'retry_at', NULL) END
-                FROM job
-            )
-            SELECT job.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
-                   status AS "status!: JobStatus", result, error_code, error_message,
-                   callback_url, duration_ms, finished_at
-            FROM job
-            "#,
-            scope,
-            key_text,
-            hash,
-            job.id.uuid(),
-            derived,
-            ttl,
-            job.intent,
-            job.mode as Mode,
-            job.requested_mode as Mode,
-            status as JobStatus,
-            job.priority,
-            job.max_attempts,
-            job.attempt_timeout_ms,
-            job.inputs,
-            result,
-            code,
-            message,
-            job.request_id,
-            job.principal.api_key_id,
-            job.principal.name,
-            job.principal.client_addr,
-            job.schedule_id,
-            instance,
+    /// Writes `job` (already run: [`IntakeJob::ran`]) with its idempotency key, its history
+    /// and what it writes with it, by the intake's own statement, in this transaction. `None`:
+    /// the key already answers for another live job; the caller rolls back. The live streams'
+    /// NOTIFY is deferred: the caller sends one after the commit.
+    pub async fn file_finished(&mut self, job: &IntakeJob) -> StoreResult<Option<IntakeFiled>> {
+        debug_assert!(
+            job.ran.is_some(),
+            "a job filed in its call's transaction has run"
         );
-        let row = match self.tx.as_mut() {
-            Some(tx) => statement.fetch_optional(&mut **tx).await?,
-            None => statement.fetch_optional(&self.pool).await?,
-        };
-        Ok(row.map(Into::into))
+        let filed =
+            intake_batch::insert_intake_jobs(self.conn().await?, std::slice::from_ref(job)).await?;
+        Ok(filed.into_iter().next().map(|(_, filed)| filed))
     }
 
     /// Commits the tool's statements with the job (a job filed alone is committed already).

@@ -5,6 +5,11 @@ use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use orchestrator::{
+    model::{Mode, Principal},
+    store::{IntakeJob, OwnedKeyClaim, RanInline},
+};
+
 use crate::helpers::{Spawn, TestApp, eventually, job_id, spawn};
 
 async fn app() -> TestApp {
@@ -13,6 +18,26 @@ async fn app() -> TestApp {
         ..Default::default()
     })
     .await
+}
+
+/// A `system.echo` job as the intake files it, for the store's statement called directly.
+fn echo_job(inputs: Value, key: Option<OwnedKeyClaim>, ran: Option<RanInline>) -> IntakeJob {
+    IntakeJob {
+        id: uuid::Uuid::now_v7(),
+        intent: "system.echo".into(),
+        mode: Mode::Agent,
+        requested_mode: Mode::Auto,
+        priority: 0,
+        max_attempts: 1,
+        attempt_timeout_ms: 1000,
+        inputs,
+        callback_url: None,
+        principal: Principal::anonymous(),
+        run_at: None,
+        schedule_id: None,
+        key,
+        ran,
+    }
 }
 
 async fn burst(app: &TestApp, bodies: Vec<(Option<String>, Value)>) -> Vec<(StatusCode, Value)> {
@@ -206,36 +231,20 @@ async fn a_burst_of_memory_writes_is_filed_with_their_items_in_batches() {
 /// deadlocking (in reverse order they deadlock: checked), and each key files exactly one job.
 #[tokio::test]
 async fn two_batches_claiming_the_same_keys_at_once_file_one_job_per_key() {
-    use orchestrator::{
-        model::{Mode, Principal},
-        store::{IntakeJob, OwnedKeyClaim, Store},
-    };
     let db = crate::helpers::TestDb::new().await;
-    let store = Store::new(db.pool.clone());
+    let store = orchestrator::store::Store::new(db.pool.clone());
     let batch = |tag: &str| -> Vec<IntakeJob> {
         (0..50)
-            .map(|k| IntakeJob {
-                id: uuid::Uuid::now_v7(),
-                intent: "system.echo".into(),
-                mode: Mode::Agent,
-                requested_mode: Mode::Auto,
-                priority: 0,
-                max_attempts: 1,
-                attempt_timeout_ms: 1000,
-                inputs: json!({"batch": tag, "key": k}),
-                callback_url: None,
-                principal: Principal::anonymous(),
-                run_at: None,
-                schedule_id: None,
+            .map(|k| {
                 // Zero-padded: the batch is in key order, as the filer sorts it.
-                key: Some(OwnedKeyClaim {
+                let key = OwnedKeyClaim {
                     scope: String::new(),
                     key: format!("shared-{k:03}"),
                     request_hash: vec![1],
                     derived: false,
                     ttl_secs: 3600.0,
-                }),
-                ran: None,
+                };
+                echo_job(json!({"batch": tag, "key": k}), Some(key), None)
             })
             .collect()
     };
@@ -262,4 +271,44 @@ async fn two_batches_claiming_the_same_keys_at_once_file_one_job_per_key() {
         (500, 50),
         "ten rounds of one job for each of 50 keys"
     );
+}
+
+/// The intake's statement writes history without the live streams' NOTIFY (a notifying
+/// commit holds PostgreSQL's notification-queue lock, so concurrent batches would commit one
+/// after another); the filer sends it after the commit. Notifications arrive in commit order,
+/// so a NOTIFY sent after the statement is heard first only if the statement sent none.
+#[tokio::test]
+async fn the_intake_statement_leaves_the_streams_notify_to_after_its_commit() {
+    let db = crate::helpers::TestDb::new().await;
+    let store = orchestrator::store::Store::new(db.pool.clone());
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("orch_events").await.unwrap();
+    let finished = RanInline {
+        instance: uuid::Uuid::now_v7(),
+        outcome: orchestrator::store::InlineOutcome::Succeeded(json!({})),
+        duration_ms: 0,
+        memory: None,
+    };
+    let filed = store
+        .insert_intake_jobs(&[
+            echo_job(json!({}), None, None),
+            echo_job(json!({}), None, Some(finished)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(filed.len(), 2);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 3, "created, created, succeeded");
+    sqlx::query("SELECT pg_notify('orch_events', 'after')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the NOTIFY sent after the statement is heard")
+        .unwrap();
+    assert_eq!(heard.payload(), "after", "the statement itself notified");
 }
