@@ -218,7 +218,7 @@ impl Application {
             config.metrics.gauge_interval,
             shutdown.child_token(),
         ));
-        let state = AppState {
+        let state = AppState::new(http::SharedState {
             config: Arc::new(config),
             store,
             registry,
@@ -234,7 +234,7 @@ impl Application {
             mcp: mcp.health(),
             scheduler,
             shutdown: shutdown.clone(),
-        };
+        });
         Ok(Self {
             listener,
             state,

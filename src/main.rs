@@ -16,6 +16,12 @@ use orchestrator::{
     worker::{Waiters, maintenance_pass},
 };
 
+/// mimalloc instead of glibc's malloc: under load the server's allocations and frees (request
+/// and response buffers, JSON values) took 17 % of its CPU in glibc's allocator (perf,
+/// `system.echo` at 64 connections); mimalloc's thread-local free lists serve them for less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "orchestrator",

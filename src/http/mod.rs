@@ -48,9 +48,29 @@ use crate::{
 };
 use problem::ApiError;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach, behind one `Arc`: axum clones the state for every extractor
+/// and middleware of every request, and cloning the fields one by one (a reference count each,
+/// and a mutex for the cancellation token) cost 6 % of the server's CPU under load (perf,
+/// `system.echo` at 64 connections).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The server's shared parts, reached through [`AppState`].
+pub struct SharedState {
     pub config: Arc<Config>,
     pub store: Store,
     pub registry: Arc<Registry>,
