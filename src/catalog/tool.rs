@@ -199,4 +199,12 @@ pub trait InlineTool: Send + Sync {
         job_id: JobId,
         inputs: &'a Value,
     ) -> BoxFuture<'a, Result<Value, ToolError>>;
+
+    /// Whether a call runs statements of its own (`memory.get` reads, `memory.delete`
+    /// deletes). A tool whose calls run none (`system.echo`; `memory.write`, whose item is
+    /// written with its job) says so, and its queued jobs are run and finished during their
+    /// claim, in the claim's transaction, instead of taking a lease.
+    fn runs_statements(&self) -> bool {
+        true
+    }
 }

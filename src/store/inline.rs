@@ -61,6 +61,26 @@ pub struct MemoryItemWithJob {
     pub metadata: Value,
 }
 
+/// The memory items a statement writes with its jobs, as column arrays: one entry per job,
+/// NULL where the job writes none.
+#[derive(Default)]
+pub(super) struct MemoryColumns<'a> {
+    pub ids: Vec<Option<uuid::Uuid>>,
+    pub texts: Vec<Option<&'a str>>,
+    /// Tag lists differ in length: a text[][] must be rectangular, a jsonb[] need not.
+    pub tags: Vec<Option<Value>>,
+    pub metadata: Vec<Option<&'a Value>>,
+}
+
+impl<'a> MemoryColumns<'a> {
+    pub fn push(&mut self, item: Option<&'a MemoryItemWithJob>) {
+        self.ids.push(item.map(|m| m.id.uuid()));
+        self.texts.push(item.map(|m| m.text.as_str()));
+        self.tags.push(item.map(|m| Value::from(m.tags.clone())));
+        self.metadata.push(item.map(|m| &m.metadata));
+    }
+}
+
 impl Store {
     pub fn begin_inline(&self) -> InlineTx {
         InlineTx {

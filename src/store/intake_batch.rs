@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult};
+use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::MemoryColumns};
 use crate::model::{JobStatus, Mode, Principal};
 
 /// A job filed by the intake (no lease taken, no concurrency key), with the key it claims.
@@ -115,10 +115,7 @@ pub(super) async fn insert_intake_jobs<'c>(
     let mut error_messages = Vec::with_capacity(n);
     let mut durations = Vec::with_capacity(n);
     let mut instances = Vec::with_capacity(n);
-    let mut memory_ids = Vec::with_capacity(n);
-    let mut memory_texts = Vec::with_capacity(n);
-    let mut memory_tags = Vec::with_capacity(n);
-    let mut memory_metadata = Vec::with_capacity(n);
+    let mut memory = MemoryColumns::default();
     for j in jobs {
         ids.push(j.id);
         intents.push(j.intent.as_str());
@@ -153,12 +150,7 @@ pub(super) async fn insert_intake_jobs<'c>(
         error_messages.push(message);
         durations.push(j.ran.as_ref().map(|r| r.duration_ms));
         instances.push(j.ran.as_ref().map(|r| r.instance));
-        let memory = j.ran.as_ref().and_then(|r| r.memory.as_ref());
-        memory_ids.push(memory.map(|m| m.id.uuid()));
-        memory_texts.push(memory.map(|m| m.text.as_str()));
-        // Tag lists differ in length: a text[][] must be rectangular, a jsonb[] need not.
-        memory_tags.push(memory.map(|m| Value::from(m.tags.clone())));
-        memory_metadata.push(memory.map(|m| &m.metadata));
+        memory.push(j.ran.as_ref().and_then(|r| r.memory.as_ref()));
     }
     let rows = sqlx::query!(
         r#"
@@ -281,10 +273,10 @@ pub(super) async fn insert_intake_jobs<'c>(
         &error_messages as &[Option<&str>],
         &durations as &[Option<i64>],
         &instances as &[Option<Uuid>],
-        &memory_ids as &[Option<Uuid>],
-        &memory_texts as &[Option<&str>],
-        &memory_tags as &[Option<Value>],
-        &memory_metadata as &[Option<&Value>],
+        &memory.ids as &[Option<Uuid>],
+        &memory.texts as &[Option<&str>],
+        &memory.tags as &[Option<Value>],
+        &memory.metadata as &[Option<&Value>],
     )
     .fetch_all(db)
     .await?;

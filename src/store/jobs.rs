@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, Store, StoreResult};
+use sqlx::{Postgres, Transaction};
+
+use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::MemoryColumns};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobStatus, Mode, Principal, job_error},
@@ -316,25 +318,188 @@ impl Store {
     /// Claims up to `limit` due jobs for `owner`: the first statement locks them with SKIP
     /// LOCKED, the second takes their leases, and the transaction commits at once.
     pub async fn claim_jobs(&self, owner: Uuid, limit: i64, lease_secs: f64) -> StoreResult<Claim> {
+        let (claiming, _) = self.lock_due_jobs(limit, &[]).await?;
+        claiming.lease(owner, lease_secs).await
+    }
+
+    /// Begins a claim: locks up to `limit` due jobs (SKIP LOCKED) in a transaction that
+    /// [`Claiming::lease`] ends. Returns with it the locked jobs that may be run and finished
+    /// in that very transaction ([`Claiming::finish_at_once`]): those of the intents in
+    /// `at_once` (tools whose call runs no statement and reaches nothing outside the
+    /// database), without a callback to deliver, a concurrency key or a cancel request.
+    pub async fn lock_due_jobs(
+        &self,
+        limit: i64,
+        at_once: &[(&str, Mode)],
+    ) -> StoreResult<(Claiming, Vec<AtOnceCandidate>)> {
+        let (at_once_intents, at_once_modes): (Vec<&str>, Vec<Mode>) =
+            at_once.iter().copied().unzip();
         // Sorts are forbidden for the selection only: the rest of the claim sorts the few
         // claimed rows, which has no alternative (forbidding sorts for the whole statement
         // made claims take a second).
         let mut tx = super::begin_ordered_scans(&self.pool).await?;
-        let locked = sqlx::query_scalar!(
+        let rows = sqlx::query!(
             r#"
             -- Parked jobs (waiting for a concurrency place) are outside this index.
-            SELECT id FROM jobs
+            SELECT id, intent, mode AS "mode: Mode",
+                   CASE WHEN callback_url IS NULL AND concurrency_key IS NULL
+                             AND cancel_requested_at IS NULL
+                             AND (intent, mode) IN (SELECT * FROM unnest($2::text[],
+                                                                          $3::job_mode[]))
+                        THEN inputs END AS at_once_inputs
+            FROM jobs
             WHERE status = 'queued' AND NOT parked AND run_at <= now()
             ORDER BY priority, run_at, id
             LIMIT $1
             FOR UPDATE SKIP LOCKED
             "#,
             limit,
+            &at_once_intents as &[&str],
+            &at_once_modes as &[Mode],
         )
         .fetch_all(&mut *tx)
         .await?;
+        let mut candidates = Vec::new();
+        let mut locked = Vec::with_capacity(rows.len());
+        for r in rows {
+            locked.push(r.id);
+            if let Some(inputs) = r.at_once_inputs {
+                candidates.push(AtOnceCandidate {
+                    id: r.id.into(),
+                    intent: r.intent,
+                    mode: r.mode,
+                    inputs,
+                });
+            }
+        }
+        Ok((Claiming { tx, locked }, candidates))
+    }
+}
+
+/// A claim under way: due jobs locked by its transaction, not leased yet.
+pub struct Claiming {
+    tx: Transaction<'static, Postgres>,
+    locked: Vec<Uuid>,
+}
+
+/// A locked job whose tool may run during the claim (see [`Store::lock_due_jobs`]).
+#[derive(Debug, Clone)]
+pub struct AtOnceCandidate {
+    pub id: JobId,
+    pub intent: String,
+    pub mode: Mode,
+    pub inputs: Value,
+}
+
+/// How a job run during its claim ended, and what it writes with it.
+#[derive(Debug, Clone)]
+pub struct FinishedAtOnce {
+    pub id: JobId,
+    pub outcome: InlineOutcome,
+    pub memory: Option<MemoryItemWithJob>,
+}
+
+impl Claiming {
+    /// Writes jobs run during the claim final, in the claim's transaction: queued until now,
+    /// with the history a claimed job has (`claimed`, then its final event) and what they
+    /// write with them. If the transaction does not commit, they stay queued and nothing of
+    /// their run exists: the next claim runs them afresh. No lease, so nothing to fence.
+    pub async fn finish_at_once(
+        &mut self,
+        owner: Uuid,
+        jobs: &[FinishedAtOnce],
+    ) -> StoreResult<Vec<FinishedJob>> {
+        let n = jobs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(n);
+        let mut codes = Vec::with_capacity(n);
+        let mut messages = Vec::with_capacity(n);
+        let mut memory = MemoryColumns::default();
+        for j in jobs {
+            let (status, result, code, message) = j.outcome.columns();
+            ids.push(j.id.uuid());
+            statuses.push(status);
+            results.push(result);
+            codes.push(code);
+            messages.push(message);
+            memory.push(j.memory.as_ref());
+        }
+        let rows = sqlx::query_as!(
+            FinishedRow,
+            r#"
+            WITH input AS (
+                SELECT * FROM unnest($2::uuid[], $3::job_status[], $4::jsonb[], $5::text[],
+                                     $6::text[], $7::uuid[], $8::text[], $9::jsonb[],
+                                     $10::jsonb[])
+                    AS t(id, status, result, error_code, error_message, memory_id, memory_text,
+                         memory_tags, memory_metadata)
+            ), done AS (
+                -- Locked by this transaction's first statement, still queued.
+                UPDATE jobs j
+                SET status = i.status, result = i.result, error_code = i.error_code,
+                    error_message = i.error_message, attempts = j.attempts + 1,
+                    started_at = COALESCE(j.started_at, now()), finished_at = clock_timestamp(),
+                    duration_ms = (extract(epoch FROM clock_timestamp() - j.created_at)
+                                   * 1000)::bigint
+                FROM input i
+                WHERE j.id = i.id AND j.status = 'queued'
+                RETURNING j.id, j.intent, j.mode, j.status, j.result, j.error_code,
+                          j.error_message, j.callback_url, j.duration_ms, j.finished_at,
+                          j.attempts, j.request_id
+            ), event AS (
+                INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
+                                          attempt, instance_id, actor_kind, actor_id, request_id,
+                                          duration_ms, detail)
+                SELECT id, intent, mode, 'claimed', 'queued'::job_status, 'running'::job_status,
+                       attempts, $1::uuid, 'instance', $1::uuid::text, request_id, NULL::bigint,
+                       NULL::jsonb
+                FROM done
+                UNION ALL
+                SELECT id, intent, mode, status::text, 'running'::job_status, status, attempts,
+                       $1::uuid, 'instance', $1::uuid::text, request_id, duration_ms,
+                       CASE WHEN error_code IS NULL THEN NULL
+                            ELSE jsonb_build_object('code', error_code, 'message', error_message,
+                                                    'retry_at', NULL) END
+                FROM done
+            ), memory AS (
+                INSERT INTO memory_items (id, text, tags, metadata, source_job_id)
+                SELECT i.memory_id, i.memory_text,
+                       ARRAY(SELECT jsonb_array_elements_text(i.memory_tags)),
+                       i.memory_metadata, d.id
+                FROM done d JOIN input i ON i.id = d.id
+                WHERE i.memory_id IS NOT NULL
+            ), wake AS (
+                SELECT notify_jobs_done($1::uuid, array_agg(id)) FROM done
+            )
+            SELECT done.id AS "id!", intent AS "intent!", mode AS "mode!: Mode",
+                   status AS "status!: JobStatus", result, error_code, error_message,
+                   callback_url, duration_ms, finished_at
+            FROM done LEFT JOIN wake ON true
+            "#,
+            owner,
+            &ids,
+            &statuses as &[JobStatus],
+            &results as &[Option<&Value>],
+            &codes as &[Option<&str>],
+            &messages as &[Option<&str>],
+            &memory.ids as &[Option<Uuid>],
+            &memory.texts as &[Option<&str>],
+            &memory.tags as &[Option<Value>],
+            &memory.metadata as &[Option<&Value>],
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let finished: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+        self.locked.retain(|id| !finished.contains(id));
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Takes the leases of the locked jobs not finished during the claim, and commits.
+    pub async fn lease(self, owner: Uuid, lease_secs: f64) -> StoreResult<Claim> {
+        let Claiming { mut tx, locked } = self;
         if locked.is_empty() {
-            // Nothing due (an idle poll): no leases to take, nothing to park.
+            // Nothing due (an idle poll) or everything finished: no leases to take.
             tx.commit().await?;
             return Ok(Claim {
                 jobs: Vec::new(),
@@ -433,7 +598,9 @@ impl Store {
             .collect();
         Ok(Claim { jobs, parked })
     }
+}
 
+impl Store {
     /// Unparks jobs whose key has free places that no trigger handed out: a place freed while
     /// the statement parking a job of its key had not committed yet (the trigger then saw no
     /// parked job), or a key whose limit was raised. Walks only keys with parked jobs (a loose

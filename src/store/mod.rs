@@ -36,8 +36,8 @@ pub use idempotency::{KeyClaim, StoredKey};
 pub use inline::{InlineOutcome, InlineTx, MemoryItemWithJob};
 pub use intake_batch::{IntakeFiled, IntakeJob, OwnedKeyClaim, RanInline};
 pub use jobs::{
-    CancelOutcome, Claim, ClaimedJob, Completion, CompletionStatus, JobFilter, JobRecord,
-    ListCursor, NewJob, ReleaseReason, RetryOutcome,
+    AtOnceCandidate, CancelOutcome, Claim, ClaimedJob, Claiming, Completion, CompletionStatus,
+    FinishedAtOnce, JobFilter, JobRecord, ListCursor, NewJob, ReleaseReason, RetryOutcome,
 };
 pub use keys::{ApiKeyRecord, AuthFailure, NewApiKey};
 pub use memory::{MemoryHit, MemoryItem, NewMemoryItem};

@@ -171,6 +171,10 @@ impl InlineTool for MemoryWrite {
         });
         futures::future::ready(written).boxed()
     }
+
+    fn runs_statements(&self) -> bool {
+        false
+    }
 }
 
 /// A note to store, from memory.write's inputs.

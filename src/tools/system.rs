@@ -62,6 +62,10 @@ impl InlineTool for Echo {
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
         futures::future::ready(Ok(inputs.clone())).boxed()
     }
+
+    fn runs_statements(&self) -> bool {
+        false
+    }
 }
 
 pub struct Sleep {

@@ -22,7 +22,11 @@ use super::{WorkersConfig, backoff::Backoff, completer::Completer, pace::Pace};
 use crate::{
     catalog::{Progress, Registry, ToolContext, ToolError, ToolOutput, ToolResult},
     ids::JobId,
-    store::{ClaimedJob, Completion, CompletionStatus, ReleaseReason},
+    model::Mode,
+    store::{
+        AtOnceCandidate, ClaimedJob, Completion, CompletionStatus, FinishedAtOnce, InlineOutcome,
+        ReleaseReason,
+    },
 };
 
 /// Why a running attempt was told to stop.
@@ -602,6 +606,61 @@ impl Executor {
 
     /// A tool's raw output (a remote command's, a peer's) may hold NULs, or echo our own
     /// credentials: neither is stored.
+    /// The intents whose queued jobs run during their claim: their tool's call runs no
+    /// statement and reaches nothing outside the database (`InlineTool::runs_statements`).
+    pub fn at_once_intents(&self) -> Vec<(String, Mode)> {
+        self.registry
+            .snapshot()
+            .iter()
+            .filter(|i| i.tool.inline().is_some_and(|t| !t.runs_statements()))
+            .map(|i| (i.name().to_owned(), i.mode))
+            .collect()
+    }
+
+    /// Runs claimed jobs' calls during their claim (see [`Executor::at_once_intents`]): each
+    /// takes microseconds and writes nothing itself, so the claim's transaction waits on
+    /// nothing but them. A call that fails in a way another attempt could fix is left out:
+    /// its job takes a lease and the usual path, retries included.
+    pub async fn run_at_once(&self, jobs: Vec<AtOnceCandidate>) -> Vec<FinishedAtOnce> {
+        let mut finished = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Some(intent) = self.registry.get(&job.intent, job.mode).await else {
+                continue;
+            };
+            let Some(tool) = intent.tool.inline().filter(|t| !t.runs_statements()) else {
+                continue;
+            };
+            let started = Instant::now();
+            let mut tx = self.completer.store().begin_inline();
+            let call =
+                tokio::time::timeout(intent.timeout, tool.call_in(&mut tx, job.id, &job.inputs));
+            let outcome = match call.await {
+                Ok(Ok(mut value)) => {
+                    self.make_storable(&mut value);
+                    InlineOutcome::Succeeded(value)
+                }
+                Ok(Err(e)) if !e.retryable && !e.timed_out && e.defer.is_none() => {
+                    let (code, message) = self.storable_error(&e);
+                    InlineOutcome::Failed { code, message }
+                }
+                Ok(Err(_)) | Err(_) => continue,
+            };
+            // It said it would not; if it did, its statements are not the claim's.
+            if tx.ran_statements() {
+                tracing::warn!(intent = %job.intent, "a call said to run no statement ran one");
+                continue;
+            }
+            metrics::histogram!("orchestrator_attempt_seconds", "intent" => job.intent.clone())
+                .record(started.elapsed().as_secs_f64());
+            finished.push(FinishedAtOnce {
+                id: job.id,
+                memory: tx.take_memory_with_job(),
+                outcome,
+            });
+        }
+        finished
+    }
+
     pub fn make_storable(&self, value: &mut Value) {
         crate::nul::strip_value(value);
         self.redactor.value(value);

@@ -31,8 +31,8 @@ pub use waiters::{Waiter, Waiters};
 
 use crate::{
     catalog::Registry,
-    model::FinishedJob,
-    store::{Claim, ReleaseReason, Store},
+    model::{FinishedJob, Mode},
+    store::{Claim, ReleaseReason, Store, StoreError},
 };
 use futures::future::BoxFuture;
 use tokio_util::task::TaskTracker;
@@ -151,6 +151,7 @@ impl Workers {
             tokio::spawn(claim_loop(
                 store.clone(),
                 executor.clone(),
+                waiters.clone(),
                 wake.clone(),
                 stop_claiming.clone(),
                 config.claim_batch as usize,
@@ -281,16 +282,17 @@ impl Workers {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn claim_loop(
     store: Store,
     executor: Arc<Executor>,
+    waiters: Arc<Waiters>,
     wake: Arc<Notify>,
     stop: CancellationToken,
     batch: usize,
     lease_secs: f64,
     poll: Duration,
 ) {
-    let owner = executor.instance_id();
     let mut error_delay = Duration::from_millis(100);
     loop {
         let room = tokio::select! {
@@ -299,11 +301,14 @@ async fn claim_loop(
         };
         let Some(wanted) = room else { break };
         let sent = Instant::now();
-        match store.claim_jobs(owner, wanted as i64, lease_secs).await {
-            Ok(Claim { jobs, parked }) => {
+        match claim(&store, &executor, wanted as i64, lease_secs).await {
+            Ok((Claim { jobs, parked }, finished)) => {
                 executor.claimed(sent.elapsed());
                 error_delay = Duration::from_millis(100);
-                let claimed = jobs.len();
+                let claimed = jobs.len() + finished.len();
+                for job in finished {
+                    announce_finished(&waiters, job);
+                }
                 if claimed > 0 {
                     metrics::counter!("orchestrator_jobs_claimed_total").increment(claimed as u64);
                     metrics::histogram!("orchestrator_claim_batch_size").record(claimed as f64);
@@ -336,6 +341,30 @@ async fn claim_loop(
         }
     }
     tracing::info!("claim loop stopped");
+}
+
+/// One claim: locks due jobs, runs and finishes at once those whose call runs no statement and
+/// reaches nothing outside the database (`Executor::run_at_once`: one update per job instead of
+/// a lease and a completion), leases the rest, and commits. Returns the leased jobs and the
+/// finished ones.
+async fn claim(
+    store: &Store,
+    executor: &Executor,
+    wanted: i64,
+    lease_secs: f64,
+) -> Result<(Claim, Vec<FinishedJob>), StoreError> {
+    let owner = executor.instance_id();
+    let at_once = executor.at_once_intents();
+    let at_once: Vec<(&str, Mode)> = at_once.iter().map(|(i, m)| (i.as_str(), *m)).collect();
+    let (mut claiming, candidates) = store.lock_due_jobs(wanted, &at_once).await?;
+    let mut finished = Vec::new();
+    if !candidates.is_empty() {
+        let ran = executor.run_at_once(candidates).await;
+        if !ran.is_empty() {
+            finished = claiming.finish_at_once(owner, &ran).await?;
+        }
+    }
+    Ok((claiming.lease(owner, lease_secs).await?, finished))
 }
 
 /// One statement per interval renews every lease this instance holds. Jobs it no longer holds

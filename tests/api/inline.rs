@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{TestDb, eventually, job_id, spawn_app},
-    process::{Invocation, free_port},
+    process::{Invocation, free_port, ready_within},
 };
 
 /// The transactions that wrote the job row, its `created` event and its memory item.
@@ -204,16 +204,7 @@ async fn kill_9_mid_request_loses_nothing_and_stores_nothing_twice() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let up = || async {
-        eventually(Duration::from_secs(30), || async {
-            client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-    };
+    let up = || ready_within(&client, &base, Duration::from_secs(30));
     let write = |i: usize| {
         let request = client
             .post(format!("{base}/orchestrate"))

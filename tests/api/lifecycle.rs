@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{Spawn, TestDb, eventually, job_id, spawn, spawn_with},
+    process::ready_within,
     test_tools::{Recorder, Recording},
 };
 
@@ -395,14 +396,7 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let up = eventually(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let up = ready_within(&client, &base, Duration::from_secs(20)).await;
     assert!(up, "the server came up");
 
     let body: Value = client

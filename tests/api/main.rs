@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod callbacks;
 mod checkers;
+mod claim_at_once;
 mod concurrency;
 mod discovery;
 mod embedded;

@@ -85,6 +85,18 @@ impl Invocation {
     }
 }
 
+/// Whether the server at `base` answers `/readyz` with a success within `deadline`.
+pub async fn ready_within(client: &reqwest::Client, base: &str, deadline: Duration) -> bool {
+    crate::helpers::eventually(deadline, || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{Spawn, TestApp, TestDb, eventually, job_id, spawn, spawn_with},
+    process::ready_within,
     sshd::{Sshd, keygen, processes_running},
 };
 
@@ -938,14 +939,7 @@ async fn an_encrypted_key_is_opened_with_the_passphrase_from_the_environment_and
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let up = eventually(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let up = ready_within(&client, &base, Duration::from_secs(20)).await;
     assert!(
         up,
         "the server came up:\n{}",
