@@ -319,7 +319,7 @@ impl Store {
     /// LOCKED, the second takes their leases, and the transaction commits at once.
     pub async fn claim_jobs(&self, owner: Uuid, limit: i64, lease_secs: f64) -> StoreResult<Claim> {
         let (claiming, _) = self.lock_due_jobs(limit, &[]).await?;
-        claiming.lease(owner, lease_secs).await
+        claiming.lease(owner, lease_secs, usize::MAX).await
     }
 
     /// Begins a claim: locks up to `limit` due jobs (SKIP LOCKED) in a transaction that
@@ -495,9 +495,11 @@ impl Claiming {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// Takes the leases of the locked jobs not finished during the claim, and commits.
-    pub async fn lease(self, owner: Uuid, lease_secs: f64) -> StoreResult<Claim> {
-        let Claiming { mut tx, locked } = self;
+    /// Takes the leases of at most `max` of the locked jobs not finished during the claim, in
+    /// claim order, and commits; the others stay queued.
+    pub async fn lease(self, owner: Uuid, lease_secs: f64, max: usize) -> StoreResult<Claim> {
+        let Claiming { mut tx, mut locked } = self;
+        locked.truncate(max);
         if locked.is_empty() {
             // Nothing due (an idle poll) or everything finished: no leases to take.
             tx.commit().await?;

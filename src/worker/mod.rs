@@ -2,6 +2,7 @@
 //! LISTEN/NOTIFY listener and maintenance, started and stopped together.
 
 pub mod backoff;
+mod claimer;
 mod completer;
 mod config;
 pub mod executor;
@@ -31,8 +32,8 @@ pub use waiters::{Waiter, Waiters};
 
 use crate::{
     catalog::Registry,
-    model::{FinishedJob, Mode},
-    store::{Claim, ReleaseReason, Store, StoreError},
+    model::FinishedJob,
+    store::{ReleaseReason, Store},
 };
 use futures::future::BoxFuture;
 use tokio_util::task::TaskTracker;
@@ -148,16 +149,16 @@ impl Workers {
         tracing::info!(%instance_id, concurrency = config.concurrency, "workers starting");
 
         let claimer = (config.concurrency > 0).then(|| {
-            tokio::spawn(claim_loop(
-                store.clone(),
-                executor.clone(),
-                waiters.clone(),
-                wake.clone(),
-                stop_claiming.clone(),
-                config.claim_batch as usize,
+            tokio::spawn(claimer::run(claimer::ClaimLoop {
+                store: store.clone(),
+                executor: executor.clone(),
+                waiters: waiters.clone(),
+                wake: wake.clone(),
+                stop: stop_claiming.clone(),
+                batch: config.claim_batch as usize,
                 lease_secs,
-                config.poll_interval,
-            ))
+                poll: config.poll_interval,
+            }))
         });
         let delivery_wake = Arc::new(Notify::new());
         let delivery_tracker = TaskTracker::new();
@@ -280,91 +281,6 @@ impl Workers {
         }
         tracing::info!("workers stopped");
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn claim_loop(
-    store: Store,
-    executor: Arc<Executor>,
-    waiters: Arc<Waiters>,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-    batch: usize,
-    lease_secs: f64,
-    poll: Duration,
-) {
-    let mut error_delay = Duration::from_millis(100);
-    loop {
-        let room = tokio::select! {
-            r = executor.claim_room(batch) => r,
-            _ = stop.cancelled() => None,
-        };
-        let Some(wanted) = room else { break };
-        let sent = Instant::now();
-        match claim(&store, &executor, wanted as i64, lease_secs).await {
-            Ok((Claim { jobs, parked }, finished)) => {
-                executor.claimed(sent.elapsed());
-                error_delay = Duration::from_millis(100);
-                let claimed = jobs.len() + finished.len();
-                for job in finished {
-                    announce_finished(&waiters, job);
-                }
-                if claimed > 0 {
-                    metrics::counter!("orchestrator_jobs_claimed_total").increment(claimed as u64);
-                    metrics::histogram!("orchestrator_claim_batch_size").record(claimed as f64);
-                }
-                // Each takes its slot as it starts: the free ones at once, a prefetched job
-                // when a call ends.
-                for job in jobs {
-                    executor.spawn(job, None);
-                }
-                // SKIP LOCKED may hand out fewer rows than exist: only an empty claim means
-                // the queue is (for now) empty; one that parked jobs waiting for a place has
-                // moved them out of the way of the jobs behind them.
-                if claimed > 0 || parked > 0 {
-                    continue;
-                }
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff::jitter(error_delay, 0.2)) => {}
-                    _ = stop.cancelled() => break,
-                }
-                error_delay = (error_delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    tracing::info!("claim loop stopped");
-}
-
-/// One claim: locks due jobs, runs and finishes at once those whose call runs no statement and
-/// reaches nothing outside the database (`Executor::run_at_once`: one update per job instead of
-/// a lease and a completion), leases the rest, and commits. Returns the leased jobs and the
-/// finished ones.
-async fn claim(
-    store: &Store,
-    executor: &Executor,
-    wanted: i64,
-    lease_secs: f64,
-) -> Result<(Claim, Vec<FinishedJob>), StoreError> {
-    let owner = executor.instance_id();
-    let at_once = executor.at_once_intents();
-    let at_once: Vec<(&str, Mode)> = at_once.iter().map(|(i, m)| (i.as_str(), *m)).collect();
-    let (mut claiming, candidates) = store.lock_due_jobs(wanted, &at_once).await?;
-    let mut finished = Vec::new();
-    if !candidates.is_empty() {
-        let ran = executor.run_at_once(candidates).await;
-        if !ran.is_empty() {
-            finished = claiming.finish_at_once(owner, &ran).await?;
-        }
-    }
-    Ok((claiming.lease(owner, lease_secs).await?, finished))
 }
 
 /// One statement per interval renews every lease this instance holds. Jobs it no longer holds
