@@ -87,7 +87,9 @@ pub(super) async fn run(l: ClaimLoop) {
         error_delay = Duration::from_millis(100);
         if !candidates.is_empty() {
             // The calls take microseconds; the statements after them go on in a task of their
-            // own while the next claim is made.
+            // own while the next claim is made. That claim does not see the jobs this one will
+            // lease yet, so up to AT_ONCE_IN_FLIGHT rooms' worth may arrive at once: they wait
+            // here for a slot as prefetched jobs do (and go back if none frees).
             let ran = l.executor.run_at_once(candidates).await;
             state.finished_last.store(ran.len(), Ordering::SeqCst);
             tokio::spawn(finish(
