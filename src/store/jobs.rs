@@ -435,7 +435,10 @@ impl Claiming {
                     AS t(id, status, result, error_code, error_message, memory_id, memory_text,
                          memory_tags, memory_metadata)
             ), done AS (
-                -- Locked by this transaction's first statement, still queued.
+                -- Locked by this transaction's first statement, so still queued: no status
+                -- condition here, which would let the planner read every queued row through
+                -- the status index (it did, with statistics of a near-empty queue: a 100k
+                -- backlog on a 3M-job table drained at 17k jobs/s instead of 23k+).
                 UPDATE jobs j
                 SET status = i.status, result = i.result, error_code = i.error_code,
                     error_message = i.error_message, attempts = j.attempts + 1,
@@ -443,7 +446,7 @@ impl Claiming {
                     duration_ms = (extract(epoch FROM clock_timestamp() - j.created_at)
                                    * 1000)::bigint
                 FROM input i
-                WHERE j.id = i.id AND j.status = 'queued'
+                WHERE j.id = i.id
                 RETURNING j.id, j.intent, j.mode, j.status, j.result, j.error_code,
                           j.error_message, j.callback_url, j.duration_ms, j.finished_at,
                           j.attempts, j.request_id

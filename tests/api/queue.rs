@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 use orchestrator::{
     ids::JobId,
     model::{JobStatus, Mode, Principal},
-    store::{Completion, CompletionStatus, NewJob, Store},
+    store::{Completion, CompletionStatus, FinishedAtOnce, InlineOutcome, NewJob, Store},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -459,5 +459,30 @@ async fn first_rows_statements_read_only_what_they_take_even_with_statistics_of_
     assert!(
         read < 1_000,
         "the unparking read {read} entries for one job"
+    );
+
+    // A claim finishing its jobs at once updates the rows it locked by their keys, without
+    // reading the other queued ones through the status index.
+    let before = index_entries_read(&one, "jobs_status_created_id_idx").await;
+    let (mut claiming, candidates) = store
+        .lock_due_jobs(64, &[("system.echo", Mode::Agent)])
+        .await
+        .unwrap();
+    assert_eq!(candidates.len(), 64);
+    let ran: Vec<FinishedAtOnce> = candidates
+        .iter()
+        .map(|c| FinishedAtOnce {
+            id: c.id,
+            outcome: InlineOutcome::Succeeded(json!({})),
+            memory: None,
+        })
+        .collect();
+    let finished = claiming.finish_at_once(Uuid::now_v7(), &ran).await.unwrap();
+    assert_eq!(finished.len(), 64);
+    claiming.lease(Uuid::now_v7(), 30.0, 0).await.unwrap();
+    let read = index_entries_read(&one, "jobs_status_created_id_idx").await - before;
+    assert!(
+        read < 1_000,
+        "finishing 64 jobs read {read} status-index entries"
     );
 }
