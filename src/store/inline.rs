@@ -61,23 +61,41 @@ pub struct MemoryItemWithJob {
     pub metadata: Value,
 }
 
-/// The memory items a statement writes with its jobs, as column arrays: one entry per job,
-/// NULL where the job writes none.
+/// What a statement writes for jobs already run, as column arrays, one entry per job (NULL
+/// where a job has not run, or writes no memory item): the job row's outcome columns
+/// ([`InlineOutcome::columns`]) and the item written with it.
 #[derive(Default)]
-pub(super) struct MemoryColumns<'a> {
-    pub ids: Vec<Option<uuid::Uuid>>,
-    pub texts: Vec<Option<&'a str>>,
+pub(super) struct RunColumns<'a> {
+    pub statuses: Vec<Option<JobStatus>>,
+    pub results: Vec<Option<&'a Value>>,
+    pub error_codes: Vec<Option<&'a str>>,
+    pub error_messages: Vec<Option<&'a str>>,
+    pub memory_ids: Vec<Option<uuid::Uuid>>,
+    pub memory_texts: Vec<Option<&'a str>>,
     /// Tag lists differ in length: a text[][] must be rectangular, a jsonb[] need not.
-    pub tags: Vec<Option<Value>>,
-    pub metadata: Vec<Option<&'a Value>>,
+    pub memory_tags: Vec<Option<Value>>,
+    pub memory_metadata: Vec<Option<&'a Value>>,
 }
 
-impl<'a> MemoryColumns<'a> {
-    pub fn push(&mut self, item: Option<&'a MemoryItemWithJob>) {
-        self.ids.push(item.map(|m| m.id.uuid()));
-        self.texts.push(item.map(|m| m.text.as_str()));
-        self.tags.push(item.map(|m| Value::from(m.tags.clone())));
-        self.metadata.push(item.map(|m| &m.metadata));
+impl<'a> RunColumns<'a> {
+    pub fn push(
+        &mut self,
+        outcome: Option<&'a InlineOutcome>,
+        item: Option<&'a MemoryItemWithJob>,
+    ) {
+        let (status, result, code, message) = match outcome.map(InlineOutcome::columns) {
+            Some((status, result, code, message)) => (Some(status), result, code, message),
+            None => (None, None, None, None),
+        };
+        self.statuses.push(status);
+        self.results.push(result);
+        self.error_codes.push(code);
+        self.error_messages.push(message);
+        self.memory_ids.push(item.map(|m| m.id.uuid()));
+        self.memory_texts.push(item.map(|m| m.text.as_str()));
+        self.memory_tags
+            .push(item.map(|m| Value::from(m.tags.clone())));
+        self.memory_metadata.push(item.map(|m| &m.metadata));
     }
 }
 

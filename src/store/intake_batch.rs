@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::MemoryColumns};
+use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::RunColumns};
 use crate::model::{JobStatus, Mode, Principal};
 
 /// A job filed by the intake (no lease taken, no concurrency key), with the key it claims.
@@ -109,13 +109,9 @@ pub(super) async fn insert_intake_jobs<'c>(
     let mut hashes = Vec::with_capacity(n);
     let mut derived = Vec::with_capacity(n);
     let mut ttls = Vec::with_capacity(n);
-    let mut ran_status = Vec::with_capacity(n);
-    let mut results = Vec::with_capacity(n);
-    let mut error_codes = Vec::with_capacity(n);
-    let mut error_messages = Vec::with_capacity(n);
     let mut durations = Vec::with_capacity(n);
     let mut instances = Vec::with_capacity(n);
-    let mut memory = MemoryColumns::default();
+    let mut run = RunColumns::default();
     for j in jobs {
         ids.push(j.id);
         intents.push(j.intent.as_str());
@@ -137,20 +133,12 @@ pub(super) async fn insert_intake_jobs<'c>(
         hashes.push(j.key.as_ref().map(|k| k.request_hash.as_slice()));
         derived.push(j.key.as_ref().map(|k| k.derived));
         ttls.push(j.key.as_ref().map(|k| k.ttl_secs));
-        let (status, result, code, message) = match &j.ran {
-            Some(ran) => {
-                let (status, result, code, message) = ran.outcome.columns();
-                (Some(status), result, code, message)
-            }
-            None => (None, None, None, None),
-        };
-        ran_status.push(status);
-        results.push(result);
-        error_codes.push(code);
-        error_messages.push(message);
         durations.push(j.ran.as_ref().map(|r| r.duration_ms));
         instances.push(j.ran.as_ref().map(|r| r.instance));
-        memory.push(j.ran.as_ref().and_then(|r| r.memory.as_ref()));
+        run.push(
+            j.ran.as_ref().map(|r| &r.outcome),
+            j.ran.as_ref().and_then(|r| r.memory.as_ref()),
+        );
     }
     let rows = sqlx::query!(
         r#"
@@ -267,16 +255,16 @@ pub(super) async fn insert_intake_jobs<'c>(
         &derived as &[Option<bool>],
         &ttls as &[Option<f64>],
         Channel::NewWork.name(),
-        &ran_status as &[Option<JobStatus>],
-        &results as &[Option<&Value>],
-        &error_codes as &[Option<&str>],
-        &error_messages as &[Option<&str>],
+        &run.statuses as &[Option<JobStatus>],
+        &run.results as &[Option<&Value>],
+        &run.error_codes as &[Option<&str>],
+        &run.error_messages as &[Option<&str>],
         &durations as &[Option<i64>],
         &instances as &[Option<Uuid>],
-        &memory.ids as &[Option<Uuid>],
-        &memory.texts as &[Option<&str>],
-        &memory.tags as &[Option<Value>],
-        &memory.metadata as &[Option<&Value>],
+        &run.memory_ids as &[Option<Uuid>],
+        &run.memory_texts as &[Option<&str>],
+        &run.memory_tags as &[Option<Value>],
+        &run.memory_metadata as &[Option<&Value>],
     )
     .fetch_all(db)
     .await?;

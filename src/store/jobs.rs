@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use sqlx::{Postgres, Transaction};
 
-use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::MemoryColumns};
+use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::RunColumns};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobStatus, Mode, Principal, job_error},
@@ -411,19 +411,10 @@ impl Claiming {
     ) -> StoreResult<Vec<FinishedJob>> {
         let n = jobs.len();
         let mut ids = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        let mut results = Vec::with_capacity(n);
-        let mut codes = Vec::with_capacity(n);
-        let mut messages = Vec::with_capacity(n);
-        let mut memory = MemoryColumns::default();
+        let mut run = RunColumns::default();
         for j in jobs {
-            let (status, result, code, message) = j.outcome.columns();
             ids.push(j.id.uuid());
-            statuses.push(status);
-            results.push(result);
-            codes.push(code);
-            messages.push(message);
-            memory.push(j.memory.as_ref());
+            run.push(Some(&j.outcome), j.memory.as_ref());
         }
         let rows = sqlx::query_as!(
             FinishedRow,
@@ -482,14 +473,14 @@ impl Claiming {
             "#,
             owner,
             &ids,
-            &statuses as &[JobStatus],
-            &results as &[Option<&Value>],
-            &codes as &[Option<&str>],
-            &messages as &[Option<&str>],
-            &memory.ids as &[Option<Uuid>],
-            &memory.texts as &[Option<&str>],
-            &memory.tags as &[Option<Value>],
-            &memory.metadata as &[Option<&Value>],
+            &run.statuses as &[Option<JobStatus>],
+            &run.results as &[Option<&Value>],
+            &run.error_codes as &[Option<&str>],
+            &run.error_messages as &[Option<&str>],
+            &run.memory_ids as &[Option<Uuid>],
+            &run.memory_texts as &[Option<&str>],
+            &run.memory_tags as &[Option<Value>],
+            &run.memory_metadata as &[Option<&Value>],
         )
         .fetch_all(&mut *self.tx)
         .await?;
