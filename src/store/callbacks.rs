@@ -153,9 +153,9 @@ impl Store {
             WITH audit AS (
                 INSERT INTO audit_events (kind, job_id, delivery_id, target, target_host, attempt,
                                           webhook_id, http_status, excerpt, duration_ms, error,
-                                          next_attempt_at, outcome, actor_kind, actor_id)
+                                          next_attempt_at, outcome, actor_kind, instance_id)
                 VALUES ('callback.out', $3, $1, $4, $14, $5, $6, $7, $8, $9, $10, $11, $12,
-                        'instance', $2::uuid::text)
+                        'instance', $2::uuid)
             ), moved AS (
                 UPDATE callback_deliveries
                 SET status = $13, lease_owner = NULL,
@@ -280,7 +280,7 @@ impl Store {
         Ok(row.map(|r| IngestTarget {
             status: r.status,
             mode: r.mode,
-            token_hashes: r.callback_token_hashes,
+            token_hashes: r.callback_token_hashes.unwrap_or_default(),
             result: r.result,
             error_code: r.error_code,
             error_message: r.error_message,

@@ -212,7 +212,7 @@ pub(super) async fn insert_intake_jobs<'c>(
             FROM job j JOIN input i ON i.id = j.id
             UNION ALL
             SELECT j.id, j.intent, j.mode, j.status::text, 'running'::job_status, j.status,
-                   1, i.instance_id, 'instance', i.instance_id::text, NULL, j.request_id,
+                   1, i.instance_id, 'instance', NULL, NULL, j.request_id,
                    NULL, j.duration_ms,
                    CASE WHEN j.error_code IS NULL THEN NULL
                         ELSE jsonb_build_object('code', j.error_code,

@@ -446,12 +446,12 @@ impl Claiming {
                                           attempt, instance_id, actor_kind, actor_id, request_id,
                                           duration_ms, detail)
                 SELECT id, intent, mode, 'claimed', 'queued'::job_status, 'running'::job_status,
-                       attempts, $1::uuid, 'instance', $1::uuid::text, request_id, NULL::bigint,
+                       attempts, $1::uuid, 'instance', NULL, request_id, NULL::bigint,
                        NULL::jsonb
                 FROM done
                 UNION ALL
                 SELECT id, intent, mode, status::text, 'running'::job_status, status, attempts,
-                       $1::uuid, 'instance', $1::uuid::text, request_id, duration_ms,
+                       $1::uuid, 'instance', NULL, request_id, duration_ms,
                        CASE WHEN error_code IS NULL THEN NULL
                             ELSE jsonb_build_object('code', error_code, 'message', error_message,
                                                     'retry_at', NULL) END
@@ -556,7 +556,7 @@ impl Claiming {
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
                                           attempt, instance_id, actor_kind, actor_id, request_id)
                 SELECT id, intent, mode, 'claimed', 'queued', 'running', attempts, $1, 'instance',
-                       $1::text, request_id
+                       NULL, request_id
                 FROM claimed
             )
             -- One row even when nothing was claimed, to carry the parked count.
@@ -718,7 +718,7 @@ impl Store {
                                           duration_ms, detail)
                 SELECT id, intent, mode,
                        CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE status::text END,
-                       'running', status, attempts, $1, 'instance', $1::text, request_id,
+                       'running', status, attempts, $1, 'instance', NULL, request_id,
                        duration_ms,
                        CASE WHEN error_code IS NULL THEN NULL
                             ELSE jsonb_build_object('code', error_code, 'message', error_message,
@@ -877,7 +877,7 @@ impl Store {
                                           attempt, instance_id, actor_kind, actor_id, request_id,
                                           detail)
                 SELECT id, intent, mode, 'released', 'running', 'queued', attempts + 1, $1,
-                       'instance', $1::text, request_id, jsonb_build_object('reason', $4::text)
+                       'instance', NULL, request_id, jsonb_build_object('reason', $4::text)
                 FROM released
             )
             SELECT count(*) AS "n!" FROM released, (SELECT pg_notify($3, '')) AS wake
@@ -1155,12 +1155,13 @@ impl Store {
             .await?;
             return Ok(rows.into_iter().map(JobRecord::from).collect());
         }
-        let rows = match (&f.intent, status, f.owner) {
-            // Everything: along the primary key (UUIDv7 ids are ordered by creation time).
-            (None, None, None) => {
+        // Along the primary key (UUIDv7 ids are ordered by creation time).
+        macro_rules! along_key {
+            ($filter:literal) => {
                 select_jobs!(
-                    "id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5) \
-                     ORDER BY id DESC LIMIT $4",
+                    "id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5) "
+                        + $filter
+                        + " ORDER BY id DESC LIMIT $4",
                     uuid_v7_floor(since),
                     uuid_v7_floor(until),
                     id,
@@ -1169,19 +1170,44 @@ impl Store {
                 )
                 .fetch_all(&self.pool)
                 .await?
-            }
+            };
+        }
+        let rows = match (&f.intent, status, f.owner) {
+            (None, None, None) => along_key!(""),
+            // Succeeded jobs are most of the table and not in the status index: walking the
+            // primary key finds a page of them at once.
+            (None, Some(JobStatus::Succeeded), None) => along_key!("AND status = 'succeeded'"),
             (Some(i), None, None) => page!("AND intent = $7", i),
-            (None, Some(st), None) => page!("AND status = $7", st as JobStatus),
-            (Some(i), Some(st), None) => {
-                page!("AND intent = $7 AND status = $8", i, st as JobStatus)
+            // The status index holds every status but `succeeded`; the literal condition lets
+            // the planner use it for a parameter it cannot otherwise see is not `succeeded`.
+            (None, Some(st), None) => {
+                page!("AND status = $7 AND status <> 'succeeded'", st as JobStatus)
             }
+            (Some(i), Some(JobStatus::Succeeded), None) => {
+                page!("AND intent = $7 AND status = 'succeeded'", i)
+            }
+            (Some(i), Some(st), None) => page!(
+                "AND intent = $7 AND status = $8 AND status <> 'succeeded'",
+                i,
+                st as JobStatus
+            ),
             (None, None, Some(o)) => page!("AND api_key_id = $7", o),
             (Some(i), None, Some(o)) => page!("AND api_key_id = $7 AND intent = $8", o, i),
-            (None, Some(st), Some(o)) => {
-                page!("AND api_key_id = $7 AND status = $8", o, st as JobStatus)
+            (None, Some(JobStatus::Succeeded), Some(o)) => {
+                page!("AND api_key_id = $7 AND status = 'succeeded'", o)
             }
+            (None, Some(st), Some(o)) => page!(
+                "AND api_key_id = $7 AND status = $8 AND status <> 'succeeded'",
+                o,
+                st as JobStatus
+            ),
+            (Some(i), Some(JobStatus::Succeeded), Some(o)) => page!(
+                "AND api_key_id = $7 AND intent = $8 AND status = 'succeeded'",
+                o,
+                i
+            ),
             (Some(i), Some(st), Some(o)) => page!(
-                "AND api_key_id = $7 AND intent = $8 AND status = $9",
+                "AND api_key_id = $7 AND intent = $8 AND status = $9 AND status <> 'succeeded'",
                 o,
                 i,
                 st as JobStatus

@@ -169,7 +169,7 @@ impl Store {
                                           attempt, instance_id, actor_kind, actor_id, request_id,
                                           detail)
                 SELECT id, intent, mode, 'deferred', 'running', 'queued', attempts + 1, $1,
-                       'instance', $1::text, request_id,
+                       'instance', NULL, request_id,
                        $5::jsonb || jsonb_build_object('run_at', $4::timestamptz)
                 FROM deferred
             )

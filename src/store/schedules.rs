@@ -300,7 +300,7 @@ impl Store {
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
                                           attempt, instance_id, actor_kind, actor_id)
                 SELECT id, intent, mode, 'due', 'scheduled', 'queued', attempts, $1,
-                       'instance', $1::uuid::text
+                       'instance', NULL
                 FROM moved
             ), wake AS (
                 SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM moved)
@@ -389,7 +389,7 @@ impl ScheduleLock {
                 INSERT INTO audit_events (kind, target, job_id, instance_id, actor_kind, actor_id,
                                           outcome, detail)
                 SELECT CASE WHEN $4 = 'skipped' THEN 'schedule.skipped' ELSE 'schedule.fired' END,
-                       $5, $3, $6, 'instance', $6::uuid::text, NULL,
+                       $5, $3, $6, 'instance', NULL, NULL,
                        jsonb_strip_nulls(jsonb_build_object('fire_time', $2::timestamptz,
                                                             'how', $4::text,
                                                             'reason', $7::text))

@@ -48,6 +48,32 @@ async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
     assert_eq!(page3["jobs"].as_array().unwrap().len(), 1);
     assert!(page3["next_cursor"].is_null());
 
+    // Succeeded jobs are listed along the primary key (they are not in the status index),
+    // newest first, in cursor pages, and merged with another status.
+    let (_, done) = app.get_json("/jobs?status=succeeded&limit=3").await;
+    let ids: Vec<&str> = done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&echo_ids[4], &echo_ids[3], &echo_ids[2]]);
+    let cursor = done["next_cursor"].as_str().unwrap();
+    let (_, rest) = app
+        .get_json(&format!("/jobs?status=succeeded&limit=3&cursor={cursor}"))
+        .await;
+    let ids: Vec<&str> = rest["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&echo_ids[1], &echo_ids[0]]);
+    assert!(rest["next_cursor"].is_null());
+    let (_, merged) = app.get_json("/jobs?status=succeeded,failed&limit=2").await;
+    assert_eq!(merged["jobs"][0]["job_id"], failed_id.as_str());
+    assert_eq!(merged["jobs"][1]["job_id"], echo_ids[4].as_str());
+
     let (_, failures) = app.get_json("/jobs?status=failed,timed_out").await;
     assert_eq!(failures["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(failures["jobs"][0]["error"]["code"], "not_found");

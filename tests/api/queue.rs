@@ -429,13 +429,7 @@ async fn first_rows_statements_read_only_what_they_take_even_with_statistics_of_
         .execute(&db.pool)
         .await
         .unwrap();
-    // One connection, so that its statistics are the statements' own.
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.url)
-        .await
-        .unwrap();
-    let store = Store::new(one.clone());
+    let (one, store) = one_connection_store(&db.url).await;
 
     let before = index_entries_read(&one, "jobs_claim_idx").await;
     let claim = store.claim_jobs(Uuid::now_v7(), 64, 30.0).await.unwrap();
@@ -485,4 +479,88 @@ async fn first_rows_statements_read_only_what_they_take_even_with_statistics_of_
         read < 1_000,
         "finishing 64 jobs read {read} status-index entries"
     );
+}
+
+/// Succeeded jobs are most of the table and are not in the status index: a page of them walks
+/// the primary key newest first, and the statuses the index keeps (failed here) are found
+/// through it. Each reads about its page, not the 20,000 jobs.
+#[tokio::test]
+async fn listing_by_status_reads_about_a_page_whether_or_not_the_status_is_indexed() {
+    const ROWS: i64 = 20_000;
+    let db = TestDb::new().await;
+    for (status, n) in [("failed", 3), ("succeeded", ROWS), ("failed", 2)] {
+        sqlx::query(&format!(
+            "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                               attempt_timeout_ms, inputs, principal, client_addr, finished_at)
+             SELECT uuid_v7(), 'system.echo', 'agent', 'auto', '{status}', 0, 1, 1000, '{{}}',
+                    'anonymous', '127.0.0.1', now()
+             FROM generate_series(1, $1)"
+        ))
+        .bind(n)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
+    let (one, store) = one_connection_store(&db.url).await;
+    let by_status = |status| orchestrator::store::JobFilter {
+        statuses: Some(vec![status]),
+        limit: 50,
+        ..Default::default()
+    };
+
+    let before = job_rows_read(&one).await;
+    let page = store
+        .list_jobs(&by_status(JobStatus::Succeeded))
+        .await
+        .unwrap();
+    let read = job_rows_read(&one).await - before;
+    assert_eq!(page.len(), 50);
+    assert!(page.iter().all(|j| j.status == JobStatus::Succeeded));
+    assert!(
+        page.windows(2).all(|w| w[0].id.uuid() > w[1].id.uuid()),
+        "newest first"
+    );
+    assert!(read < 1_000, "a page of succeeded jobs read {read} rows");
+
+    let before = index_entries_read(&one, "jobs_status_created_id_idx").await;
+    let failed = store
+        .list_jobs(&by_status(JobStatus::Failed))
+        .await
+        .unwrap();
+    let read = index_entries_read(&one, "jobs_status_created_id_idx").await - before;
+    assert_eq!(failed.len(), 5);
+    assert!(
+        (1..=10).contains(&read),
+        "the failed jobs were read through the status index ({read} entries)"
+    );
+}
+
+/// Rows of `jobs` that the one connection of `pool` has read so far, by scans and through
+/// indexes alike.
+async fn job_rows_read(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(s.seq_tup_read + COALESCE(s.idx_tup_fetch, 0)), 0)::bigint
+         FROM pg_stat_user_tables s
+         JOIN pg_inherits h ON h.inhrelid = s.relid
+         WHERE h.inhparent = 'jobs'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A store on a pool of one connection, so that the connection's statistics are its
+/// statements' own.
+async fn one_connection_store(url: &str) -> (sqlx::PgPool, Store) {
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    (one.clone(), Store::new(one))
 }
