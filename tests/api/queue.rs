@@ -564,3 +564,35 @@ async fn one_connection_store(url: &str) -> (sqlx::PgPool, Store) {
         .unwrap();
     (one.clone(), Store::new(one))
 }
+
+/// The server's sessions never JIT-compile: with PostgreSQL's default `jit = on`, the claim
+/// that finishes a batch of jobs spent almost all of its time compiling on every call.
+#[tokio::test]
+async fn the_servers_sessions_run_without_jit() {
+    let db = TestDb::new().await;
+    let default: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let config = orchestrator::db::DatabaseConfig {
+        url: Some(db.url.clone()),
+        embedded: false,
+        ..Default::default()
+    };
+    let database = orchestrator::db::connect(
+        &config,
+        false,
+        orchestrator::db::embedded::ClusterUser::Command,
+    )
+    .await
+    .unwrap();
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (default.as_str(), jit.as_str()),
+        ("on", "off"),
+        "the server's default and the server's sessions"
+    );
+}
