@@ -250,9 +250,9 @@ async fn connect_with_retries(
 /// Sessions that never compile statements with LLVM. Every statement the server sends is
 /// short; with PostgreSQL's default `jit = on`, a batch statement whose estimated cost passes
 /// `jit_above_cost` (a claim finishing 1,024 jobs) spent 496 of its 517 ms compiling, on
-/// every call: the queue drained at 8-9k jobs/s instead of 30k+. Set once a session opens,
+/// every call: the queue drained at 7-9k jobs/s instead of 43-45k. Set once a session opens,
 /// not as a start-up option, which PgBouncer refuses; behind PgBouncer in transaction mode
-/// this reaches only the server sessions it runs on (docs/scaling.md: PgBouncer's
+/// this reaches only the server sessions it runs on (README, "Behind PgBouncer": its
 /// `connect_query` covers all of them).
 fn without_jit(pool: PgPoolOptions) -> PgPoolOptions {
     pool.after_connect(|conn, _| {

@@ -443,15 +443,15 @@ impl Claiming {
                           j.attempts, j.request_id
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, request_id,
-                                          duration_ms, detail)
+                                          attempt, instance_id, actor_kind, request_id, duration_ms,
+                                          detail)
                 SELECT id, intent, mode, 'claimed', 'queued'::job_status, 'running'::job_status,
-                       attempts, $1::uuid, 'instance', NULL, request_id, NULL::bigint,
+                       attempts, $1::uuid, 'instance', request_id, NULL::bigint,
                        NULL::jsonb
                 FROM done
                 UNION ALL
                 SELECT id, intent, mode, status::text, 'running'::job_status, status, attempts,
-                       $1::uuid, 'instance', NULL, request_id, duration_ms,
+                       $1::uuid, 'instance', request_id, duration_ms,
                        CASE WHEN error_code IS NULL THEN NULL
                             ELSE jsonb_build_object('code', error_code, 'message', error_message,
                                                     'retry_at', NULL) END
@@ -554,9 +554,9 @@ impl Claiming {
                           j.request_id
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, request_id)
+                                          attempt, instance_id, actor_kind, request_id)
                 SELECT id, intent, mode, 'claimed', 'queued', 'running', attempts, $1, 'instance',
-                       NULL, request_id
+                       request_id
                 FROM claimed
             )
             -- One row even when nothing was claimed, to carry the parked count.
@@ -714,11 +714,11 @@ impl Store {
                           j.attempts, j.run_at, j.request_id
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, request_id,
-                                          duration_ms, detail)
+                                          attempt, instance_id, actor_kind, request_id, duration_ms,
+                                          detail)
                 SELECT id, intent, mode,
                        CASE WHEN status = 'queued' THEN 'retry_scheduled' ELSE status::text END,
-                       'running', status, attempts, $1, 'instance', NULL, request_id,
+                       'running', status, attempts, $1, 'instance', request_id,
                        duration_ms,
                        CASE WHEN error_code IS NULL THEN NULL
                             ELSE jsonb_build_object('code', error_code, 'message', error_message,
@@ -874,10 +874,9 @@ impl Store {
                 RETURNING id, attempts, request_id, intent, mode
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, request_id,
-                                          detail)
+                                          attempt, instance_id, actor_kind, request_id, detail)
                 SELECT id, intent, mode, 'released', 'running', 'queued', attempts + 1, $1,
-                       'instance', NULL, request_id, jsonb_build_object('reason', $4::text)
+                       'instance', request_id, jsonb_build_object('reason', $4::text)
                 FROM released
             )
             SELECT count(*) AS "n!" FROM released, (SELECT pg_notify($3, '')) AS wake

@@ -166,10 +166,10 @@ impl Store {
                 RETURNING id, attempts, request_id, intent, mode
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id, request_id,
+                                          attempt, instance_id, actor_kind, request_id,
                                           detail)
                 SELECT id, intent, mode, 'deferred', 'running', 'queued', attempts + 1, $1,
-                       'instance', NULL, request_id,
+                       'instance', request_id,
                        $5::jsonb || jsonb_build_object('run_at', $4::timestamptz)
                 FROM deferred
             )

@@ -298,9 +298,9 @@ impl Store {
                 RETURNING j.id, j.intent, j.mode, j.attempts
             ), event AS (
                 INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status,
-                                          attempt, instance_id, actor_kind, actor_id)
+                                          attempt, instance_id, actor_kind)
                 SELECT id, intent, mode, 'due', 'scheduled', 'queued', attempts, $1,
-                       'instance', NULL
+                       'instance'
                 FROM moved
             ), wake AS (
                 SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM moved)
@@ -386,10 +386,10 @@ impl ScheduleLock {
                 ON CONFLICT (schedule_id, fire_time) DO NOTHING
                 RETURNING fire_time
             ), event AS (
-                INSERT INTO audit_events (kind, target, job_id, instance_id, actor_kind, actor_id,
+                INSERT INTO audit_events (kind, target, job_id, instance_id, actor_kind,
                                           outcome, detail)
                 SELECT CASE WHEN $4 = 'skipped' THEN 'schedule.skipped' ELSE 'schedule.fired' END,
-                       $5, $3, $6, 'instance', NULL, NULL,
+                       $5, $3, $6, 'instance', NULL,
                        jsonb_strip_nulls(jsonb_build_object('fire_time', $2::timestamptz,
                                                             'how', $4::text,
                                                             'reason', $7::text))
