@@ -45,11 +45,24 @@ SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_a
   AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 ORDER BY created_at DESC, id DESC LIMIT $5;
 PREPARE list_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, job_status) AS
 SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND status = $7
+  AND ($6::job_mode IS NULL OR mode = $6) AND status = $7 AND status <> 'succeeded'
+ORDER BY created_at DESC, id DESC LIMIT $5;
+-- Succeeded jobs are not in the status index: along the primary key.
+PREPARE list_succeeded(uuid, uuid, uuid, bigint, job_mode) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3
+  AND ($5::job_mode IS NULL OR mode = $5) AND status = 'succeeded' ORDER BY id DESC LIMIT $4;
+PREPARE list_intent_succeeded(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, text) AS
+SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
+  AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 AND status = 'succeeded'
+ORDER BY created_at DESC, id DESC LIMIT $5;
+PREPARE list_key_succeeded(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid) AS
+SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
+  AND ($6::job_mode IS NULL OR mode = $6) AND api_key_id = $7 AND status = 'succeeded'
 ORDER BY created_at DESC, id DESC LIMIT $5;
 PREPARE list_intent_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, text, job_status) AS
 SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
   AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 AND status = $8
+  AND status <> 'succeeded'
 ORDER BY created_at DESC, id DESC LIMIT $5;
 PREPARE list_key(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid) AS
 SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
@@ -57,6 +70,7 @@ SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_a
 PREPARE list_key_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid, job_status) AS
 SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
   AND ($6::job_mode IS NULL OR mode = $6) AND api_key_id = $7 AND status = $8
+  AND status <> 'succeeded'
 ORDER BY created_at DESC, id DESC LIMIT $5;
 PREPARE by_idempotency_key(text, uuid) AS
 SELECT job_id FROM idempotency_keys
