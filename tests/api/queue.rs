@@ -570,8 +570,19 @@ async fn one_connection_store(url: &str) -> (sqlx::PgPool, Store) {
 #[tokio::test]
 async fn the_servers_sessions_run_without_jit() {
     let db = TestDb::new().await;
-    let default: String = sqlx::query_scalar("SHOW jit")
+    // Whatever the cluster's configuration, new sessions of this database default to JIT on
+    // (PostgreSQL's own default), so the assertion is about what the server does.
+    let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" SET jit = on"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let fresh = one_connection_store(&db.url).await.0;
+    let default: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&fresh)
         .await
         .unwrap();
     let config = orchestrator::db::DatabaseConfig {
