@@ -7,7 +7,7 @@
 \set cols 'id, intent, mode, requested_mode, status, priority, inputs, result, error_code, error_message, attempts, max_attempts, callback_url, request_id, run_at, cancel_requested_at, created_at, started_at, finished_at, duration_ms, api_key_id, principal, client_addr, payload_purged_at'
 
 SELECT id AS key7 FROM api_keys WHERE name = 'client-7' \gset
-SELECT id AS mid_job, created_at AS mid_at FROM jobs WHERE intent = 'gmail.triage' AND created_at < now() - interval '15 days' ORDER BY created_at DESC LIMIT 1 \gset
+SELECT id AS mid_job FROM jobs WHERE intent = 'gmail.triage' AND id < uuid_v7_floor(now() - interval '15 days') ORDER BY id DESC LIMIT 1 \gset
 SELECT id AS failed_job FROM jobs WHERE status = 'failed' AND callback_url IS NOT NULL ORDER BY id DESC LIMIT 1 \gset
 
 PREPARE gauges AS
@@ -40,38 +40,31 @@ GROUP BY target ORDER BY target;
 PREPARE list_all(uuid, uuid, uuid, bigint, job_mode) AS
 SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
 ORDER BY id DESC LIMIT $4;
-PREPARE list_intent(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, text) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 ORDER BY created_at DESC, id DESC LIMIT $5;
-PREPARE list_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, job_status) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND status = $7 AND status <> 'succeeded'
-ORDER BY created_at DESC, id DESC LIMIT $5;
+PREPARE list_intent(uuid, uuid, uuid, bigint, job_mode, text) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND intent = $6 ORDER BY id DESC LIMIT $4;
+PREPARE list_status(uuid, uuid, uuid, bigint, job_mode, job_status) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND status = $6 AND status <> 'succeeded' ORDER BY id DESC LIMIT $4;
 -- Succeeded jobs are not in the status index: along the primary key.
 PREPARE list_succeeded(uuid, uuid, uuid, bigint, job_mode) AS
-SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3
-  AND ($5::job_mode IS NULL OR mode = $5) AND status = 'succeeded' ORDER BY id DESC LIMIT $4;
-PREPARE list_intent_succeeded(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, text) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 AND status = 'succeeded'
-ORDER BY created_at DESC, id DESC LIMIT $5;
-PREPARE list_key_succeeded(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND api_key_id = $7 AND status = 'succeeded'
-ORDER BY created_at DESC, id DESC LIMIT $5;
-PREPARE list_intent_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, text, job_status) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND intent = $7 AND status = $8
-  AND status <> 'succeeded'
-ORDER BY created_at DESC, id DESC LIMIT $5;
-PREPARE list_key(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND api_key_id = $7 ORDER BY created_at DESC, id DESC LIMIT $5;
-PREPARE list_key_status(timestamptz, timestamptz, timestamptz, uuid, bigint, job_mode, uuid, job_status) AS
-SELECT :cols FROM jobs WHERE created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4)
-  AND ($6::job_mode IS NULL OR mode = $6) AND api_key_id = $7 AND status = $8
-  AND status <> 'succeeded'
-ORDER BY created_at DESC, id DESC LIMIT $5;
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND status = 'succeeded' ORDER BY id DESC LIMIT $4;
+PREPARE list_intent_succeeded(uuid, uuid, uuid, bigint, job_mode, text) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND intent = $6 AND status = 'succeeded' ORDER BY id DESC LIMIT $4;
+PREPARE list_key_succeeded(uuid, uuid, uuid, bigint, job_mode, uuid) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND api_key_id = $6 AND status = 'succeeded' ORDER BY id DESC LIMIT $4;
+PREPARE list_intent_status(uuid, uuid, uuid, bigint, job_mode, text, job_status) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND intent = $6 AND status = $7 AND status <> 'succeeded' ORDER BY id DESC LIMIT $4;
+PREPARE list_key(uuid, uuid, uuid, bigint, job_mode, uuid) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND api_key_id = $6 ORDER BY id DESC LIMIT $4;
+PREPARE list_key_status(uuid, uuid, uuid, bigint, job_mode, uuid, job_status) AS
+SELECT :cols FROM jobs WHERE id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5)
+  AND api_key_id = $6 AND status = $7 AND status <> 'succeeded' ORDER BY id DESC LIMIT $4;
 PREPARE by_idempotency_key(text, uuid) AS
 SELECT job_id FROM idempotency_keys
 WHERE key = $1 AND NOT derived

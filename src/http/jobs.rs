@@ -170,10 +170,12 @@ pub struct ListParams {
     /// Only the jobs this schedule filed (`schedule_id` of `GET /schedules`).
     #[param(value_type = Option<Uuid>)]
     pub schedule_id: Option<String>,
-    /// Created at or after (RFC 3339).
+    /// Accepted at or after (RFC 3339, to the millisecond). Listings go by the time in the
+    /// job's id (UUIDv7: when the instance accepted the request), which can precede
+    /// `created_at` (the database's time of the intake's commit) by a few milliseconds.
     #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
-    /// Created before (RFC 3339).
+    /// Accepted before (RFC 3339, to the millisecond; see `since`).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
     /// How many jobs a page holds (default 50).
@@ -201,18 +203,21 @@ fn parse_time(field: &str, raw: &Option<String>) -> Result<Option<DateTime<Utc>>
 }
 
 fn encode_cursor(c: ListCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        c.created_at.timestamp_micros(),
-        c.id.simple()
-    ))
+    URL_SAFE_NO_PAD.encode(c.id.simple().to_string())
 }
 
+/// Cursors issued before listings were all in id order also carried the last job's creation
+/// time (`<micros>:<id>`); the id alone is the position, so those still work.
 fn decode_cursor(raw: &str) -> Option<ListCursor> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (micros, id) = text.split_once(':')?;
+    let id = match text.split_once(':') {
+        Some((micros, id)) => {
+            micros.parse::<i64>().ok()?;
+            id
+        }
+        None => &text,
+    };
     Some(ListCursor {
-        created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         id: Uuid::try_parse(id).ok()?,
     })
 }
@@ -334,12 +339,8 @@ pub(crate) async fn page_of_jobs(
         .await?;
     let next = if rows.len() as i64 > filter.limit {
         rows.truncate(filter.limit as usize);
-        rows.last().map(|r| {
-            encode_cursor(ListCursor {
-                created_at: r.created_at,
-                id: r.id.uuid(),
-            })
-        })
+        rows.last()
+            .map(|r| encode_cursor(ListCursor { id: r.id.uuid() }))
     } else {
         None
     };
@@ -348,6 +349,8 @@ pub(crate) async fn page_of_jobs(
 
 #[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs",
     summary = "Jobs, newest first",
+    description = "Newest first by id (UUIDv7, so in the order the jobs were accepted), the \
+        same order whatever the filter; `next_cursor` continues after the page's last job.",
     params(ListParams),
     responses((status = 200, description = "A page of jobs", body = JobList), BadParameters, KeyProblems))]
 pub async fn list_jobs(
@@ -504,13 +507,14 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let c = ListCursor {
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            id: Uuid::now_v7(),
-        };
+        let c = ListCursor { id: Uuid::now_v7() };
         assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
+        let issued_before = URL_SAFE_NO_PAD.encode(format!("1700000000123456:{}", c.id.simple()));
+        assert_eq!(decode_cursor(&issued_before), Some(c));
         assert_eq!(decode_cursor("not a cursor"), None);
         assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("12:nope")), None);
+        let no_time = URL_SAFE_NO_PAD.encode(format!("soon:{}", c.id.simple()));
+        assert_eq!(decode_cursor(&no_time), None);
     }
 
     #[test]

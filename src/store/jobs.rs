@@ -130,10 +130,10 @@ pub struct JobRecord {
     pub schedule_id: Option<Uuid>,
 }
 
-/// Keyset position in the newest-first job listing.
+/// Keyset position in the newest-first job listing: the last id of the previous page (every
+/// listing is in id order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListCursor {
-    pub created_at: DateTime<Utc>,
     pub id: Uuid,
 }
 
@@ -1080,7 +1080,7 @@ impl Store {
 
     /// Newest first, keyset-paginated. One static statement per filter shape, so each is
     /// planned against the index that serves it. Several statuses are read one status at a
-    /// time and merged: `status = ANY(...)` cannot walk `(status, created_at, id)` in order,
+    /// time and merged: `status = ANY(...)` cannot walk `(status, id)` in order,
     /// so PostgreSQL would sort every job of those statuses for one page.
     pub async fn list_jobs(&self, f: &JobFilter) -> StoreResult<Vec<JobRecord>> {
         let Some(statuses) = f.statuses.as_deref().filter(|s| s.len() > 1) else {
@@ -1094,12 +1094,12 @@ impl Store {
         for status in statuses {
             merged.extend(self.list_page(f, Some(*status)).await?);
         }
-        merged.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id.uuid())));
+        merged.sort_by_key(|r| std::cmp::Reverse(r.id.uuid()));
         merged.truncate(f.limit.max(0) as usize);
         Ok(merged)
     }
 
-    /// One page of `f` with at most one status.
+    /// One page of `f` with at most one status, newest first by id.
     async fn list_page(
         &self,
         f: &JobFilter,
@@ -1108,11 +1108,12 @@ impl Store {
         // Postgres timestamps span 4713 BC to 294276 AD; chrono's extremes do not fit.
         let far_past = DateTime::<Utc>::UNIX_EPOCH;
         let far_future = far_past + chrono::Duration::days(365 * 8000);
-        let (since, until) = (f.since.unwrap_or(far_past), f.until.unwrap_or(far_future));
-        let (at, id) = f
-            .cursor
-            .map(|c| (c.created_at, c.id))
-            .unwrap_or((far_future, Uuid::max()));
+        // Every listing is in id order (UUIDv7: creation order), whichever index serves it,
+        // so the pages of one status join those of another exactly and a cursor is an id.
+        // `since`/`until` bound the ids' time, to the millisecond.
+        let since = uuid_v7_floor(f.since.unwrap_or(far_past));
+        let until = uuid_v7_floor(f.until.unwrap_or(far_future));
+        let before = f.cursor.map(|c| c.id).unwrap_or(Uuid::max());
         let limit = f.limit;
         let mode = f.mode;
         // `mode` is never selective enough to lead a plan: it filters whatever index serves
@@ -1120,11 +1121,10 @@ impl Store {
         macro_rules! page {
             ($filter:literal $(, $arg:expr)*) => {
                 select_jobs!(
-                    "created_at >= $1 AND created_at < $2 AND (created_at, id) < ($3, $4) \
-                     AND ($6::job_mode IS NULL OR mode = $6) "
+                    "id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5) "
                         + $filter
-                        + " ORDER BY created_at DESC, id DESC LIMIT $5",
-                    since, until, at, id, limit, mode as Option<Mode> $(, $arg)*
+                        + " ORDER BY id DESC LIMIT $4",
+                    since, until, before, limit, mode as Option<Mode> $(, $arg)*
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -1132,81 +1132,53 @@ impl Store {
         }
         if let Some(schedule) = f.schedule {
             // A schedule's jobs are few: its partial index, the rest as filters.
-            let rows = select_jobs!(
-                "schedule_id = $1 AND created_at >= $2 AND created_at < $3 \
-                 AND (created_at, id) < ($4, $5) AND ($7::job_mode IS NULL OR mode = $7) \
-                 AND ($8::text IS NULL OR intent = $8) \
-                 AND ($9::job_status IS NULL OR status = $9) \
-                 AND ($10::uuid IS NULL OR api_key_id = $10) \
-                 ORDER BY created_at DESC, id DESC LIMIT $6",
+            let rows = page!(
+                "AND schedule_id = $6 AND ($7::text IS NULL OR intent = $7) \
+                 AND ($8::job_status IS NULL OR status = $8) \
+                 AND ($9::uuid IS NULL OR api_key_id = $9)",
                 schedule,
-                since,
-                until,
-                at,
-                id,
-                limit,
-                mode as Option<Mode>,
                 f.intent.as_deref(),
                 status as Option<JobStatus>,
                 f.owner
-            )
-            .fetch_all(&self.pool)
-            .await?;
+            );
             return Ok(rows.into_iter().map(JobRecord::from).collect());
         }
-        // Along the primary key (UUIDv7 ids are ordered by creation time).
-        macro_rules! along_key {
-            ($filter:literal) => {
-                select_jobs!(
-                    "id >= $1 AND id < $2 AND id < $3 AND ($5::job_mode IS NULL OR mode = $5) "
-                        + $filter
-                        + " ORDER BY id DESC LIMIT $4",
-                    uuid_v7_floor(since),
-                    uuid_v7_floor(until),
-                    id,
-                    limit,
-                    mode as Option<Mode>
-                )
-                .fetch_all(&self.pool)
-                .await?
-            };
-        }
         let rows = match (&f.intent, status, f.owner) {
-            (None, None, None) => along_key!(""),
+            (None, None, None) => page!(""),
             // Succeeded jobs are most of the table and not in the status index: walking the
             // primary key finds a page of them at once.
-            (None, Some(JobStatus::Succeeded), None) => along_key!("AND status = 'succeeded'"),
-            (Some(i), None, None) => page!("AND intent = $7", i),
+            (None, Some(JobStatus::Succeeded), None) => page!("AND status = 'succeeded'"),
+            (Some(i), None, None) => page!("AND intent = $6", i),
             // The status index holds every status but `succeeded`; the literal condition lets
             // the planner use it for a parameter it cannot otherwise see is not `succeeded`.
             (None, Some(st), None) => {
-                page!("AND status = $7 AND status <> 'succeeded'", st as JobStatus)
+                page!("AND status = $6 AND status <> 'succeeded'", st as JobStatus)
             }
             (Some(i), Some(JobStatus::Succeeded), None) => {
-                page!("AND intent = $7 AND status = 'succeeded'", i)
+                page!("AND intent = $6 AND status = 'succeeded'", i)
             }
             (Some(i), Some(st), None) => page!(
-                "AND intent = $7 AND status = $8 AND status <> 'succeeded'",
+                "AND intent = $6 AND status = $7 AND status <> 'succeeded'",
                 i,
                 st as JobStatus
             ),
-            (None, None, Some(o)) => page!("AND api_key_id = $7", o),
-            (Some(i), None, Some(o)) => page!("AND api_key_id = $7 AND intent = $8", o, i),
+            (None, None, Some(o)) => page!("AND api_key_id = $6", o),
+            (Some(i), None, Some(o)) => page!("AND api_key_id = $6 AND intent = $7", o, i),
             (None, Some(JobStatus::Succeeded), Some(o)) => {
-                page!("AND api_key_id = $7 AND status = 'succeeded'", o)
+                page!("AND api_key_id = $6 AND status = 'succeeded'", o)
             }
             (None, Some(st), Some(o)) => page!(
-                "AND api_key_id = $7 AND status = $8 AND status <> 'succeeded'",
+                "AND api_key_id = $6 AND status = $7 AND status <> 'succeeded'",
                 o,
                 st as JobStatus
             ),
             (Some(i), Some(JobStatus::Succeeded), Some(o)) => page!(
-                "AND api_key_id = $7 AND intent = $8 AND status = 'succeeded'",
+                "AND api_key_id = $6 AND intent = $7 AND status = 'succeeded'",
                 o,
                 i
             ),
             (Some(i), Some(st), Some(o)) => page!(
-                "AND api_key_id = $7 AND intent = $8 AND status = $9 AND status <> 'succeeded'",
+                "AND api_key_id = $6 AND intent = $7 AND status = $8 AND status <> 'succeeded'",
                 o,
                 i,
                 st as JobStatus

@@ -79,15 +79,24 @@ impl Store {
         // A plain statement costs about half of the same steps in a PL/pgSQL function.
         let row = sqlx::query!(
             r#"
-            WITH t AS (SELECT COALESCE($4::timestamptz, now()) AS now),
-            w AS (
+            WITH w AS (
                 SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY
                     AS w(bucket, interval_ms, tolerance_ms, i)
-            ), locked AS (
-                SELECT r.bucket, greatest(r.tat, t.now) AS base
-                FROM rate_buckets r JOIN w ON w.bucket = r.bucket, t
+            ), held AS (
+                SELECT r.bucket, r.tat
+                FROM rate_buckets r JOIN w ON w.bucket = r.bucket
                 ORDER BY r.bucket
                 FOR UPDATE OF r
+            ), t AS (
+                -- The clock is read once every bucket is locked (the count needs them all):
+                -- what they hold was written by requests that committed before, each with
+                -- an earlier reading. `now()`, the statement's start, could be behind them
+                -- by however long the locks took: on a loaded machine a request that waited
+                -- a second behind the others was judged as if it had come a second early.
+                SELECT COALESCE($4::timestamptz, clock_timestamp()) AS now
+                FROM (SELECT count(*) FROM held) everything_locked
+            ), locked AS (
+                SELECT held.bucket, greatest(held.tat, t.now) AS base FROM held, t
             ), refused AS (
                 SELECT w.i, extract(epoch FROM l.base - t.now) * 1000 - w.tolerance_ms AS wait_ms
                 FROM w JOIN locked l ON l.bucket = w.bucket, t

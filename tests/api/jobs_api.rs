@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{job_id, spawn_app};
+use crate::helpers::{TestApp, job_id, spawn_app};
 
 #[tokio::test]
 async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
@@ -92,6 +92,94 @@ async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
         .get_json(&format!("/jobs?until={}", urlencode(&future)))
         .await;
     assert_eq!(until["jobs"].as_array().unwrap().len(), 6);
+}
+
+/// `created_at` is the database's time of the intake's commit and an id the instance's time of
+/// the request, so the two orders can disagree. Every listing goes by id: paging through
+/// succeeded and failed jobs together (succeeded ones are found along the primary key, failed
+/// ones through the status index) gives each job once, in the order of the unfiltered listing,
+/// and `since`/`until` bound the ids' time.
+#[tokio::test]
+async fn every_listing_pages_in_id_order_even_where_creation_times_disagree() {
+    let app = spawn_app().await;
+    // Ids a millisecond apart, creation times running the other way: 12 jobs, every third failed.
+    sqlx::query(
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                           attempt_timeout_ms, inputs, principal, client_addr, created_at,
+                           finished_at, attempts)
+         SELECT uuid_v7(now() - interval '1 minute' + i * interval '1 millisecond'),
+                'system.echo', 'agent', 'auto',
+                CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'succeeded' END::job_status, 0, 1, 1000,
+                '{}', 'anonymous', '127.0.0.1', now() - i * interval '1 second', now(), 1
+         FROM generate_series(1, 12) i",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    let all = every_page(&app, "limit=100").await;
+    assert_eq!(all.len(), 12);
+    let mut by_id = all.clone();
+    by_id.sort_by(|a, b| b.cmp(a));
+    assert_eq!(all, by_id, "newest id first");
+    for limit in [1, 2, 5] {
+        let query = format!("status=succeeded,failed&limit={limit}");
+        assert_eq!(every_page(&app, &query).await, all, "pages of {limit}");
+    }
+    let intent = every_page(&app, "intent=system.echo&limit=5").await;
+    assert_eq!(intent, all);
+    let failed = every_page(&app, "status=failed&limit=2").await;
+    let every_third: Vec<String> = all.iter().step_by(3).cloned().collect();
+    assert_eq!(
+        failed, every_third,
+        "the newest (i = 12) and every third before it"
+    );
+
+    // The ids' times: the 5th to the 8th millisecond.
+    let (_, page) = app
+        .get_json(&format!(
+            "/jobs?since={}&until={}",
+            urlencode(&job_time(&all[7]).to_rfc3339()),
+            urlencode(&job_time(&all[3]).to_rfc3339())
+        ))
+        .await;
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&all[4], &all[5], &all[6], &all[7]]);
+}
+
+/// The ids of every page of `/jobs?{query}`, following `next_cursor`.
+async fn every_page(app: &TestApp, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    // A cursor that does not move past its page would go round for ever (the listings in two
+    // orders did: a job's page came back again and again).
+    for _ in 0..50 {
+        let (status, page) = app.get_json(&format!("/jobs?{query}{cursor}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        ids.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["job_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return ids,
+        }
+    }
+    panic!("/jobs?{query} had no last page: {} ids so far", ids.len());
+}
+
+/// The time in a `job_…` id (UUIDv7: its first 48 bits are Unix milliseconds).
+fn job_time(job_id: &str) -> chrono::DateTime<chrono::Utc> {
+    let ms = i64::from_str_radix(&job_id["job_".len().."job_".len() + 12], 16).unwrap();
+    chrono::DateTime::from_timestamp_millis(ms).unwrap()
 }
 
 fn urlencode(s: &str) -> String {

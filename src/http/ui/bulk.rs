@@ -172,10 +172,7 @@ impl BulkRequest {
 fn advance(filter: &mut JobFilter, rows: &[JobRecord]) -> bool {
     match rows.last() {
         Some(last) if rows.len() as i64 == PAGE => {
-            filter.cursor = Some(ListCursor {
-                created_at: last.created_at,
-                id: last.id.uuid(),
-            });
+            filter.cursor = Some(ListCursor { id: last.id.uuid() });
             true
         }
         _ => false,
