@@ -360,10 +360,9 @@ async fn sync_config_schedules(
     schedules: &[crate::schedules::ScheduleConfig],
 ) -> anyhow::Result<()> {
     let operator = crate::model::Principal {
-        api_key_id: None,
         name: "configuration".into(),
-        client_addr: None,
-        request_id: None,
+        operator: true,
+        ..Default::default()
     };
     for s in schedules {
         let timetable = crate::schedules::Timetable::parse(&s.cron, &s.timezone)?;

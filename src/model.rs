@@ -188,6 +188,9 @@ pub struct Principal {
     pub name: String,
     pub client_addr: Option<String>,
     pub request_id: Option<String>,
+    /// Acting for the operator without a key: the configuration file (its schedules and the
+    /// jobs they file) or the command line. Audited as `operator`, not `anonymous`.
+    pub operator: bool,
 }
 
 impl Principal {
@@ -201,6 +204,8 @@ impl Principal {
     pub fn actor_kind(&self) -> ActorKind {
         if self.api_key_id.is_some() {
             ActorKind::ApiKey
+        } else if self.operator {
+            ActorKind::Operator
         } else {
             ActorKind::Anonymous
         }
@@ -377,7 +382,8 @@ vocabulary! {
         Maintenance = "maintenance",
         /// A flow reporting back through `/callbacks/ingest`.
         Flow = "flow",
-        /// Someone at the command line (`orchestrator keys …`).
+        /// Someone at the command line (`orchestrator keys …`), or the configuration file
+        /// (its schedules, and the jobs they file).
         Operator = "operator",
         /// An OAuth client at the token or revocation endpoint.
         OauthClient = "oauth_client",

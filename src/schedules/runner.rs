@@ -248,6 +248,9 @@ impl Scheduler {
                     name: s.principal.clone(),
                     client_addr: None,
                     request_id: None,
+                    // The configuration file's schedules file jobs for the operator; one made
+                    // through the API files them for its key (or anonymously, as it was made).
+                    operator: s.source == "config",
                 },
                 wait: false,
                 run_at: None,

@@ -101,6 +101,7 @@ pub(super) async fn insert_intake_jobs<'c>(
     let mut request_ids = Vec::with_capacity(n);
     let mut key_ids = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
+    let mut actor_kinds = Vec::with_capacity(n);
     let mut addrs = Vec::with_capacity(n);
     let mut run_ats = Vec::with_capacity(n);
     let mut schedules = Vec::with_capacity(n);
@@ -125,6 +126,7 @@ pub(super) async fn insert_intake_jobs<'c>(
         request_ids.push(j.principal.request_id.as_deref());
         key_ids.push(j.principal.api_key_id);
         names.push(j.principal.name.as_str());
+        actor_kinds.push(j.principal.actor_kind().as_str());
         addrs.push(j.principal.client_addr.as_deref());
         run_ats.push(j.run_at);
         schedules.push(j.schedule_id);
@@ -150,14 +152,14 @@ pub(super) async fn insert_intake_jobs<'c>(
                                  $18::bytea[], $19::bool[], $20::float8[], $22::job_status[],
                                  $23::jsonb[], $24::text[], $25::text[], $26::int8[],
                                  $27::uuid[], $28::uuid[], $29::text[], $30::jsonb[],
-                                 $31::jsonb[])
+                                 $31::jsonb[], $32::text[])
                 WITH ORDINALITY
                 AS t(id, intent, mode, requested_mode, priority, max_attempts,
                      attempt_timeout_ms, inputs, callback_url, request_id, api_key_id,
                      principal, client_addr, run_at, schedule_id, key_scope, key,
                      request_hash, derived, ttl, ran_status, result, error_code,
                      error_message, duration_ms, instance_id, memory_id, memory_text,
-                     memory_tags, memory_metadata, n)
+                     memory_tags, memory_metadata, actor_kind, n)
             -- The history's NOTIFY is sent after the commit (migration deferred_event_notify).
             CROSS JOIN (SELECT set_config('orch.events_notify', 'deferred', true)) quiet
         ), key AS (
@@ -206,9 +208,7 @@ pub(super) async fn insert_intake_jobs<'c>(
                                       request_id, client_addr, duration_ms, detail)
             SELECT j.id, j.intent, j.mode, 'created', NULL::job_status,
                    CASE WHEN j.finished_at IS NULL THEN j.status ELSE 'running' END,
-                   j.attempts, i.instance_id,
-                   CASE WHEN j.api_key_id IS NULL THEN 'anonymous' ELSE 'api_key' END,
-                   j.api_key_id::text, j.principal, j.request_id, j.client_addr, NULL, NULL
+                   j.attempts, i.instance_id, i.actor_kind, j.api_key_id::text, j.principal, j.request_id, j.client_addr, NULL, NULL
             FROM job j JOIN input i ON i.id = j.id
             UNION ALL
             SELECT j.id, j.intent, j.mode, j.status::text, 'running'::job_status, j.status,
@@ -265,6 +265,7 @@ pub(super) async fn insert_intake_jobs<'c>(
         &run.memory_texts as &[Option<&str>],
         &run.memory_tags as &[Option<Value>],
         &run.memory_metadata as &[Option<&Value>],
+        &actor_kinds as &[&str],
     )
     .fetch_all(db)
     .await?;

@@ -269,8 +269,7 @@ impl Store {
                 INSERT INTO audit_events (job_id, intent, mode, kind, to_status, attempt,
                                           instance_id, actor_kind, actor_id, actor_name,
                                           request_id, client_addr)
-                SELECT id, $7, $8, 'created', status, attempts, $10,
-                       CASE WHEN $18::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
+                SELECT id, $7, $8, 'created', status, attempts, $10, $26,
                        $18::uuid::text, $19, $16, $20
                 FROM job
             ), places AS (
@@ -309,6 +308,7 @@ impl Store {
             job.schedule_id,
             job.concurrency_key,
             job.concurrency_limit,
+            job.principal.actor_kind().as_str(),
         )
         .fetch_optional(&self.pool)
         .await?;

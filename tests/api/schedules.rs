@@ -195,6 +195,16 @@ async fn two_instances_file_exactly_one_job_per_fire_with_the_fire_times_in_its_
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{triggered}");
     assert!(triggered["job_id"].as_str().unwrap().starts_with("job_"));
+    // Jobs of a schedule made through the API are filed for the key that made it.
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT e.actor_kind FROM audit_events e JOIN jobs j ON j.id = e.job_id
+         WHERE j.schedule_id = $1 AND e.kind = 'created'",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .fetch_all(first.pool())
+    .await
+    .unwrap();
+    assert_eq!(kinds, ["api_key"]);
     let (_, resumed) = first
         .post_as(&admin, &format!("/schedules/{id}/resume"))
         .await;
@@ -344,6 +354,25 @@ async fn schedules_are_checked_and_those_of_the_configuration_live_in_the_file()
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["code"], "schedule_in_config");
+    // Its jobs are filed for the operator who wrote the file, and audited so (not as
+    // anonymous requests).
+    let (status, triggered) = app
+        .post_as(&admin, &format!("/schedules/{id}/trigger"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{triggered}");
+    let job = triggered["job_id"].as_str().unwrap();
+    let job = uuid::Uuid::parse_str(&job["job_".len()..]).unwrap();
+    let (kind, name): (String, String) = sqlx::query_as(
+        "SELECT actor_kind, actor_name FROM audit_events WHERE job_id = $1 AND kind = 'created'",
+    )
+    .bind(job)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (kind.as_str(), name.as_str()),
+        ("operator", "configuration")
+    );
 
     let base = json!({"name": "ok", "intent": "system.echo", "cron": "0 * * * *"});
     let with = |k: &str, v: Value| {
