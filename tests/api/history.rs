@@ -125,6 +125,28 @@ async fn expired_partitions_leave_whole_and_each_drop_is_recorded_in_the_trail()
     .await
     .unwrap();
     assert!(covered >= now + Duration::days(60 + 14));
+    // The partitions made here have the storage settings of the newest one's indexes: room in
+    // the leaves that a job's later versions and events go back to.
+    let without_room: Vec<String> = sqlx::query_scalar(
+        "SELECT i.inhrelid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent IN ('jobs_pkey'::regclass, 'jobs_intent_id_idx'::regclass,
+                               'audit_events_job_idx'::regclass)
+           AND c.reloptions IS DISTINCT FROM ARRAY['fillfactor=50']",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(without_room.is_empty(), "{without_room:?}");
+    let made: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'jobs_pkey'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        made as usize > jobs_before.len(),
+        "new partitions were made: {made}"
+    );
 
     // Detached, checked and kept, even when asked for directly: the trail records no drop.
     let initial = store
