@@ -77,6 +77,7 @@ def finished(intent, mode, keyed, inputs, result, memory):
         29: one(TEXT, "text") if memory else null("text"),
         30: one("jsonb_build_array('bench')", "jsonb") if memory else null("jsonb"),
         31: one("'{}'", "jsonb") if memory else null("jsonb"),
+        32: one("'anonymous'", "text"),
     })
 
 
