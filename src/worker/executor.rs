@@ -604,8 +604,6 @@ impl Executor {
         }
     }
 
-    /// A tool's raw output (a remote command's, a peer's) may hold NULs, or echo our own
-    /// credentials: neither is stored.
     /// The intents whose queued jobs run during their claim: their tool's call runs no
     /// statement and reaches nothing outside the database (`InlineTool::runs_statements`).
     pub fn at_once_intents(&self) -> Vec<(String, Mode)> {
@@ -661,6 +659,8 @@ impl Executor {
         finished
     }
 
+    /// A tool's raw output (a remote command's, a peer's) may hold NULs, or echo our own
+    /// credentials: neither is stored.
     pub fn make_storable(&self, value: &mut Value) {
         crate::nul::strip_value(value);
         self.redactor.value(value);
