@@ -378,7 +378,7 @@ async fn sync_config_schedules(
                 catch_up: s.catch_up.as_str(),
                 catch_up_max: s.catch_up_max,
                 paused: s.paused,
-                source: "config",
+                source: crate::store::FROM_CONFIG,
                 next_fire_at: timetable.next_after(chrono::Utc::now()),
                 by: &operator,
             })

@@ -258,7 +258,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     auth.require(SCOPE)?;
     let s = load(&state, &schedule_id).await?;
-    if s.source == "config" {
+    if s.is_from_config() {
         return Err(ApiError::ScheduleInConfig { name: s.name });
     }
     state.store.delete_schedule(s.id, &auth.principal).await?;

@@ -250,7 +250,7 @@ impl Scheduler {
                     request_id: None,
                     // The configuration file's schedules file jobs for the operator; one made
                     // through the API files them for its key (or anonymously, as it was made).
-                    operator: s.source == "config",
+                    operator: s.is_from_config(),
                 },
                 wait: false,
                 run_at: None,

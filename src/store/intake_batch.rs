@@ -208,7 +208,8 @@ pub(super) async fn insert_intake_jobs<'c>(
                                       request_id, client_addr, duration_ms, detail)
             SELECT j.id, j.intent, j.mode, 'created', NULL::job_status,
                    CASE WHEN j.finished_at IS NULL THEN j.status ELSE 'running' END,
-                   j.attempts, i.instance_id, i.actor_kind, j.api_key_id::text, j.principal, j.request_id, j.client_addr, NULL, NULL
+                   j.attempts, i.instance_id, i.actor_kind, j.api_key_id::text, j.principal,
+                   j.request_id, j.client_addr, NULL, NULL
             FROM job j JOIN input i ON i.id = j.id
             UNION ALL
             SELECT j.id, j.intent, j.mode, j.status::text, 'running'::job_status, j.status,

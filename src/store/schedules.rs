@@ -13,6 +13,9 @@ use crate::{
     model::{JobStatus, Mode, Principal},
 };
 
+/// `schedules.source` of a schedule from the configuration file (the others: `api`).
+pub const FROM_CONFIG: &str = "config";
+
 #[derive(Debug, Clone)]
 pub struct ScheduleRecord {
     pub id: Uuid,
@@ -33,6 +36,14 @@ pub struct ScheduleRecord {
     pub principal: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ScheduleRecord {
+    /// Made by the configuration file: it lives there (the API neither changes nor deletes
+    /// it), and it files its jobs for the operator.
+    pub fn is_from_config(&self) -> bool {
+        self.source == FROM_CONFIG
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,10 +94,7 @@ impl Store {
             ), event AS (
                 INSERT INTO audit_events (kind, target, actor_kind, actor_id, actor_name,
                                           request_id, client_addr, detail)
-                SELECT 'schedule.created', $2,
-                       CASE WHEN $12 = 'config' THEN 'operator'
-                            WHEN $14::uuid IS NULL THEN 'anonymous' ELSE 'api_key' END,
-                       $14::uuid::text, $15, $16, $17,
+                SELECT 'schedule.created', $2, $18, $14::uuid::text, $15, $16, $17,
                        jsonb_build_object('intent', $3::text, 'cron', $6::text,
                                           'timezone', $7::text, 'source', $12::text)
                 FROM made
@@ -110,6 +118,7 @@ impl Store {
             s.by.name,
             s.by.request_id,
             s.by.client_addr,
+            s.by.actor_kind().as_str(),
         )
         .fetch_optional(&self.pool)
         .await?)

@@ -51,23 +51,13 @@ async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
     // Succeeded jobs are listed along the primary key (they are not in the status index),
     // newest first, in cursor pages, and merged with another status.
     let (_, done) = app.get_json("/jobs?status=succeeded&limit=3").await;
-    let ids: Vec<&str> = done["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_id"].as_str().unwrap())
-        .collect();
+    let ids = job_ids(&done);
     assert_eq!(ids, [&echo_ids[4], &echo_ids[3], &echo_ids[2]]);
     let cursor = done["next_cursor"].as_str().unwrap();
     let (_, rest) = app
         .get_json(&format!("/jobs?status=succeeded&limit=3&cursor={cursor}"))
         .await;
-    let ids: Vec<&str> = rest["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_id"].as_str().unwrap())
-        .collect();
+    let ids = job_ids(&rest);
     assert_eq!(ids, [&echo_ids[1], &echo_ids[0]]);
     assert!(rest["next_cursor"].is_null());
     let (_, merged) = app.get_json("/jobs?status=succeeded,failed&limit=2").await;
@@ -143,13 +133,18 @@ async fn every_listing_pages_in_id_order_even_where_creation_times_disagree() {
             urlencode(&job_time(&all[3]).to_rfc3339())
         ))
         .await;
-    let ids: Vec<&str> = page["jobs"]
+    let ids = job_ids(&page);
+    assert_eq!(ids, [&all[4], &all[5], &all[6], &all[7]]);
+}
+
+/// The job ids of one page of `/jobs`, in its order.
+fn job_ids(page: &serde_json::Value) -> Vec<&str> {
+    page["jobs"]
         .as_array()
         .unwrap()
         .iter()
         .map(|j| j["job_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [&all[4], &all[5], &all[6], &all[7]]);
+        .collect()
 }
 
 /// The ids of every page of `/jobs?{query}`, following `next_cursor`.
@@ -161,13 +156,7 @@ async fn every_page(app: &TestApp, query: &str) -> Vec<String> {
     for _ in 0..50 {
         let (status, page) = app.get_json(&format!("/jobs?{query}{cursor}")).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        ids.extend(
-            page["jobs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|j| j["job_id"].as_str().unwrap().to_owned()),
-        );
+        ids.extend(job_ids(&page).into_iter().map(str::to_owned));
         match page["next_cursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),
             None => return ids,

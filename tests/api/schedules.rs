@@ -205,6 +205,13 @@ async fn two_instances_file_exactly_one_job_per_fire_with_the_fire_times_in_its_
     .await
     .unwrap();
     assert_eq!(kinds, ["api_key"]);
+    let made_by: String = sqlx::query_scalar(
+        "SELECT actor_kind FROM audit_events WHERE kind = 'schedule.created' AND target = 'every-second'",
+    )
+    .fetch_one(first.pool())
+    .await
+    .unwrap();
+    assert_eq!(made_by, "api_key");
     let (_, resumed) = first
         .post_as(&admin, &format!("/schedules/{id}/resume"))
         .await;
@@ -373,6 +380,13 @@ async fn schedules_are_checked_and_those_of_the_configuration_live_in_the_file()
         (kind.as_str(), name.as_str()),
         ("operator", "configuration")
     );
+    let made_by: String = sqlx::query_scalar(
+        "SELECT actor_kind FROM audit_events WHERE kind = 'schedule.created' AND target = 'triage'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(made_by, "operator");
 
     let base = json!({"name": "ok", "intent": "system.echo", "cron": "0 * * * *"});
     let with = |k: &str, v: Value| {
