@@ -151,7 +151,7 @@ pub async fn get_job(
     Ok(Json(load_visible(&state, &auth, id).await?.into()))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Exact intent name.
@@ -241,6 +241,17 @@ fn filter_from(p: &ListParams) -> Result<JobFilter, ApiError> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
+                .map(|statuses| {
+                    // Each status is one statement (see `Store::list_jobs`): named twice, it
+                    // would list its jobs twice and cost a query per repetition.
+                    let mut unique = Vec::with_capacity(statuses.len());
+                    for status in statuses {
+                        if !unique.contains(&status) {
+                            unique.push(status);
+                        }
+                    }
+                    unique
+                })
         })
         .transpose()?;
     let limit = match p.limit.as_deref() {
@@ -533,6 +544,14 @@ mod tests {
         assert_eq!(
             filter_from(&p).unwrap().statuses,
             Some(vec![JobStatus::Queued, JobStatus::Failed])
+        );
+        let repeated = ListParams {
+            status: Some("failed,queued,failed,failed".into()),
+            ..p.clone()
+        };
+        assert_eq!(
+            filter_from(&repeated).unwrap().statuses,
+            Some(vec![JobStatus::Failed, JobStatus::Queued])
         );
         let bad = ListParams {
             status: Some("done".into()),

@@ -63,6 +63,11 @@ async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
     let (_, merged) = app.get_json("/jobs?status=succeeded,failed&limit=2").await;
     assert_eq!(merged["jobs"][0]["job_id"], failed_id.as_str());
     assert_eq!(merged["jobs"][1]["job_id"], echo_ids[4].as_str());
+    // A status named again lists its jobs once.
+    let (_, repeated) = app
+        .get_json("/jobs?status=failed,succeeded,failed,failed&limit=100")
+        .await;
+    assert_eq!(repeated["jobs"].as_array().unwrap().len(), 6);
 
     let (_, failures) = app.get_json("/jobs?status=failed,timed_out").await;
     assert_eq!(failures["jobs"].as_array().unwrap().len(), 1);
