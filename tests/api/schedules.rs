@@ -106,6 +106,17 @@ async fn create(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The actor kind the trail records for the creation of schedule `name`.
+async fn schedule_created_by(app: &TestApp, name: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT actor_kind FROM audit_events WHERE kind = 'schedule.created' AND target = $1",
+    )
+    .bind(name)
+    .fetch_one(app.pool())
+    .await
+    .unwrap()
+}
+
 /// Fires of a schedule, oldest first: (fire time, job id or none, outcome).
 async fn fires(
     app: &TestApp,
@@ -205,13 +216,7 @@ async fn two_instances_file_exactly_one_job_per_fire_with_the_fire_times_in_its_
     .await
     .unwrap();
     assert_eq!(kinds, ["api_key"]);
-    let made_by: String = sqlx::query_scalar(
-        "SELECT actor_kind FROM audit_events WHERE kind = 'schedule.created' AND target = 'every-second'",
-    )
-    .fetch_one(first.pool())
-    .await
-    .unwrap();
-    assert_eq!(made_by, "api_key");
+    assert_eq!(schedule_created_by(&first, "every-second").await, "api_key");
     let (_, resumed) = first
         .post_as(&admin, &format!("/schedules/{id}/resume"))
         .await;
@@ -380,13 +385,7 @@ async fn schedules_are_checked_and_those_of_the_configuration_live_in_the_file()
         (kind.as_str(), name.as_str()),
         ("operator", "configuration")
     );
-    let made_by: String = sqlx::query_scalar(
-        "SELECT actor_kind FROM audit_events WHERE kind = 'schedule.created' AND target = 'triage'",
-    )
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
-    assert_eq!(made_by, "operator");
+    assert_eq!(schedule_created_by(&app, "triage").await, "operator");
 
     let base = json!({"name": "ok", "intent": "system.echo", "cron": "0 * * * *"});
     let with = |k: &str, v: Value| {
