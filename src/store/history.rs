@@ -122,7 +122,9 @@ impl Store {
                          AND j.status IN ('scheduled', 'queued', 'running', 'awaiting_callback'))
                    AND NOT EXISTS (
                        SELECT 1 FROM jobs j
-                       WHERE j.id >= r.lo AND j.id < r.hi AND j.finished_at >= cut.jobs)
+                       WHERE j.id >= r.lo AND j.id < r.hi
+                         AND finished_hour(j.finished_at) >= finished_hour(cut.jobs)
+                         AND j.finished_at >= cut.jobs)
                    AND NOT EXISTS (
                        SELECT 1 FROM callback_deliveries d
                        WHERE d.job_id >= r.lo AND d.job_id < r.hi AND d.status = 'pending'))

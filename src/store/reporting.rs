@@ -70,7 +70,11 @@ impl Store {
             UPDATE jobs SET inputs = '{}'::jsonb, result = NULL, payload_purged_at = now()
             WHERE id = ANY(ARRAY(
                 SELECT id FROM jobs
-                WHERE finished_at < now() - make_interval(days => $1)
+                -- A job finished before the cut was created before it: the id bound leaves
+                -- newer partitions out; the hour is what the finished-at BRIN indexes.
+                WHERE id < uuid_v7_floor(now() - make_interval(days => $1))
+                  AND finished_hour(finished_at) <= finished_hour(now() - make_interval(days => $1))
+                  AND finished_at < now() - make_interval(days => $1)
                   AND payload_purged_at IS NULL
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED))

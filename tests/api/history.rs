@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use orchestrator::{
     db::MIGRATOR,
     store::Store,
@@ -522,4 +522,78 @@ async fn partition_ddl_does_not_hold_the_queue_behind_it() {
             .unwrap(),
         Some(0)
     );
+}
+
+/// The late-finish check keys its index by the hour a job finished in; whether a job is past
+/// retention is still decided to the instant, in the listing and again after DETACH.
+#[tokio::test]
+async fn a_job_finished_after_the_cut_keeps_its_partition_to_the_second() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let hour = |t: DateTime<Utc>| t.duration_trunc(Duration::hours(1)).unwrap();
+    // Half past an hour, so a second either side of the cut is the same hour.
+    let later = hour(Utc::now() + Duration::days(60)) + Duration::minutes(30);
+    let cut = later - Duration::days(SETTINGS.jobs_days.into());
+    store
+        .ensure_history_partitions(30, later, later + Duration::days(60))
+        .await
+        .unwrap();
+    // Created at the epoch (its id's time), so in the first partition; finished a second
+    // after the cut.
+    let job = Uuid::parse_str("00000000-0000-7000-8000-000000000001").unwrap();
+    sqlx::query!(
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                           attempt_timeout_ms, inputs, created_at, finished_at)
+         VALUES ($1, 'system.echo', 'agent', 'auto', 'succeeded', 1, 1000, '{}',
+                 now(), $2)",
+        job,
+        cut + Duration::seconds(1),
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let initial_listed = || async {
+        store
+            .expired_history_partitions(SETTINGS.jobs_days, 0, later)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "jobs_p_initial")
+    };
+    let initial = store
+        .history_partitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "jobs_p_initial")
+        .unwrap();
+
+    assert_eq!(initial_listed().await, None);
+    assert_eq!(
+        store
+            .drop_history_partition(&initial, SETTINGS.jobs_days, later)
+            .await
+            .unwrap(),
+        None,
+        "checked again after DETACH, and kept"
+    );
+    assert_eq!(partitions(&db.pool, "jobs").await[0], "jobs_p_initial");
+
+    sqlx::query!(
+        "UPDATE jobs SET finished_at = $2 WHERE id = $1",
+        job,
+        cut - Duration::seconds(1),
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(initial_listed().await.as_ref(), Some(&initial));
+    assert_eq!(
+        store
+            .drop_history_partition(&initial, SETTINGS.jobs_days, later)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_ne!(partitions(&db.pool, "jobs").await[0], "jobs_p_initial");
 }

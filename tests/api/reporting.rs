@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use orchestrator::store::Store;
+use orchestrator::{model::JobStatus, store::Store};
 
 use crate::helpers::{TestDb, eventually, spawn};
 
@@ -358,5 +358,34 @@ async fn retention_drops_old_payloads_and_keeps_reporting_columns() {
         rows[1].inputs,
         serde_json::json!({"text": "recent"}),
         "recent payloads stay"
+    );
+}
+
+#[tokio::test]
+async fn finished_in_the_last_day_counts_to_the_minute() {
+    let db = TestDb::new().await;
+    // Two jobs a minute inside the day (one of each status), and one a minute outside it,
+    // usually in the same hour as the day's start (the index's key): the instant decides.
+    sqlx::query!(
+        r#"
+        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                          attempt_timeout_ms, inputs, created_at, finished_at)
+        SELECT uuid_v7(f), 'system.echo', 'agent', 'auto', s::job_status, 1, 1000, '{}', f, f
+        FROM (VALUES (now() - interval '23 hours 59 minutes', 'succeeded'),
+                     (now() - interval '1 minute', 'failed'),
+                     (now() - interval '24 hours 1 minute', 'failed')) AS t(f, s)
+        "#
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut finished = Store::new(db.pool.clone())
+        .finished_since(24.0)
+        .await
+        .unwrap();
+    finished.sort_by_key(|(status, _)| format!("{status:?}"));
+    assert_eq!(
+        finished,
+        vec![(JobStatus::Failed, 1), (JobStatus::Succeeded, 1)]
     );
 }
