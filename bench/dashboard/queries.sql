@@ -20,7 +20,8 @@ SELECT (SELECT count(*) FROM jobs WHERE status = 'queued'),
        (SELECT count(*) FROM callback_deliveries WHERE status = 'exhausted');
 PREPARE finished_since(float8) AS
 SELECT status, count(*) FROM jobs
-WHERE finished_at >= now() - make_interval(secs => $1 * 3600)
+WHERE finished_hour(finished_at) >= finished_hour(now() - make_interval(secs => $1 * 3600))
+  AND finished_at >= now() - make_interval(secs => $1 * 3600)
   AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out')
 GROUP BY status;
 PREPARE hourly_outcomes(int) AS

@@ -70,8 +70,10 @@ impl Store {
             UPDATE jobs SET inputs = '{}'::jsonb, result = NULL, payload_purged_at = now()
             WHERE id = ANY(ARRAY(
                 SELECT id FROM jobs
-                -- A job finished before the cut was created before it: the id bound leaves
-                -- newer partitions out; the hour is what the finished-at BRIN indexes.
+                -- A job finished before the cut was created before it, so its id (the time
+                -- of its request) is older too: the bound leaves newer partitions out. (An
+                -- instance whose clock runs ahead delays such a job's purge by that much.) The
+                -- hour is what the finished-at BRIN indexes.
                 WHERE id < uuid_v7_floor(now() - make_interval(days => $1))
                   AND finished_hour(finished_at) <= finished_hour(now() - make_interval(days => $1))
                   AND finished_at < now() - make_interval(days => $1)
