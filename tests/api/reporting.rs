@@ -364,28 +364,34 @@ async fn retention_drops_old_payloads_and_keeps_reporting_columns() {
 #[tokio::test]
 async fn finished_in_the_last_day_counts_to_the_minute() {
     let db = TestDb::new().await;
-    // Two jobs a minute inside the day (one of each status), and one a minute outside it,
-    // usually in the same hour as the day's start (the index's key): the instant decides.
+    let store = Store::new(db.pool.clone());
+    // Final events a minute inside the day, hours inside it and a minute ago, and one a
+    // minute outside it: usually in the same hour as the day's start, which the rollups fold
+    // whole, so the instant decides only if that hour is read from the trail.
     sqlx::query!(
         r#"
-        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
-                          attempt_timeout_ms, inputs, created_at, finished_at)
-        SELECT uuid_v7(f), 'system.echo', 'agent', 'auto', s::job_status, 1, 1000, '{}', f, f
+        INSERT INTO audit_events (at, kind, job_id, intent, mode, from_status, to_status,
+                                  attempt, duration_ms, actor_kind)
+        SELECT at, s, uuid_v7(at), 'system.echo', 'agent', 'running', s::job_status, 1, 5,
+               'instance'
         FROM (VALUES (now() - interval '23 hours 59 minutes', 'succeeded'),
-                     (now() - interval '1 minute', 'failed'),
-                     (now() - interval '24 hours 1 minute', 'failed')) AS t(f, s)
+                     (now() - interval '5 hours', 'failed'),
+                     (now() - interval '20 seconds', 'succeeded'),
+                     (now() - interval '24 hours 1 minute', 'failed')) AS t(at, s)
+        ORDER BY at
         "#
     )
     .execute(&db.pool)
     .await
     .unwrap();
-    let mut finished = Store::new(db.pool.clone())
-        .finished_since(24.0)
-        .await
-        .unwrap();
-    finished.sort_by_key(|(status, _)| format!("{status:?}"));
-    assert_eq!(
-        finished,
-        vec![(JobStatus::Failed, 1), (JobStatus::Succeeded, 1)]
-    );
+    let counted = || async {
+        let mut finished = store.finished_since(24.0).await.unwrap();
+        finished.sort_by_key(|(status, _)| format!("{status:?}"));
+        finished
+    };
+    let expected = vec![(JobStatus::Failed, 1), (JobStatus::Succeeded, 2)];
+    // Before the rollups have run (all from the trail) and after (hours from the rollups).
+    assert_eq!(counted().await, expected);
+    assert_eq!(store.roll_up_finished_jobs().await.unwrap(), Some(3));
+    assert_eq!(counted().await, expected);
 }
