@@ -48,6 +48,7 @@ pub use oauth::{
 };
 pub use open_deliveries::OpenDelivery;
 pub use rate_limits::{BucketTake, Refusal};
+pub use reporting::PurgeStep;
 pub use schedules::{FROM_CONFIG, NewSchedule, ScheduleLock, ScheduleRecord};
 pub use settings::StoredSecret;
 pub use stream::{StreamEvent, StreamPage, StreamPosition};

@@ -1,6 +1,17 @@
 //! Upkeep behind the reporting views: hourly rollups of finished jobs, and payload retention.
 
+use chrono::{DateTime, Utc};
+
 use super::{Store, StoreResult};
+
+/// What one step of payload retention's walk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeStep {
+    /// Jobs with payloads the walk passed.
+    pub walked: i64,
+    /// Of those, the ones purged (the rest were set aside until due).
+    pub purged: i64,
+}
 
 /// Advisory lock id: one instance rolls up at a time.
 const ROLLUP_LOCK: i64 = 0x0c4e_57a7_0001;
@@ -63,29 +74,78 @@ impl Store {
         Ok(Some(folded))
     }
 
-    /// Drops inputs and results of up to `limit` jobs finished more than `days` ago.
-    pub async fn purge_payloads(&self, days: u32, limit: i64) -> StoreResult<u64> {
-        let done = sqlx::query!(
+    /// One step of payload retention's walk: the next `limit` jobs with payloads after the
+    /// last one walked, in id order, and up to an hour of creation time before `cut` (see
+    /// migration payload_purge_progress). Those finished before `cut` lose their inputs and
+    /// results; the others are set aside for [`Store::purge_deferred_payloads`]. Instances
+    /// take turns (the progress row is locked).
+    pub async fn purge_payloads(&self, cut: DateTime<Utc>, limit: i64) -> StoreResult<PurgeStep> {
+        let step = sqlx::query!(
             r#"
-            UPDATE jobs SET inputs = '{}'::jsonb, result = NULL, payload_purged_at = now()
-            WHERE id = ANY(ARRAY(
-                SELECT id FROM jobs
-                -- A job finished before the cut was created before it, so its id (the time
-                -- of its request) is older too: the bound leaves newer partitions out. (An
-                -- instance whose clock runs ahead delays such a job's purge by that much.) The
-                -- hour is what the finished-at BRIN indexes.
-                WHERE id < uuid_v7_floor(now() - make_interval(days => $1))
-                  AND finished_hour(finished_at) <= finished_hour(now() - make_interval(days => $1))
-                  AND finished_at < now() - make_interval(days => $1)
-                  AND payload_purged_at IS NULL
+            WITH progress AS (
+                SELECT walked_to FROM payload_purge_progress FOR UPDATE
+            ), walk AS (
+                SELECT j.id, j.finished_at < $1 AS due
+                FROM jobs j
+                -- A subquery, not a join: as a join the planner walked the primary key from
+                -- its start and filtered (282 ms a page at 10M jobs, 6.7 ms this way).
+                WHERE j.id > (SELECT walked_to FROM progress)
+                  AND j.id < uuid_v7_floor($1::timestamptz - interval '1 hour')
+                  AND j.payload_purged_at IS NULL
+                ORDER BY j.id
                 LIMIT $2
-                FOR UPDATE SKIP LOCKED))
+            ), purged AS (
+                -- Checked again on the row as it is when locked: a job retried meanwhile
+                -- is not finished any more, and is set aside instead.
+                UPDATE jobs j SET inputs = '{}'::jsonb, result = NULL, payload_purged_at = now()
+                FROM walk w
+                WHERE j.id = w.id AND w.due AND j.finished_at < $1
+                RETURNING j.id
+            ), set_aside AS (
+                INSERT INTO payload_purge_deferred (job_id)
+                SELECT id FROM walk WHERE id NOT IN (SELECT id FROM purged)
+                ON CONFLICT DO NOTHING
+            ), moved AS (
+                UPDATE payload_purge_progress
+                SET walked_to = (SELECT id FROM walk ORDER BY id DESC LIMIT 1)
+                WHERE EXISTS (SELECT 1 FROM walk)
+            )
+            SELECT (SELECT count(*) FROM walk) AS "walked!",
+                   (SELECT count(*) FROM purged) AS "purged!"
             "#,
-            days as i32,
+            cut,
             limit,
         )
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(PurgeStep {
+            walked: step.walked,
+            purged: step.purged,
+        })
+    }
+
+    /// Purges the set-aside jobs that are now due (finished before `cut`), and forgets those
+    /// purged or gone with their partition. Returns how many were purged.
+    pub async fn purge_deferred_payloads(&self, cut: DateTime<Utc>) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"
+            WITH purged AS (
+                UPDATE jobs j SET inputs = '{}'::jsonb, result = NULL, payload_purged_at = now()
+                FROM payload_purge_deferred d
+                WHERE j.id = d.job_id AND j.finished_at < $1 AND j.payload_purged_at IS NULL
+                RETURNING j.id
+            ), settled AS (
+                -- (This statement's snapshot does not see the update above: hence both.)
+                DELETE FROM payload_purge_deferred d
+                WHERE d.job_id IN (SELECT id FROM purged)
+                   OR NOT EXISTS (SELECT 1 FROM jobs j
+                                  WHERE j.id = d.job_id AND j.payload_purged_at IS NULL)
+            )
+            SELECT count(*) AS "n!" FROM purged
+            "#,
+            cut,
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

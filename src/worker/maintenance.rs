@@ -95,22 +95,33 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
     }
 }
 
+/// Payload retention: the set-aside jobs now due, then the walk onwards from where it stopped
+/// (a page at a time, so each pass reads only jobs it has not walked yet).
 async fn purge_payloads(store: &Store, days: u32) {
+    let cut = chrono::Utc::now() - chrono::Duration::days(days.into());
+    let mut purged = match store.purge_deferred_payloads(cut).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "purging job payloads failed");
+            return;
+        }
+    };
     for _ in 0..MAX_PAGES {
-        match store.purge_payloads(days, PAGE * 2).await {
-            Ok(n) => {
-                if n > 0 {
-                    tracing::info!(jobs = n, days, "job payloads purged");
-                }
-                if (n as i64) < PAGE * 2 {
-                    return;
+        match store.purge_payloads(cut, PAGE * 2).await {
+            Ok(step) => {
+                purged += step.purged;
+                if step.walked < PAGE * 2 {
+                    break;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "purging job payloads failed");
-                return;
+                break;
             }
         }
+    }
+    if purged > 0 {
+        tracing::info!(jobs = purged, days, "job payloads purged");
     }
 }
 

@@ -395,3 +395,90 @@ async fn finished_in_the_last_day_counts_to_the_minute() {
     assert_eq!(store.roll_up_finished_jobs().await.unwrap(), Some(3));
     assert_eq!(counted().await, expected);
 }
+
+#[tokio::test]
+async fn payload_retention_walks_each_job_once_and_sets_aside_those_not_yet_due() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let now = Utc::now();
+    let days_ago = now - chrono::Duration::days(3);
+    // 1,200 jobs created and finished three days ago; one created then and still queued; one
+    // created then that finished an hour ago; one created a minute ago.
+    sqlx::query!(
+        r#"
+        INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts,
+                          attempt_timeout_ms, inputs, result, created_at, finished_at)
+        SELECT uuid_v7(t), 'system.echo', 'agent', 'auto', s::job_status, 1, 1000,
+               '{"secret": 1}', CASE WHEN f IS NULL THEN NULL ELSE '{"secret": 1}'::jsonb END,
+               t, f
+        FROM (SELECT $1::timestamptz + make_interval(secs => i) AS t,
+                     $1::timestamptz + make_interval(secs => i + 1) AS f, 'succeeded' AS s
+              FROM generate_series(1, 1200) i
+              UNION ALL
+              SELECT $1::timestamptz + interval '2000 seconds', NULL, 'queued'
+              UNION ALL
+              SELECT $1::timestamptz + interval '3000 seconds', $2::timestamptz - interval '1 hour',
+                     'succeeded'
+              UNION ALL
+              SELECT $2::timestamptz - interval '1 minute', $2::timestamptz, 'succeeded') AS jobs
+        "#,
+        days_ago,
+        now,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let with_payload = || async {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM jobs WHERE payload_purged_at IS NULL"#)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+
+    // Two days' retention: each of the 1,202 old jobs is walked once, in pages.
+    let cut = now - chrono::Duration::days(2);
+    let mut steps = Vec::new();
+    loop {
+        let step = store.purge_payloads(cut, 500).await.unwrap();
+        steps.push((step.walked, step.purged));
+        if step.walked < 500 {
+            break;
+        }
+    }
+    assert_eq!(steps, vec![(500, 500), (500, 500), (202, 200)]);
+    assert_eq!(with_payload().await, 3);
+    assert_eq!(
+        store.purge_payloads(cut, 500).await.unwrap().walked,
+        0,
+        "nothing walked twice"
+    );
+    // The queued job and the one that finished an hour ago are set aside, not due yet.
+    assert_eq!(store.purge_deferred_payloads(cut).await.unwrap(), 0);
+    sqlx::query!(
+        "UPDATE jobs SET status = 'succeeded', finished_at = $1, result = '{}'
+         WHERE status = 'queued'",
+        now,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(store.purge_deferred_payloads(cut).await.unwrap(), 0);
+
+    // Three days later both are due, and so is the newest job.
+    let later = now + chrono::Duration::days(3);
+    assert_eq!(store.purge_deferred_payloads(later).await.unwrap(), 2);
+    assert_eq!(
+        store.purge_payloads(later, 500).await.unwrap(),
+        orchestrator::store::PurgeStep {
+            walked: 1,
+            purged: 1
+        }
+    );
+    assert_eq!(with_payload().await, 0);
+    let set_aside: i64 =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM payload_purge_deferred"#)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(set_aside, 0, "each leaves once purged");
+}
