@@ -55,13 +55,10 @@ impl Store {
             WITH bounds AS (
                 SELECT w.since,
                        -- The first whole hour at or after the window's start.
-                       CASE WHEN date_bin('1 hour', w.since, TIMESTAMPTZ '2000-01-01 00:00:00+00')
-                                 = w.since THEN w.since
-                            ELSE date_bin('1 hour', w.since, TIMESTAMPTZ '2000-01-01 00:00:00+00')
-                                 + interval '1 hour' END AS whole_from,
+                       CASE WHEN finished_hour(w.since) = w.since THEN w.since
+                            ELSE finished_hour(w.since) + interval '1 hour' END AS whole_from,
                        -- Hours before this one are folded whole (their rollups are complete).
-                       date_bin('1 hour', r.upto, TIMESTAMPTZ '2000-01-01 00:00:00+00')
-                           AS whole_until
+                       finished_hour(r.upto) AS whole_until
                 FROM (SELECT now() - make_interval(secs => $1::float8 * 3600) AS since) w,
                      rollup_watermarks r
                 WHERE r.name = 'jobs'
