@@ -47,8 +47,16 @@ STATEMENTS = [
 ]
 
 
-def run(url: str, mode: str) -> str:
-    script = [f"\\i {HERE / 'queries.sql'}", f"SET plan_cache_mode = {mode};"]
+def statements() -> str:
+    """The server's statements as PREPAREs, from its query cache (gen.py)."""
+    out = subprocess.run([sys.executable, str(HERE / "gen.py")], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return out.stdout
+
+
+def run(url: str, mode: str, prepares: str) -> str:
+    script = [f"\\i {HERE / 'values.sql'}", prepares, f"SET plan_cache_mode = {mode};"]
     # The window "one day ten days ago" as UUIDv7 bounds, computed by the database.
     script.append(
         "SELECT (lpad(to_hex((extract(epoch FROM now() - interval '10 days') * 1000)::bigint), 12, '0') || '70000000000000000000')::uuid AS day_lo, "
@@ -73,8 +81,9 @@ def main() -> None:
     url = sys.argv[1]
     plans = []
     times = {}
+    prepares = statements()
     for mode in ("force_custom_plan", "force_generic_plan"):
-        text = run(url, mode)
+        text = run(url, mode, prepares)
         plans.append(f"======== {mode}\n{text}")
         for block in text.split("### ")[1:]:
             idx = int(block.split(" ", 1)[0])

@@ -936,11 +936,15 @@ impl Store {
                                       ELSE $8 END,
                                  replace($2::uuid::text, '-', '') || ';' || replace(id::text, '-', ''))
                 FROM changed
+            ), given_back AS (
+                -- A job cancelled while it waited for its flow's rate slot frees the slot.
+                SELECT give_back_rate_slot(id) FROM changed WHERE status = 'cancelled'
             )
             SELECT t.status AS "before!: JobStatus", t.lease_owner,
                    c.status AS "after?: JobStatus", c.intent AS "intent?",
                    c.mode AS "mode?: Mode", c.callback_url, c.duration_ms, c.finished_at
             FROM target t LEFT JOIN changed c ON true LEFT JOIN wake ON true
+                 LEFT JOIN given_back ON true
             "#,
             id.uuid(),
             origin,

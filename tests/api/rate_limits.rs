@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use orchestrator::{
     limits::Rate,
+    model::Principal,
     store::{BucketTake, Refusal, Store},
     tools::flow::{Completion, FlowConfig, FlowEngine},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     helpers::{Spawn, TestApp, TestDb, job_id, spawn, spawn_with},
@@ -200,6 +202,73 @@ async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() 
             .unwrap()
             .map(|r| r.wait.as_millis()),
         Some(250)
+    );
+}
+
+#[tokio::test]
+async fn jobs_cancelled_while_waiting_for_their_slots_give_them_back_from_the_end_of_the_line() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let jobs = crate::queue::enqueue(&store, 5).await;
+    // 4 per second, 2 at once: the first two go now, the others wait 250, 500 and 750 ms.
+    let flow = take("flow:f", Rate::new(4.0, 2));
+    for id in &jobs {
+        store.reserve_rate_slot(&flow, *id, at(0)).await.unwrap();
+    }
+    let newcomer_waits = || async {
+        store
+            .take_rate_tokens(&[take("flow:f", Rate::new(4.0, 2))], at(0))
+            .await
+            .unwrap()
+            .map(|r| r.wait.as_millis())
+    };
+    assert_eq!(newcomer_waits().await, Some(1000));
+    let cancel = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .cancel_job(id, Uuid::now_v7(), &Principal::anonymous())
+                .await
+                .unwrap()
+        }
+    };
+    // Slots in the middle of the line are promised to the jobs behind them: nothing comes
+    // back yet…
+    cancel(jobs[3]).await;
+    cancel(jobs[2]).await;
+    assert_eq!(newcomer_waits().await, Some(1000));
+    // …until the last one goes: then the whole run of cancelled slots at the end comes back.
+    cancel(jobs[4]).await;
+    assert_eq!(newcomer_waits().await, Some(250));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM rate_reservations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the given-back reservations are gone");
+
+    // A token taken at once after a reserved slot had passed (its job not run yet) breaks the
+    // line: what was reserved before it stays taken.
+    let more = crate::queue::enqueue(&store, 4).await;
+    let strict = take("flow:g", Rate::new(4.0, 1));
+    let reserve = |id, ms| store.reserve_rate_slot(&strict, id, at(ms));
+    assert_eq!(reserve(more[0], 0).await.unwrap(), Duration::ZERO);
+    assert_eq!(reserve(more[1], 0).await.unwrap().as_millis(), 250);
+    assert_eq!(reserve(more[2], 600).await.unwrap(), Duration::ZERO);
+    assert_eq!(reserve(more[3], 600).await.unwrap().as_millis(), 250);
+    let newcomer_waits = || async {
+        store
+            .take_rate_tokens(&[take("flow:g", Rate::new(4.0, 1))], at(600))
+            .await
+            .unwrap()
+            .map(|r| r.wait.as_millis())
+    };
+    cancel(more[1]).await;
+    assert_eq!(newcomer_waits().await, Some(500));
+    cancel(more[3]).await;
+    assert_eq!(
+        newcomer_waits().await,
+        Some(250),
+        "the last slot comes back; the token taken at 600 ms still counts"
     );
 }
 
