@@ -1,9 +1,11 @@
 //! `GET /tools`, `GET /openapi.json` (and its committed copy), health and metrics.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app, spawn_with};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn tools_lists_every_intent_with_its_schema() {
@@ -140,6 +142,54 @@ async fn readiness_fails_and_intake_answers_503_when_the_database_is_gone() {
         .await
         .unwrap();
     assert_unavailable(&app, "gone").await;
+}
+
+#[tokio::test]
+async fn pooled_connections_the_database_dropped_while_idle_are_replaced_before_use() {
+    // Checked whenever idle at all, so the check's wiring is what is tested (the default
+    // lends a connection used within the last second without a round trip).
+    let app = spawn_with(|c| c.database.check_idle_after = Duration::ZERO).await;
+    let (status, body) = app
+        .orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let name: String = sqlx::query_scalar!(r#"SELECT current_database() AS "n!""#)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    // Every session of the server's ends, as in a restart; the database stays open.
+    let killed: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'orchestrator'",
+    )
+    .bind(&name)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the server has pooled sessions");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&killed)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+            )
+            .bind(&killed)
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+                == 0
+        })
+        .await,
+        "the server's sessions ended"
+    );
+    // The next request is served on a fresh connection, not failed on a dead one.
+    let (status, body) = app
+        .orchestrate_json(serde_json::json!({"intent": "system.echo", "inputs": {}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 async fn assert_unavailable(app: &TestApp, why: &str) {
