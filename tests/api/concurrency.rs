@@ -176,12 +176,16 @@ async fn parked(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn jobs_waiting_for_a_place_are_parked_and_run_in_order_as_places_free() {
     let app = keyed_app(1).await;
-    let first = sleep_job(&app, 300).await;
+    // Each job holds the key's only place (the key is `inputs.ms`, so all sleep as long) long
+    // enough for every check below, 22 requests and queries: at 300 ms the first ended before
+    // the last of them on a loaded 2-core CI machine, and one job was already unparked.
+    const MS: u64 = 1_000;
+    let first = sleep_job(&app, MS).await;
     app.wait_for_status(&first, "running").await;
     // Filed while the key's only place is taken: parked at once, outside the claim's index.
     let mut waiting = Vec::new();
     for _ in 0..10 {
-        waiting.push(sleep_job(&app, 300).await);
+        waiting.push(sleep_job(&app, MS).await);
     }
     assert_eq!(parked(&app).await, 10);
     for job in &waiting {
