@@ -56,8 +56,11 @@ fn with_database(url: &str, name: &str) -> String {
     u.to_string()
 }
 
-/// A migrated template, made once per migration set; tests copy it (much faster than
-/// migrating every database).
+/// A migrated template, made once per migration set and UTC day; tests copy it (much faster
+/// than migrating every database). Per day because the migration that partitions history puts
+/// everything before the next UTC midnight in `jobs_p_initial`: a template from an earlier day
+/// sends today's jobs to a day partition instead, and the retention tests that file jobs into
+/// the initial partition failed on a suite run just after midnight.
 async fn template() -> &'static str {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
     TEMPLATE
@@ -71,7 +74,11 @@ async fn template() -> &'static str {
                 use sha2::Digest;
                 hex::encode(sha2::Sha256::digest(fingerprint.as_bytes()))
             };
-            let name = format!("orch_test_tpl_{}", &digest[..16]);
+            let name = format!(
+                "orch_test_tpl_{}_{}",
+                &digest[..16],
+                chrono::Utc::now().format("%Y%m%d")
+            );
             let mut admin = PgConnection::connect(admin_url)
                 .await
                 .expect("admin connection");
@@ -144,6 +151,31 @@ fn start_sweeping_old_databases(admin_url: &'static str) {
 }
 
 async fn sweep_old_databases(admin: &mut PgConnection) {
+    // Templates of days before yesterday (a run that began before midnight may still copy
+    // yesterday's), and those named before templates carried their day.
+    let yesterday: i64 = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y%m%d")
+        .to_string()
+        .parse()
+        .unwrap_or(0);
+    let templates: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^orch_test_tpl_'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in templates {
+        let day: i64 = name
+            .rsplit('_')
+            .next()
+            .filter(|d| d.len() == 8)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        if day < yesterday {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^orch_test_[0-9]+_'")
             .fetch_all(&mut *admin)
