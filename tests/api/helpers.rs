@@ -159,7 +159,11 @@ async fn sweep_old_databases(admin: &mut PgConnection) {
         .parse()
         .unwrap_or(0);
     let templates: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^orch_test_tpl_'")
+        // Not `…_building`: another test process may be migrating that one right now.
+        sqlx::query_scalar(
+            "SELECT datname FROM pg_database \
+             WHERE datname ~ '^orch_test_tpl_[0-9a-f]{16}(_[0-9]{8})?$'",
+        )
             .fetch_all(&mut *admin)
             .await
             .unwrap_or_default();

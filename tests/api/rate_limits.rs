@@ -205,6 +205,16 @@ async fn an_outbound_bucket_hands_out_slots_spaced_by_the_rate_and_keeps_them() 
     );
 }
 
+/// How long a request taking a token from `bucket` at `ms` would wait (None: it goes now);
+/// asking takes nothing when it is refused.
+async fn newcomer_wait(store: &Store, bucket: &BucketTake<'_>, ms: i64) -> Option<u128> {
+    store
+        .take_rate_tokens(std::slice::from_ref(bucket), at(ms))
+        .await
+        .unwrap()
+        .map(|r| r.wait.as_millis())
+}
+
 #[tokio::test]
 async fn jobs_cancelled_while_waiting_for_their_slots_give_them_back_from_the_end_of_the_line() {
     let db = TestDb::new().await;
@@ -215,13 +225,7 @@ async fn jobs_cancelled_while_waiting_for_their_slots_give_them_back_from_the_en
     for id in &jobs {
         store.reserve_rate_slot(&flow, *id, at(0)).await.unwrap();
     }
-    let newcomer_waits = || async {
-        store
-            .take_rate_tokens(&[take("flow:f", Rate::new(4.0, 2))], at(0))
-            .await
-            .unwrap()
-            .map(|r| r.wait.as_millis())
-    };
+    let newcomer_waits = || newcomer_wait(&store, &flow, 0);
     assert_eq!(newcomer_waits().await, Some(1000));
     let cancel = |id| {
         let store = store.clone();
@@ -255,13 +259,7 @@ async fn jobs_cancelled_while_waiting_for_their_slots_give_them_back_from_the_en
     assert_eq!(reserve(more[1], 0).await.unwrap().as_millis(), 250);
     assert_eq!(reserve(more[2], 600).await.unwrap(), Duration::ZERO);
     assert_eq!(reserve(more[3], 600).await.unwrap().as_millis(), 250);
-    let newcomer_waits = || async {
-        store
-            .take_rate_tokens(&[take("flow:g", Rate::new(4.0, 1))], at(600))
-            .await
-            .unwrap()
-            .map(|r| r.wait.as_millis())
-    };
+    let newcomer_waits = || newcomer_wait(&store, &strict, 600);
     cancel(more[1]).await;
     assert_eq!(newcomer_waits().await, Some(500));
     cancel(more[3]).await;
