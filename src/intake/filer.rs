@@ -4,15 +4,12 @@
 //! (one WAL flush) per batch instead of one per request. Under light load a batch is a single
 //! job, so nobody waits for a timer. Each request is answered only after its batch committed.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{HashMap, HashSet};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::store::{DeferredNotify, IntakeFiled, IntakeJob, Store, StoreError};
+use crate::store::{DeferredNotify, HeldConnection, IntakeFiled, IntakeJob, Store, StoreError};
 
 /// What filing one job came to: how it was written, or `None` when its idempotency key already
 /// answers for another live job.
@@ -56,15 +53,35 @@ async fn run(
     events_written: DeferredNotify,
     mut rx: mpsc::Receiver<Item>,
 ) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
+    // Each writer keeps its connection while batches follow one another (see
+    // `store::HeldConnection`); writers come back here through `done` after each batch.
+    let mut free: Vec<HeldConnection> = (0..WRITERS).map(|_| store.held_connection()).collect();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<HeldConnection>();
     let mut waiting: Vec<Item> = Vec::with_capacity(max_batch);
     loop {
-        // While every writer is busy, requests gather in the channel for the next batch.
-        let Ok(writer) = writers.clone().acquire_owned().await else {
-            return;
-        };
-        if waiting.is_empty() && rx.recv_many(&mut waiting, max_batch).await == 0 {
-            return;
+        while let Ok(writer) = done.try_recv() {
+            free.push(writer);
+        }
+        if free.is_empty() {
+            // While every writer is busy, requests gather in the channel for the next batch.
+            // (`done` cannot close: this loop holds a sender.)
+            free.extend(done.recv().await);
+            continue;
+        }
+        if waiting.is_empty() {
+            if rx.is_empty() {
+                // Idle: no writer keeps a connection it has no use for.
+                free.iter_mut().for_each(HeldConnection::release);
+                tokio::select! {
+                    n = rx.recv_many(&mut waiting, max_batch) => if n == 0 { return },
+                    writer = done.recv() => {
+                        free.extend(writer);
+                        continue;
+                    }
+                }
+            } else if rx.recv_many(&mut waiting, max_batch).await == 0 {
+                return;
+            }
         }
         // Whatever else arrived meanwhile joins, up to the batch size.
         let room = max_batch.saturating_sub(waiting.len());
@@ -78,11 +95,16 @@ async fn run(
         }
         let (batch, later) = split_on_keys(std::mem::take(&mut waiting));
         waiting = later;
-        let (store, events_written) = (store.clone(), events_written.clone());
+        // A writer that still holds a connection goes first.
+        let pick = free.iter().position(HeldConnection::holds).unwrap_or(0);
+        let mut writer = free.swap_remove(pick);
+        let (store, events_written, done_tx) =
+            (store.clone(), events_written.clone(), done_tx.clone());
         tokio::spawn(async move {
-            write(&store, batch).await;
+            write(&store, &mut writer, batch).await;
             events_written.poke();
-            drop(writer);
+            // Fails only once the loop has ended; the connection then goes back to the pool.
+            let _ = done_tx.send(writer);
         });
     }
 }
@@ -111,9 +133,9 @@ fn split_on_keys(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
 
 /// Writes a batch and answers each request. A batch the database refuses is written one job
 /// at a time, so that one job it cannot store fails alone.
-async fn write(store: &Store, batch: Vec<Item>) {
+async fn write(store: &Store, writer: &mut HeldConnection, batch: Vec<Item>) {
     let (jobs, acks): (Vec<IntakeJob>, Vec<_>) = batch.into_iter().unzip();
-    match store.insert_intake_jobs(&jobs).await {
+    match store.insert_intake_jobs_on(writer, &jobs).await {
         Ok(filed) => {
             metrics::histogram!("orchestrator_intake_batch_size").record(jobs.len() as f64);
             let filed: HashMap<Uuid, IntakeFiled> = filed.into_iter().collect();
@@ -129,7 +151,9 @@ async fn write(store: &Store, batch: Vec<Item>) {
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "intake batch refused; filing one by one");
             for (job, ack) in jobs.iter().zip(acks) {
-                let one = store.insert_intake_jobs(std::slice::from_ref(job)).await;
+                let one = store
+                    .insert_intake_jobs_on(writer, std::slice::from_ref(job))
+                    .await;
                 let _ = ack.send(one.map(|filed| filed.first().map(|(_, s)| *s)));
             }
         }

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::RunColumns};
+use super::{
+    Channel, HeldConnection, InlineOutcome, MemoryItemWithJob, Store, StoreResult,
+    inline::RunColumns,
+};
 use crate::model::{JobStatus, Mode, Principal};
 
 /// A job filed by the intake (no lease taken, no concurrency key), with the key it claims.
@@ -72,6 +75,16 @@ impl Store {
         jobs: &[IntakeJob],
     ) -> StoreResult<Vec<(Uuid, IntakeFiled)>> {
         insert_intake_jobs(&self.pool, jobs).await
+    }
+
+    /// [`Store::insert_intake_jobs`] on a batch writer's held connection.
+    pub async fn insert_intake_jobs_on(
+        &self,
+        held: &mut HeldConnection,
+        jobs: &[IntakeJob],
+    ) -> StoreResult<Vec<(Uuid, IntakeFiled)>> {
+        held.run(async |conn| insert_intake_jobs(conn, jobs).await)
+            .await
     }
 }
 

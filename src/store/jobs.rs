@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use sqlx::{Postgres, Transaction};
 
-use super::{Channel, InlineOutcome, MemoryItemWithJob, Store, StoreResult, inline::RunColumns};
+use super::{
+    Channel, HeldConnection, InlineOutcome, MemoryItemWithJob, Store, StoreResult,
+    inline::RunColumns,
+};
 use crate::{
     ids::JobId,
     model::{FinishedJob, JobStatus, Mode, Principal, job_error},
@@ -660,6 +663,25 @@ impl Store {
         owner: Uuid,
         batch: &[Completion],
     ) -> StoreResult<CompletedBatch> {
+        Self::complete_jobs_with(&self.pool, owner, batch).await
+    }
+
+    /// [`Store::complete_jobs`] on a batch writer's held connection.
+    pub async fn complete_jobs_on(
+        &self,
+        held: &mut HeldConnection,
+        owner: Uuid,
+        batch: &[Completion],
+    ) -> StoreResult<CompletedBatch> {
+        held.run(async |conn| Self::complete_jobs_with(conn, owner, batch).await)
+            .await
+    }
+
+    async fn complete_jobs_with<'c>(
+        db: impl sqlx::PgExecutor<'c>,
+        owner: Uuid,
+        batch: &[Completion],
+    ) -> StoreResult<CompletedBatch> {
         let n = batch.len();
         let mut ids = Vec::with_capacity(n);
         let mut attempts = Vec::with_capacity(n);
@@ -748,7 +770,7 @@ impl Store {
             &deadlines as &[Option<DateTime<Utc>>],
             Channel::NewWork.name(),
         )
-        .fetch_all(&self.pool)
+        .fetch_all(db)
         .await?;
         let mut out = CompletedBatch::default();
         for r in rows {

@@ -5,6 +5,7 @@ mod callbacks;
 mod engine_health;
 mod events;
 mod gauges;
+mod held;
 mod history;
 mod idempotency;
 mod inline;
@@ -31,6 +32,7 @@ pub use callbacks::{
 pub use engine_health::SshActivity;
 pub use events::JobEvent;
 pub use gauges::QueueGauges;
+pub use held::HeldConnection;
 pub use history::HistoryPartition;
 pub use idempotency::{KeyClaim, StoredKey};
 pub use inline::{InlineOutcome, InlineTx, MemoryItemWithJob};

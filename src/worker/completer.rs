@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{announce_finished, backoff::jitter, waiters::Waiters};
-use crate::store::{Completion, CompletionStatus, Store};
+use crate::store::{Completion, CompletionStatus, HeldConnection, Store};
 
 type Item = (Completion, oneshot::Sender<bool>);
 
@@ -56,9 +56,18 @@ async fn run(
     waiters: Arc<Waiters>,
 ) {
     let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    // Kept while batches follow one another (see `store::HeldConnection`).
+    let mut writer = store.held_connection();
+    loop {
+        if rx.is_empty() {
+            // Idle: the connection goes back to the pool rather than waiting here with us.
+            writer.release();
+        }
+        if rx.recv_many(&mut batch, max_batch).await == 0 {
+            return;
+        }
         let completions: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
-        let applied = write(&store, owner, &completions, &waiters).await;
+        let applied = write(&store, &mut writer, owner, &completions, &waiters).await;
         for (c, ack) in batch.drain(..) {
             let _ = ack.send(applied.contains(&c.job_id.uuid()));
         }
@@ -70,13 +79,14 @@ async fn run(
 /// completion refused that way fails its job with `result_not_storable`.
 async fn write(
     store: &Store,
+    writer: &mut HeldConnection,
     owner: Uuid,
     batch: &[Completion],
     waiters: &Arc<Waiters>,
 ) -> Vec<Uuid> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.complete_jobs(owner, batch).await {
+        match store.complete_jobs_on(writer, owner, batch).await {
             Ok(done) => {
                 metrics::counter!("orchestrator_completions_total").increment(batch.len() as u64);
                 metrics::histogram!("orchestrator_completion_batch_size")
@@ -97,7 +107,14 @@ async fn write(
                 let mut applied = Vec::new();
                 for one in batch {
                     applied.extend(
-                        Box::pin(write(store, owner, std::slice::from_ref(one), waiters)).await,
+                        Box::pin(write(
+                            store,
+                            writer,
+                            owner,
+                            std::slice::from_ref(one),
+                            waiters,
+                        ))
+                        .await,
                     );
                 }
                 return applied;
@@ -121,6 +138,7 @@ async fn write(
                 };
                 return Box::pin(write(
                     store,
+                    writer,
                     owner,
                     std::slice::from_ref(&fallback),
                     waiters,

@@ -312,3 +312,110 @@ async fn the_intake_statement_leaves_the_streams_notify_to_after_its_commit() {
         .unwrap();
     assert_eq!(heard.payload(), "after", "the statement itself notified");
 }
+
+/// The sessions of the writer's pool (named `held-writer`) on the test database.
+async fn writer_sessions(db: &crate::helpers::TestDb) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'held-writer' ORDER BY pid",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A batch writer keeps one connection from batch to batch (sqlx would otherwise test it with
+/// a round trip on every return to the pool), gives it back when it goes idle, and a connection
+/// the database closed under it fails the one statement that found out and is replaced for the
+/// next.
+#[tokio::test]
+async fn a_batch_writer_keeps_its_connection_between_batches_and_gives_it_back_when_idle() {
+    let db = crate::helpers::TestDb::new().await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.application_name("held-writer"))
+        .await
+        .unwrap();
+    let store = orchestrator::store::Store::new(pool.clone());
+    let mut writer = store.held_connection();
+    assert!(!writer.holds(), "nothing is taken before the first batch");
+
+    let mut pids = Vec::new();
+    for round in 0..5 {
+        let filed = store
+            .insert_intake_jobs_on(
+                &mut writer,
+                &[echo_job(json!({"round": round}), None, None)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(filed.len(), 1);
+        assert!(writer.holds());
+        assert_eq!(
+            pool.num_idle(),
+            pool.size() as usize - 1,
+            "the writer's connection is out"
+        );
+        pids.push(writer_sessions(&db).await);
+    }
+    assert_eq!(pids[0].len(), 1, "one session: {pids:?}");
+    assert!(
+        pids.iter().all(|p| p == &pids[0]),
+        "the same session every batch: {pids:?}"
+    );
+
+    // Closed by the database: the statement that meets it fails; the next gets a new session.
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pids[0][0])
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            writer_sessions(&db).await.is_empty()
+        })
+        .await,
+        "the session ended"
+    );
+    let met = store
+        .insert_intake_jobs_on(
+            &mut writer,
+            &[echo_job(json!({"after": "kill"}), None, None)],
+        )
+        .await;
+    assert!(met.is_err(), "the closed session cannot write");
+    assert!(
+        !writer.holds(),
+        "a connection whose statement failed is given back"
+    );
+    store
+        .insert_intake_jobs_on(
+            &mut writer,
+            &[echo_job(json!({"after": "kill"}), None, None)],
+        )
+        .await
+        .expect("a new session writes");
+    let now = writer_sessions(&db).await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, pids[0], "a new session");
+
+    // Idle: the connection goes back, and the pool can close (a held one would keep it open).
+    writer.release();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            pool.num_idle() == pool.size() as usize
+        })
+        .await,
+        "the released connection is back in the pool"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), pool.close())
+        .await
+        .expect("the pool closes");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 6, "five batches and the one after the kill");
+}
