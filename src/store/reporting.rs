@@ -21,6 +21,10 @@ impl Store {
     /// skipped) into the hourly rollups, by the time of their final event. Returns how many jobs were folded, or None when
     /// another instance holds the rollup lock.
     pub async fn roll_up_finished_jobs(&self) -> StoreResult<Option<i64>> {
+        if let Err(e) = self.summarize_new_trail_ranges().await {
+            // The rollup is still right without it, only slower.
+            tracing::warn!(error = %e, "could not summarize the audit trail's new BRIN ranges");
+        }
         let mut tx = super::begin(&self.pool).await?;
         if !super::try_lock_for_transaction(&mut tx, ROLLUP_LOCK).await? {
             return Ok(None);
@@ -72,6 +76,43 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Some(folded))
+    }
+
+    /// Summarizes the audit trail's time-BRIN ranges written since the last summary, so that the
+    /// rollup reads only the ranges of its window. A BRIN scan reads an unsummarized range
+    /// whole, whatever its values, and only VACUUM summarizes ranges otherwise: under sustained
+    /// load each pass (every `maintenance_interval`) read every page written since autovacuum
+    /// last came by — measured 2.2 s for a 5-s window behind 98,682 unsummarized pages, against
+    /// 56 ms summarized, on a 2-core machine where those seconds were taken from the requests
+    /// being served. Summarizing reads each new page once. It needs the lock VACUUM takes on
+    /// the partition: while autovacuum holds it, this pass goes without (waiting would have
+    /// autovacuum cancelled in our favour after `deadlock_timeout`). Returns the ranges
+    /// summarized, or None when another instance is rolling up.
+    pub async fn summarize_new_trail_ranges(&self) -> StoreResult<Option<i64>> {
+        let mut tx = super::begin(&self.pool).await?;
+        if !super::try_lock_for_transaction(&mut tx, ROLLUP_LOCK).await? {
+            return Ok(None);
+        }
+        super::set_local(&mut tx, "lock_timeout", "50ms").await?;
+        let summarized = sqlx::query_scalar!(
+            r#"
+            SELECT coalesce(sum(brin_summarize_new_values(p.inhrelid::regclass)), 0)::bigint
+                AS "ranges!"
+            FROM pg_inherits p
+            WHERE p.inhparent = 'audit_events_at_brin'::regclass
+            "#
+        )
+        .fetch_one(&mut *tx)
+        .await;
+        match summarized {
+            Ok(n) => {
+                tx.commit().await?;
+                Ok(Some(n))
+            }
+            // Autovacuum holds the partition (lock_timeout ran out).
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(Some(0)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// One step of payload retention's walk: the next `limit` jobs with payloads after the
