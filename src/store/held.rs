@@ -10,6 +10,11 @@ use sqlx::{PgConnection, PgPool, Postgres, pool::PoolConnection};
 
 use super::{Store, StoreResult};
 
+/// Pools smaller than this lend writers a connection per statement, as before: the intake's two
+/// writers and the completer keep up to three while busy, which would leave a pool of a few
+/// connections little or nothing for the requests themselves.
+const SMALLEST_POOL_TO_HOLD_IN: u32 = 8;
+
 /// Holds one pooled connection between a writer's statements. The writer gives it back with
 /// [`HeldConnection::release`] whenever it would wait for work, so it never sits idle holding a
 /// connection (nor keeps a stopping server's pool from closing); dropping it gives it back too.
@@ -21,6 +26,8 @@ pub struct HeldConnection {
     /// the connection may be in the middle of an exchange. It goes back to the pool, which
     /// tests it (and closes it if it is broken), instead of being used again.
     in_use: bool,
+    /// Whether the pool is big enough to keep a connection here (`SMALLEST_POOL_TO_HOLD_IN`).
+    keep: bool,
 }
 
 impl HeldConnection {
@@ -52,7 +59,7 @@ impl HeldConnection {
     /// it before anyone uses it again (a failure may be the connection's own).
     fn end_use<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
         self.in_use = false;
-        if result.is_err() {
+        if result.is_err() || !self.keep {
             self.release();
         }
         result
@@ -79,6 +86,7 @@ impl Store {
             pool: self.pool.clone(),
             conn: None,
             in_use: false,
+            keep: self.pool.options().get_max_connections() >= SMALLEST_POOL_TO_HOLD_IN,
         }
     }
 }

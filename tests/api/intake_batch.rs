@@ -333,8 +333,8 @@ async fn a_batch_writer_keeps_its_connection_between_batches_and_gives_it_back_w
     let db = crate::helpers::TestDb::new().await;
     let options: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.application_name("held-writer"))
+        .max_connections(8)
+        .connect_with(options.clone().application_name("held-writer"))
         .await
         .unwrap();
     let store = orchestrator::store::Store::new(pool.clone());
@@ -418,4 +418,24 @@ async fn a_batch_writer_keeps_its_connection_between_batches_and_gives_it_back_w
         .await
         .unwrap();
     assert_eq!(jobs, 6, "five batches and the one after the kill");
+
+    // A pool of a few connections is left to the requests: its writers hold none.
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = orchestrator::store::Store::new(small);
+    let mut writer = store.held_connection();
+    store
+        .insert_intake_jobs_on(
+            &mut writer,
+            &[echo_job(json!({"pool": "small"}), None, None)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !writer.holds(),
+        "a small pool's writer gives its connection back each time"
+    );
 }
