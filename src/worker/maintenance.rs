@@ -51,6 +51,16 @@ pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettin
         {
             tracing::warn!(error = %e, "purging remembered webhook-ids failed");
         }
+        // Before the rollup, which reads the trail's newest ranges through them.
+        match store.summarize_new_trail_ranges().await {
+            Ok(Some(n)) if n > 0 => {
+                tracing::debug!(ranges = n, "audit trail BRIN ranges summarized")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "summarizing the audit trail's new BRIN ranges failed")
+            }
+        }
         match store.roll_up_finished_jobs().await {
             Ok(Some(n)) if n > 0 => tracing::info!(jobs = n, "finished jobs rolled up"),
             Ok(_) => {}
