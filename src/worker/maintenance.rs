@@ -40,68 +40,65 @@ pub async fn run(store: Store, waiters: Arc<Waiters>, settings: MaintenanceSetti
 /// One round of every upkeep task (also `orchestrator maintain`, for cron-driven setups and
 /// reporting refreshes).
 pub async fn pass(store: &Store, waiters: &Waiters, settings: &MaintenanceSettings) {
+    rescue(store, waiters).await;
+    expire_callback_deadlines(store, waiters).await;
+    purge_keys(store).await;
+    if let Err(e) = store
+        .purge_ingest_seen(settings.remember_ingest_ids.as_secs_f64())
+        .await
     {
-        let (store, waiters) = (store, waiters);
-        rescue(store, waiters).await;
-        expire_callback_deadlines(store, waiters).await;
-        purge_keys(store).await;
-        if let Err(e) = store
-            .purge_ingest_seen(settings.remember_ingest_ids.as_secs_f64())
-            .await
-        {
-            tracing::warn!(error = %e, "purging remembered webhook-ids failed");
+        tracing::warn!(error = %e, "purging remembered webhook-ids failed");
+    }
+    // Before the rollup, which reads the trail's newest ranges through them.
+    match store.summarize_new_trail_ranges().await {
+        Ok(Some(n)) if n > 0 => {
+            tracing::debug!(ranges = n, "audit trail BRIN ranges summarized")
         }
-        // Before the rollup, which reads the trail's newest ranges through them.
-        match store.summarize_new_trail_ranges().await {
-            Ok(Some(n)) if n > 0 => {
-                tracing::debug!(ranges = n, "audit trail BRIN ranges summarized")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "summarizing the audit trail's new BRIN ranges failed")
-            }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "summarizing the audit trail's new BRIN ranges failed")
         }
-        match store.roll_up_finished_jobs().await {
-            Ok(Some(n)) if n > 0 => tracing::info!(jobs = n, "finished jobs rolled up"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rolling up finished jobs failed"),
-        }
-        if settings.payload_days > 0 {
-            purge_payloads(store, settings.payload_days).await;
-        }
-        super::keep_history(store, &settings.history, chrono::Utc::now()).await;
-        match store
-            .purge_idle_mcp_sessions(settings.mcp_session_retention.as_secs_f64(), PAGE * 2)
-            .await
-        {
-            Ok(n) if n > 0 => tracing::debug!(sessions = n, "idle MCP sessions forgotten"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "forgetting idle MCP sessions failed"),
-        }
-        let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
-        match store.purge_expired_oauth(a_day_ago, PAGE * 2).await {
-            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired OAuth codes and tokens purged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging expired OAuth codes and tokens failed"),
-        }
-        match store.purge_ui_sessions(PAGE * 2).await {
-            Ok(n) if n > 0 => tracing::debug!(purged = n, "ended dashboard sessions purged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging ended dashboard sessions failed"),
-        }
-        match store.purge_idle_concurrency_keys().await {
-            Ok(n) if n > 0 => tracing::debug!(places = n, "places of idle concurrency keys purged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging idle concurrency keys failed"),
-        }
-        match store
-            .purge_old_schedule_fires(SCHEDULE_FIRES_DAYS, PAGE * 2)
-            .await
-        {
-            Ok(n) if n > 0 => tracing::debug!(purged = n, "old schedule fire records purged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging old schedule fire records failed"),
-        }
+    }
+    match store.roll_up_finished_jobs().await {
+        Ok(Some(n)) if n > 0 => tracing::info!(jobs = n, "finished jobs rolled up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "rolling up finished jobs failed"),
+    }
+    if settings.payload_days > 0 {
+        purge_payloads(store, settings.payload_days).await;
+    }
+    super::keep_history(store, &settings.history, chrono::Utc::now()).await;
+    match store
+        .purge_idle_mcp_sessions(settings.mcp_session_retention.as_secs_f64(), PAGE * 2)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::debug!(sessions = n, "idle MCP sessions forgotten"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "forgetting idle MCP sessions failed"),
+    }
+    let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    match store.purge_expired_oauth(a_day_ago, PAGE * 2).await {
+        Ok(n) if n > 0 => tracing::debug!(purged = n, "expired OAuth codes and tokens purged"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging expired OAuth codes and tokens failed"),
+    }
+    match store.purge_ui_sessions(PAGE * 2).await {
+        Ok(n) if n > 0 => tracing::debug!(purged = n, "ended dashboard sessions purged"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging ended dashboard sessions failed"),
+    }
+    match store.purge_idle_concurrency_keys().await {
+        Ok(n) if n > 0 => tracing::debug!(places = n, "places of idle concurrency keys purged"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging idle concurrency keys failed"),
+    }
+    match store
+        .purge_old_schedule_fires(SCHEDULE_FIRES_DAYS, PAGE * 2)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::debug!(purged = n, "old schedule fire records purged"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging old schedule fire records failed"),
     }
 }
 

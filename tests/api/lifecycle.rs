@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{Spawn, TestDb, eventually, job_id, spawn, spawn_with},
+    mock_http::{MockServer, Reply},
     process::ready_within,
     test_tools::{Recorder, Recording},
 };
@@ -376,9 +377,28 @@ async fn a_worker_cut_off_from_the_database_stops_its_attempt_before_the_lease_r
     rescued_elsewhere(&db, &recorder, &id).await;
 }
 
+/// SIGTERM reaches the binary while an attempt is running: it finishes that attempt and exits
+/// 0. The attempt is a flow call held open by its peer, so the test signals only once the call
+/// has arrived (a job merely claimed, not yet started, is handed back to the queue at shutdown
+/// by design, which a signal sent as soon as the row says `running` could meet).
 #[tokio::test]
 async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
     let db = TestDb::new().await;
+    let peer = MockServer::start().await;
+    peer.otherwise(
+        "/slow",
+        Reply::json(200, json!({"done": true})).after(Duration::from_millis(700)),
+    );
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "[callbacks]\nallow_networks = [\"127.0.0.0/8\"]\n\
+             [flows.\"test.slow\"]\nengine = \"generic\"\nurl = \"{}\"\n",
+            peer.url("/slow")
+        ),
+    )
+    .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -387,7 +407,7 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("serve")
-        .env_remove("ORCHESTRATOR_CONFIG")
+        .env("ORCHESTRATOR_CONFIG", config.path())
         .env("DATABASE_URL", &db.url)
         .env("ORCH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("ORCH__DATABASE__EMBEDDED", "false")
@@ -401,7 +421,7 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
 
     let body: Value = client
         .post(format!("{base}/orchestrate"))
-        .json(&json!({"intent": "system.sleep", "inputs": {"ms": 700}, "async": true}))
+        .json(&json!({"intent": "test.slow", "inputs": {"n": 1}, "async": true}))
         .send()
         .await
         .unwrap()
@@ -409,12 +429,7 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     let id = job_id(&body);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status_of(&db.pool, &id).await == "running"
-        })
-        .await
-    );
+    peer.wait_for("/slow", 1).await;
     let pid = child.id().expect("running") as i32;
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM to our own child");
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
@@ -423,4 +438,5 @@ async fn the_binary_finishes_its_jobs_and_exits_0_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
     assert_eq!(status_of(&db.pool, &id).await, "succeeded");
+    assert_eq!(peer.requests("/slow").len(), 1, "called once");
 }
