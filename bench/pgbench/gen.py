@@ -10,6 +10,9 @@
                            the job row (already final) and the memory item
     gen.py echo-server     the same statement for system.echo (the finished job, no key)
     gen.py echo-ideal      one job row, one commit
+    gen.py echo-trail-ideal  the job row and its two audit events (created, succeeded) in one
+                           statement and commit: what system.echo must write once the audit
+                           trail is counted, without the intake's machinery (for reference)
     gen.py queued-ideal    one queued job row, one commit (what `async: true` must write)
 
 Only the parameters differ from what the server sends: pgbench fills them from random
@@ -90,6 +93,21 @@ def bare_job(intent, mode, inputs, result):
     )
 
 
+def with_trail(job_insert):
+    """The job and its two history events, as the intake writes them for a job run at once
+    (the live streams' NOTIFY deferred, as the intake does, so commits do not queue on it)."""
+    return (
+        "WITH quiet AS (SELECT set_config('orch.events_notify', 'deferred', true)), "
+        f"j AS ({job_insert} RETURNING id, intent, mode, status) "
+        "INSERT INTO audit_events (job_id, intent, mode, kind, from_status, to_status, attempt, "
+        "instance_id, actor_kind, actor_name, client_addr, duration_ms) "
+        "SELECT id, intent, mode, 'created', NULL::job_status, 'running'::job_status, 1, "
+        f"{OWNER}, 'anonymous', 'anonymous', '127.0.0.1', NULL FROM j, quiet "
+        "UNION ALL SELECT id, intent, mode, 'succeeded', 'running'::job_status, status, 1, "
+        f"{OWNER}, 'instance', NULL, NULL, 0 FROM j, quiet"
+    )
+
+
 def queued_job(intent, mode, inputs):
     return (
         "INSERT INTO jobs (id, intent, mode, requested_mode, status, max_attempts, "
@@ -105,6 +123,7 @@ SCRIPTS = {
                      f"VALUES ({ITEM}, {TEXT}, ARRAY['bench'], '{{}}'::jsonb, {JOB})", "COMMIT"],
     "echo-server": [finished("system.echo", "agent", False, INPUTS, INPUTS, False)],
     "echo-ideal": [bare_job("system.echo", "agent", INPUTS, INPUTS)],
+    "echo-trail-ideal": [with_trail(bare_job("system.echo", "agent", INPUTS, INPUTS))],
     "queued-ideal": [queued_job("system.echo", "agent", INPUTS)],
 }
 
