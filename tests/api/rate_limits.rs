@@ -418,15 +418,24 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
         rate_limit: Some(rate),
         concurrency: None,
     };
-    let app = spawn_with(move |c| {
-        c.workers.poll_interval = Duration::from_millis(20);
-        c.flows.insert("report.build".into(), flow);
+    // An instance without workers files every job first, so that all of them are queued when
+    // the workers' instance starts, however long filing takes (filed one by one into a running
+    // worker, the bucket refilled meanwhile on a slow machine and more went at once).
+    let db = TestDb::new().await;
+    let intake_flow = flow.clone();
+    let intake = spawn(Spawn {
+        db: Some(db.clone()),
+        configure: Box::new(move |c| {
+            c.workers.concurrency = 0;
+            c.flows.insert("report.build".into(), intake_flow);
+        }),
+        ..Default::default()
     })
     .await;
     let n = 8;
     let mut ids = Vec::new();
     for i in 0..n {
-        let (status, body) = app
+        let (status, body) = intake
             .post_json(
                 "/orchestrate",
                 json!({"intent": "report.build", "inputs": {"i": i}, "async": true}),
@@ -435,6 +444,15 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         ids.push(job_id(&body));
     }
+    let app = spawn(Spawn {
+        db: Some(db),
+        configure: Box::new(move |c| {
+            c.workers.poll_interval = Duration::from_millis(20);
+            c.flows.insert("report.build".into(), flow);
+        }),
+        ..Default::default()
+    })
+    .await;
     for id in &ids {
         let job = app.wait_for_status(id, "succeeded").await;
         assert_eq!(job["attempts"], 1, "waiting cost no attempt: {job}");
