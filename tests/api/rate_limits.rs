@@ -462,7 +462,10 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
     assert_eq!(got.len(), n);
     let mut times: Vec<Instant> = got.iter().map(|r| r.at).collect();
     times.sort();
-    let slack = Duration::from_millis(30);
+    // Arrival times carry the machine's delays (a late first request makes the next look
+    // early); half an interval still tells a limiter that spaces requests from one that sends
+    // them together.
+    let slack = rate.interval() / 2;
     for (k, t) in times.iter().enumerate() {
         let due = rate.interval() * (k as u32).saturating_sub(rate.burst() - 1);
         assert!(

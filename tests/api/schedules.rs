@@ -19,6 +19,7 @@ async fn status_of(app: &TestApp, id: &str) -> Value {
 #[tokio::test]
 async fn a_job_for_later_waits_as_scheduled_then_runs_and_can_be_cancelled() {
     let app = spawn_app().await;
+    let sent = chrono::Utc::now();
     let (status, body) = app
         .orchestrate_json(json!({"intent": "system.echo", "inputs": {"text": "later"},
                                  "delay_ms": 1500, "idempotency_key": "later-1"}))
@@ -47,13 +48,22 @@ async fn a_job_for_later_waits_as_scheduled_then_runs_and_can_be_cancelled() {
     assert_eq!(body["status"], "cancelled");
 
     let done = app.wait_for_status(&later, "succeeded").await;
-    let created =
-        chrono::DateTime::parse_from_rfc3339(done["created_at"].as_str().unwrap()).unwrap();
-    let started =
-        chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap()).unwrap();
+    let time = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(done[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    // Its time counts from the request's arrival (after `sent`; the server is this process,
+    // on the same clock), not from `created_at`, the commit of an intake batch that may come
+    // later on a busy machine.
+    let (run_at, started) = (time("run_at"), time("started_at"));
     assert!(
-        started - created >= chrono::Duration::milliseconds(1400),
-        "not before its time: {created} → {started}"
+        run_at >= sent + chrono::Duration::milliseconds(1500),
+        "due 1.5 s after the request: sent {sent}, due {run_at}"
+    );
+    assert!(
+        started >= run_at,
+        "not before its time: due {run_at}, started {started}"
     );
     let (_, history) = app.get_json(&format!("/jobs/{later}/events")).await;
     let kinds: Vec<&str> = history["events"]
