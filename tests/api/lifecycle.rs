@@ -99,39 +99,60 @@ async fn cancel_and_status_of_unknown_or_malformed_jobs() {
     assert_eq!(problem["errors"][0]["field"], "job_id");
 }
 
-#[tokio::test]
-async fn graceful_shutdown_lets_running_jobs_finish() {
-    let mut app = spawn_with(|c| c.server.shutdown_grace = Duration::from_secs(5)).await;
-    let (status, body) = app
-        .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": 800}, "async": true}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let id = job_id(&body);
-    let pool = app.pool().clone();
-    let running = eventually(Duration::from_secs(5), || async {
-        status_of(&pool, &id).await == "running"
+/// Starts `instance` (given the `test.record` tool of `recorder`) and a `test.record` job of `ms`
+/// on it; returns once the tool has started — known from the tool's own record, not from the
+/// row's `running`, which the claim writes before the attempt starts (a job claimed but not yet
+/// started is handed back at shutdown by design).
+async fn start_recorded_job(
+    instance: Spawn,
+    recorder: &Arc<Recorder>,
+    ms: u64,
+) -> (crate::helpers::TestApp, String, JobId) {
+    let app = spawn(Spawn {
+        tools: vec![Recording::new(recorder.clone())],
+        ..instance
     })
     .await;
-    assert!(running);
+    let (status, body) = app
+        .orchestrate_json(json!({"intent": "test.record", "inputs": {"ms": ms}, "async": true}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = job_id(&body);
+    let job: JobId = id.parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            recorder.runs_of(job) == 1
+        })
+        .await,
+        "the tool started"
+    );
+    (app, id, job)
+}
 
+/// An instance with a grace period of `grace` and a started job of `ms`.
+async fn with_started_job(
+    grace: Duration,
+    ms: u64,
+) -> (crate::helpers::TestApp, sqlx::PgPool, String) {
+    let instance = Spawn {
+        configure: Box::new(move |c| c.server.shutdown_grace = grace),
+        ..Default::default()
+    };
+    let (app, id, _) = start_recorded_job(instance, &Arc::new(Recorder::default()), ms).await;
+    let pool = app.pool().clone();
+    (app, pool, id)
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_running_jobs_finish() {
+    let (mut app, pool, id) = with_started_job(Duration::from_secs(5), 800).await;
     app.stop().await.expect("clean exit");
     assert_eq!(status_of(&pool, &id).await, "succeeded");
 }
 
 #[tokio::test]
 async fn graceful_shutdown_releases_jobs_that_outlast_the_grace_period() {
-    let mut app = spawn_with(|c| c.server.shutdown_grace = Duration::from_millis(300)).await;
-    let (_, body) = app
-        .orchestrate_json(json!({"intent": "system.sleep", "inputs": {"ms": 60000}, "async": true}))
-        .await;
-    let id = job_id(&body);
-    let pool = app.pool().clone();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            status_of(&pool, &id).await == "running"
-        })
-        .await
-    );
+    let (mut app, pool, id) = with_started_job(Duration::from_millis(300), 60000).await;
     let started = std::time::Instant::now();
     app.stop().await.expect("clean exit");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -164,23 +185,15 @@ async fn start_long_job(
     db: TestDb,
     recorder: &Arc<Recorder>,
 ) -> (crate::helpers::TestApp, String, JobId) {
-    let app = spawn(Spawn {
+    let instance = Spawn {
         db: Some(db),
-        tools: vec![Recording::new(recorder.clone())],
         configure: Box::new(|c| c.workers.maintenance_interval = Duration::from_secs(60)),
         ..Default::default()
-    })
-    .await;
-    let (_, body) = app
-        .orchestrate_json(json!({"intent": "test.record", "inputs": {"ms": 60000}, "async": true}))
-        .await;
-    let id = job_id(&body);
-    let job: JobId = id.parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            recorder.runs_of(job) == 1
-        })
-        .await,
+    };
+    let (app, id, job) = start_recorded_job(instance, recorder, 60000).await;
+    assert_eq!(
+        recorder.runs_of(job),
+        1,
         "the first instance started the job"
     );
     (app, id, job)
