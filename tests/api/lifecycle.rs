@@ -190,13 +190,7 @@ async fn start_long_job(
         configure: Box::new(|c| c.workers.maintenance_interval = Duration::from_secs(60)),
         ..Default::default()
     };
-    let (app, id, job) = start_recorded_job(instance, recorder, 60000).await;
-    assert_eq!(
-        recorder.runs_of(job),
-        1,
-        "the first instance started the job"
-    );
-    (app, id, job)
+    start_recorded_job(instance, recorder, 60000).await
 }
 
 /// A second instance rescues the job once its lease (2 s) expires and runs it (now short)
