@@ -268,8 +268,11 @@ pub fn test_config(db: &TestDb) -> Config {
     c.workers.concurrency = 8;
     c.workers.poll_interval = Duration::from_millis(200);
     c.workers.maintenance_interval = Duration::from_millis(200);
-    c.workers.lease = Duration::from_secs(2);
-    c.workers.heartbeat_interval = Duration::from_millis(500);
+    // Long enough that a test process or database stalled for a few seconds (a busy CI
+    // machine) does not make a worker give up its own attempt; tests that wait for a rescue
+    // shorten it with `rescue_quickly`.
+    c.workers.lease = Duration::from_secs(20);
+    c.workers.heartbeat_interval = Duration::from_secs(2);
     c.workers.retry_base = Duration::from_millis(50);
     c.workers.retry_max = Duration::from_millis(400);
     c.callbacks.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
@@ -280,6 +283,13 @@ pub fn test_config(db: &TestDb) -> Config {
     // Test servers listen on a port chosen at start; `/mcp` checks the Host header.
     c.mcp.allowed_hosts = vec!["127.0.0.1".into()];
     c
+}
+
+/// For instances whose jobs another instance must rescue within a test's patience: a 2-s
+/// lease renewed every 500 ms (a stall of 1.5 s makes such an instance stop its own attempt).
+pub fn rescue_quickly(c: &mut Config) {
+    c.workers.lease = Duration::from_secs(2);
+    c.workers.heartbeat_interval = Duration::from_millis(500);
 }
 
 /// Key administration by the test, as an operator at the command line.

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Spawn, TestDb, eventually, job_id, spawn, spawn_with},
+    helpers::{Spawn, TestDb, eventually, job_id, rescue_quickly, spawn, spawn_with},
     mock_http::{MockServer, Reply},
     process::ready_within,
     test_tools::{Recorder, Recording},
@@ -179,7 +179,7 @@ async fn status_of(pool: &sqlx::PgPool, id: &str) -> String {
     .unwrap()
 }
 
-/// An instance (without maintenance, so it never rescues its own job) running a long
+/// An instance (without maintenance, so it never rescues its own job; a 2-s lease) running a long
 /// `test.record` job; returns it with the job's id once the tool has started.
 async fn start_long_job(
     db: TestDb,
@@ -187,7 +187,10 @@ async fn start_long_job(
 ) -> (crate::helpers::TestApp, String, JobId) {
     let instance = Spawn {
         db: Some(db),
-        configure: Box::new(|c| c.workers.maintenance_interval = Duration::from_secs(60)),
+        configure: Box::new(|c| {
+            c.workers.maintenance_interval = Duration::from_secs(60);
+            rescue_quickly(c);
+        }),
         ..Default::default()
     };
     start_recorded_job(instance, recorder, 60000).await

@@ -35,14 +35,7 @@ async fn with_servers(servers: Vec<(&'static str, McpServerConfig)>) -> TestApp 
 }
 
 async fn with_config(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
-    spawn_with(|c| {
-        // Node and Python servers starting beside the tests load the machine: leases as
-        // short as the harness's (2 s) would expire and turn these tests into lease tests.
-        c.workers.lease = Duration::from_secs(20);
-        c.workers.heartbeat_interval = Duration::from_secs(2);
-        configure(c)
-    })
-    .await
+    spawn_with(configure).await
 }
 
 fn tool<'a>(tools: &'a Value, name: &str) -> Option<&'a Value> {
