@@ -6,5 +6,6 @@
 \pset pager off
 
 SELECT id AS key7 FROM api_keys WHERE name = 'client-7' \gset
+SELECT api_key_id AS key_failing FROM jobs WHERE status = 'failed' GROUP BY 1 ORDER BY count(*) DESC LIMIT 1 \gset
 SELECT id AS mid_job FROM jobs WHERE intent = 'gmail.triage' AND id < uuid_v7_floor(now() - interval '15 days') ORDER BY id DESC LIMIT 1 \gset
 SELECT id AS failed_job FROM jobs WHERE status = 'failed' AND callback_url IS NOT NULL ORDER BY id DESC LIMIT 1 \gset

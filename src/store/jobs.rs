@@ -1183,6 +1183,14 @@ impl Store {
             (Some(i), Some(JobStatus::Succeeded), None) => {
                 page!("AND intent = $6 AND status = 'succeeded'", i)
             }
+            // Jobs that ended without success have indexes by intent and by key of their own
+            // (few rows, none on the hot path); the literal list lets a generic plan use them.
+            (Some(i), Some(st), None) if st.is_retryable() => page!(
+                "AND intent = $6 AND status = $7 \
+                 AND status IN ('failed', 'cancelled', 'timed_out')",
+                i,
+                st as JobStatus
+            ),
             (Some(i), Some(st), None) => page!(
                 "AND intent = $6 AND status = $7 AND status <> 'succeeded'",
                 i,
@@ -1193,6 +1201,12 @@ impl Store {
             (None, Some(JobStatus::Succeeded), Some(o)) => {
                 page!("AND api_key_id = $6 AND status = 'succeeded'", o)
             }
+            (None, Some(st), Some(o)) if st.is_retryable() => page!(
+                "AND api_key_id = $6 AND status = $7 \
+                 AND status IN ('failed', 'cancelled', 'timed_out')",
+                o,
+                st as JobStatus
+            ),
             (None, Some(st), Some(o)) => page!(
                 "AND api_key_id = $6 AND status = $7 AND status <> 'succeeded'",
                 o,
@@ -1202,6 +1216,13 @@ impl Store {
                 "AND api_key_id = $6 AND intent = $7 AND status = 'succeeded'",
                 o,
                 i
+            ),
+            (Some(i), Some(st), Some(o)) if st.is_retryable() => page!(
+                "AND api_key_id = $6 AND intent = $7 AND status = $8 \
+                 AND status IN ('failed', 'cancelled', 'timed_out')",
+                o,
+                i,
+                st as JobStatus
             ),
             (Some(i), Some(st), Some(o)) => page!(
                 "AND api_key_id = $6 AND intent = $7 AND status = $8 AND status <> 'succeeded'",

@@ -2,8 +2,9 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
+use uuid::Uuid;
 
-use crate::helpers::{TestApp, job_id, spawn_app};
+use crate::helpers::{TestApp, job_id, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn jobs_are_listed_newest_first_with_filters_and_cursor_pages() {
@@ -140,6 +141,73 @@ async fn every_listing_pages_in_id_order_even_where_creation_times_disagree() {
         .await;
     let ids = job_ids(&page);
     assert_eq!(ids, [&all[4], &all[5], &all[6], &all[7]]);
+}
+
+/// Every combination of key, intent and status lists exactly the jobs a plain filter finds,
+/// newest first, in pages: the statuses a job ends in without success go through indexes of
+/// their own (by key and by intent), including for a key or an intent that has none of them.
+#[tokio::test]
+async fn listings_by_key_intent_and_status_agree_with_a_plain_filter() {
+    // Nothing claims the queued jobs while the listings are read.
+    let app = spawn_with(|c| c.workers.concurrency = 0).await;
+    let (busy, calm) = (Uuid::now_v7(), Uuid::now_v7());
+    // 60 jobs over two intents: `busy` has every status, `calm` only succeeded and cancelled
+    // jobs (so a key without failed jobs is asked for its failed ones).
+    sqlx::query(
+        "INSERT INTO jobs (id, intent, mode, requested_mode, status, priority, max_attempts,
+                           attempt_timeout_ms, inputs, principal, client_addr, finished_at,
+                           attempts, api_key_id)
+         SELECT uuid_v7(now() - interval '1 minute' + i * interval '1 millisecond'),
+                CASE WHEN i % 2 = 0 THEN 'system.echo' ELSE 'memory.get' END, 'agent', 'auto',
+                st, 0, 1, 1000, '{}', 'anonymous', '127.0.0.1',
+                CASE WHEN st <> 'queued' THEN now() END, 1,
+                CASE WHEN i % 3 = 0 THEN $2 ELSE $1 END
+         FROM generate_series(1, 60) i,
+              LATERAL (SELECT CASE WHEN i % 3 = 0
+                                   THEN CASE WHEN i % 4 = 0 THEN 'cancelled' ELSE 'succeeded' END
+                                   ELSE (ARRAY['succeeded', 'failed', 'cancelled', 'timed_out',
+                                               'queued'])[1 + i % 5] END::job_status AS st) s",
+    )
+    .bind(busy)
+    .bind(calm)
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    let statuses = ["succeeded", "failed", "cancelled", "timed_out", "queued"];
+    let mut empty = 0;
+    for key in [None, Some(busy), Some(calm)] {
+        for intent in [None, Some("system.echo"), Some("memory.get")] {
+            for status in statuses.iter().map(Some).chain([None]) {
+                let expected: Vec<String> = sqlx::query_scalar(
+                    "SELECT 'job_' || replace(id::text, '-', '') FROM jobs
+                     WHERE ($1::uuid IS NULL OR api_key_id = $1)
+                       AND ($2::text IS NULL OR intent = $2)
+                       AND ($3::text IS NULL OR status::text = $3)
+                     ORDER BY id DESC",
+                )
+                .bind(key)
+                .bind(intent)
+                .bind(status)
+                .fetch_all(app.pool())
+                .await
+                .unwrap();
+                let mut query = String::from("limit=4");
+                if let Some(k) = key {
+                    query += &format!("&api_key_id={k}");
+                }
+                if let Some(i) = intent {
+                    query += &format!("&intent={i}");
+                }
+                if let Some(s) = status {
+                    query += &format!("&status={s}");
+                }
+                assert_eq!(every_page(&app, &query).await, expected, "{query}");
+                empty += usize::from(expected.is_empty());
+            }
+        }
+    }
+    assert!(empty >= 4, "some combinations have no jobs: {empty}");
 }
 
 /// The job ids of one page of `/jobs`, in its order.
