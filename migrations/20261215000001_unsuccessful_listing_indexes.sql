@@ -5,8 +5,9 @@
 -- 99,900 failed (bench/dashboard). These indexes answer such a page at once. They hold only
 -- jobs that ended `failed`, `cancelled` or `timed_out`, so the hot path (queued → running →
 -- succeeded) never writes to them: a job adds one entry to each only when it ends without
--- success. The listing statements repeat the predicate (`status IN (…)`) so that a generic
--- plan, which cannot see the status parameter, can still prove the index applies.
+-- success. The listing statements take a page's ids from these indexes in a subquery of their
+-- own and repeat the predicate (`status IN (…)`), so that any plan, custom or generic, uses
+-- them (`Store::list_page` says why).
 --
 -- Built under CREATE INDEX's SHARE lock as the listing indexes were (one scan of `jobs`; a
 -- larger database can build them ahead with CREATE INDEX CONCURRENTLY per partition under the

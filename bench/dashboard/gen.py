@@ -36,11 +36,9 @@ STATEMENTS = [
     ("list_key_status",
      [LISTING + "AND api_key_id = $6 AND status = $7 AND status <> 'succeeded' ORDER BY"]),
     ("list_intent_unsuccessful",
-     [LISTING + "AND intent = $6 AND status = $7 "
-                "AND status IN ('failed', 'cancelled', 'timed_out') ORDER BY"]),
+     [LISTING + "AND id IN (SELECT id FROM jobs WHERE intent = $6 AND status = $7 "]),
     ("list_key_unsuccessful",
-     [LISTING + "AND api_key_id = $6 AND status = $7 "
-                "AND status IN ('failed', 'cancelled', 'timed_out') ORDER BY"]),
+     [LISTING + "AND id IN (SELECT id FROM jobs WHERE api_key_id = $6 AND status = $7 "]),
     ("by_idempotency_key", ["FROM idempotency_keys", "ORDER BY created_at DESC LIMIT 50"]),
     ("get_job", ["FROM jobs WHERE id = $1", "payload_purged_at", "api_key_id, principal"]),
     ("job_events", ["FROM audit_events", "WHERE job_id = $1 AND kind NOT IN ('callback.out'"]),

@@ -143,11 +143,11 @@ async fn every_listing_pages_in_id_order_even_where_creation_times_disagree() {
     assert_eq!(ids, [&all[4], &all[5], &all[6], &all[7]]);
 }
 
-/// Every combination of key, intent and status lists exactly the jobs a plain filter finds,
+/// Every combination of key, intent, status and mode lists exactly the jobs a plain filter finds,
 /// newest first, in pages: the statuses a job ends in without success go through indexes of
 /// their own (by key and by intent), including for a key or an intent that has none of them.
 #[tokio::test]
-async fn listings_by_key_intent_and_status_agree_with_a_plain_filter() {
+async fn listings_by_key_intent_status_and_mode_agree_with_a_plain_filter() {
     // Nothing claims the queued jobs while the listings are read.
     let app = spawn_with(|c| c.workers.concurrency = 0).await;
     let (busy, calm) = (Uuid::now_v7(), Uuid::now_v7());
@@ -158,7 +158,8 @@ async fn listings_by_key_intent_and_status_agree_with_a_plain_filter() {
                            attempt_timeout_ms, inputs, principal, client_addr, finished_at,
                            attempts, api_key_id)
          SELECT uuid_v7(now() - interval '1 minute' + i * interval '1 millisecond'),
-                CASE WHEN i % 2 = 0 THEN 'system.echo' ELSE 'memory.get' END, 'agent', 'auto',
+                CASE WHEN i % 2 = 0 THEN 'system.echo' ELSE 'memory.get' END,
+                CASE WHEN i % 7 = 0 THEN 'flow' ELSE 'agent' END::job_mode, 'auto',
                 st, 0, 1, 1000, '{}', 'anonymous', '127.0.0.1',
                 CASE WHEN st <> 'queued' THEN now() END, 1,
                 CASE WHEN i % 3 = 0 THEN $2 ELSE $1 END
@@ -178,32 +179,35 @@ async fn listings_by_key_intent_and_status_agree_with_a_plain_filter() {
     let mut empty = 0;
     for key in [None, Some(busy), Some(calm)] {
         for intent in [None, Some("system.echo"), Some("memory.get")] {
-            for status in statuses.iter().map(Some).chain([None]) {
-                let expected: Vec<String> = sqlx::query_scalar(
-                    "SELECT 'job_' || replace(id::text, '-', '') FROM jobs
-                     WHERE ($1::uuid IS NULL OR api_key_id = $1)
-                       AND ($2::text IS NULL OR intent = $2)
-                       AND ($3::text IS NULL OR status::text = $3)
-                     ORDER BY id DESC",
-                )
-                .bind(key)
-                .bind(intent)
-                .bind(status)
-                .fetch_all(app.pool())
-                .await
-                .unwrap();
-                let mut query = String::from("limit=4");
-                if let Some(k) = key {
-                    query += &format!("&api_key_id={k}");
+            for status in statuses.into_iter().map(Some).chain([None]) {
+                for mode in [None, Some("flow")] {
+                    let expected: Vec<String> = sqlx::query_scalar(
+                        "SELECT 'job_' || replace(id::text, '-', '') FROM jobs
+                         WHERE ($1::uuid IS NULL OR api_key_id = $1)
+                           AND ($2::text IS NULL OR intent = $2)
+                           AND ($3::text IS NULL OR status::text = $3)
+                           AND ($4::text IS NULL OR mode::text = $4)
+                         ORDER BY id DESC",
+                    )
+                    .bind(key)
+                    .bind(intent)
+                    .bind(status)
+                    .bind(mode)
+                    .fetch_all(app.pool())
+                    .await
+                    .unwrap();
+                    let mut query = String::from("limit=4");
+                    if let Some(k) = key {
+                        query += &format!("&api_key_id={k}");
+                    }
+                    for (name, value) in [("intent", intent), ("status", status), ("mode", mode)] {
+                        if let Some(v) = value {
+                            query += &format!("&{name}={v}");
+                        }
+                    }
+                    assert_eq!(every_page(&app, &query).await, expected, "{query}");
+                    empty += usize::from(expected.is_empty());
                 }
-                if let Some(i) = intent {
-                    query += &format!("&intent={i}");
-                }
-                if let Some(s) = status {
-                    query += &format!("&status={s}");
-                }
-                assert_eq!(every_page(&app, &query).await, expected, "{query}");
-                empty += usize::from(expected.is_empty());
             }
         }
     }
