@@ -285,11 +285,14 @@ pub fn test_config(db: &TestDb) -> Config {
     c
 }
 
+/// The lease of `rescue_quickly`'s instances.
+pub const QUICK_RESCUE_LEASE: Duration = Duration::from_secs(2);
+
 /// For instances whose jobs another instance must rescue within a test's patience: a 2-s
 /// lease renewed every 500 ms (a stall of 1.5 s makes such an instance stop its own attempt).
 pub fn rescue_quickly(c: &mut Config) {
-    c.workers.lease = Duration::from_secs(2);
-    c.workers.heartbeat_interval = Duration::from_millis(500);
+    c.workers.lease = QUICK_RESCUE_LEASE;
+    c.workers.heartbeat_interval = QUICK_RESCUE_LEASE / 4;
 }
 
 /// Key administration by the test, as an operator at the command line.

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Spawn, TestDb, eventually, job_id, rescue_quickly, spawn, spawn_with},
+    helpers::{
+        QUICK_RESCUE_LEASE, Spawn, TestDb, eventually, job_id, rescue_quickly, spawn, spawn_with,
+    },
     mock_http::{MockServer, Reply},
     process::ready_within,
     test_tools::{Recorder, Recording},
@@ -368,7 +370,7 @@ async fn a_worker_cut_off_from_the_database_stops_its_attempt_before_the_lease_r
     via_proxy.url = proxied.to_string();
 
     let recorder = Arc::new(Recorder::default());
-    let lease = Duration::from_millis(2_000);
+    let lease = QUICK_RESCUE_LEASE;
     let (_partitioned, id, job) = start_long_job(via_proxy, &recorder).await;
 
     let cut_at = std::time::Instant::now();

@@ -26,16 +26,12 @@ use crate::{
 const RESTART: Duration = Duration::from_secs(45);
 
 async fn with_servers(servers: Vec<(&'static str, McpServerConfig)>) -> TestApp {
-    with_config(move |c| {
+    spawn_with(move |c| {
         for (name, server) in servers {
             c.mcp.servers.insert(name.into(), server);
         }
     })
     .await
-}
-
-async fn with_config(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
-    spawn_with(configure).await
 }
 
 fn tool<'a>(tools: &'a Value, name: &str) -> Option<&'a Value> {
@@ -633,7 +629,7 @@ fn shadowing_memory_search(c: &mut Config) {
 
 #[tokio::test]
 async fn an_intent_several_engines_serve_is_ambiguous_without_a_route() {
-    let app = with_config(shadowing_memory_search).await;
+    let app = spawn_with(shadowing_memory_search).await;
     let (status, problem) = app
         .orchestrate_json(json!({"intent": "memory.search", "inputs": {"query": "x"}}))
         .await;
@@ -654,7 +650,7 @@ async fn an_intent_several_engines_serve_is_ambiguous_without_a_route() {
 
 #[tokio::test]
 async fn routes_and_preferences_decide_between_engines() {
-    let app = with_config(|c| {
+    let app = spawn_with(|c| {
         shadowing_memory_search(c);
         c.routing.routes = vec![
             Route {
@@ -689,7 +685,7 @@ async fn routes_and_preferences_decide_between_engines() {
         .await;
     assert_eq!(body["mode"], "agent", "{body}");
 
-    let preferring = with_config(|c| {
+    let preferring = spawn_with(|c| {
         shadowing_memory_search(c);
         c.routing.prefer = vec![Mode::Agent, Mode::Flow, Mode::Mcp];
     })

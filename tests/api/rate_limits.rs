@@ -422,16 +422,18 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
     // the workers' instance starts, however long filing takes (filed one by one into a running
     // worker, the bucket refilled meanwhile on a slow machine and more went at once).
     let db = TestDb::new().await;
-    let intake_flow = flow.clone();
-    let intake = spawn(Spawn {
-        db: Some(db.clone()),
-        configure: Box::new(move |c| {
-            c.workers.concurrency = 0;
-            c.flows.insert("report.build".into(), intake_flow);
-        }),
-        ..Default::default()
-    })
-    .await;
+    let instance = |tune: fn(&mut orchestrator::config::Config)| {
+        let flow = flow.clone();
+        spawn(Spawn {
+            db: Some(db.clone()),
+            configure: Box::new(move |c| {
+                tune(c);
+                c.flows.insert("report.build".into(), flow);
+            }),
+            ..Default::default()
+        })
+    };
+    let intake = instance(|c| c.workers.concurrency = 0).await;
     let n = 8;
     let mut ids = Vec::new();
     for i in 0..n {
@@ -444,15 +446,7 @@ async fn a_rate_limited_flows_excess_jobs_wait_their_turn_and_all_succeed() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         ids.push(job_id(&body));
     }
-    let app = spawn(Spawn {
-        db: Some(db),
-        configure: Box::new(move |c| {
-            c.workers.poll_interval = Duration::from_millis(20);
-            c.flows.insert("report.build".into(), flow);
-        }),
-        ..Default::default()
-    })
-    .await;
+    let app = instance(|c| c.workers.poll_interval = Duration::from_millis(20)).await;
     for id in &ids {
         let job = app.wait_for_status(id, "succeeded").await;
         assert_eq!(job["attempts"], 1, "waiting cost no attempt: {job}");
