@@ -301,6 +301,40 @@ async fn a_key_created_over_http_takes_effect_at_once() {
     assert_eq!(kinds, ["key.created", "key.created", "key.revoked"]);
 }
 
+/// The listings of failed jobs take their ids from an index by key: a key never sees another
+/// key's failed jobs there, not even by naming that key.
+#[tokio::test]
+async fn a_key_lists_only_its_own_failed_jobs_even_naming_another_key() {
+    let app = spawn_app().await;
+    let alice = new_key(&app, "alice", &["memory.*"]).await;
+    let bob = new_key(&app, "bob", &["memory.*"]).await;
+    let missing = json!({"intent": "memory.get",
+                         "inputs": {"item_id": "mem_00000000000070008000000000000000"}});
+    let (_, body) = call(&app, Some(&alice), "POST", "/orchestrate", Some(missing)).await;
+    let failed = job_id(&body);
+    let alice_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = 'alice'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+
+    let (_, own) = call(&app, Some(&alice), "GET", "/jobs?status=failed", None).await;
+    assert_eq!(own["jobs"][0]["job_id"], failed.as_str(), "{own}");
+    for path in [
+        "/jobs?status=failed".to_owned(),
+        "/jobs?status=failed&intent=memory.get".to_owned(),
+        format!("/jobs?status=failed&api_key_id={alice_id}"),
+        format!("/jobs?status=failed,cancelled,timed_out&intent=memory.get&api_key_id={alice_id}"),
+    ] {
+        let (status, page) = call(&app, Some(&bob), "GET", &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert_eq!(
+            page["jobs"],
+            json!([]),
+            "bob sees none of alice's jobs at {path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn clients_see_only_their_own_jobs_unless_allowed_to_read_all() {
     let app = spawn_app().await;
