@@ -8,7 +8,8 @@
                            commit; this script is the one-request-per-commit reference.
     gen.py memory-ideal    the rows such a request must write and nothing else, in one commit:
                            the job row (already final) and the memory item
-    gen.py echo-server     the same statement for system.echo (the finished job, no key)
+    gen.py echo-server     the statement for system.echo (the finished job; no key, no item:
+                           the form without those two inserts, as the server sends it)
     gen.py echo-ideal      one job row, one commit
     gen.py echo-trail-ideal  the job row and its two audit events (created, succeeded) in one
                            statement and commit: what system.echo must write once the audit
@@ -27,12 +28,14 @@ import sys
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
-def statement(marker):
+def statement(marker, has=None):
+    """The one cached statement containing `marker` and, when `has` is a pair (text, wanted),
+    containing `text` or not as `wanted` says."""
     found = []
     for path in glob.glob(os.path.join(ROOT, "sqlx-data", "*.json")):
         with open(path) as f:
             query = json.load(f)["query"]
-        if marker in query:
+        if marker in query and (has is None or (has[0] in query) == has[1]):
             found.append(query)
     if len(found) != 1:
         sys.exit(f"expected one cached statement containing {marker!r}, found {len(found)}")
@@ -60,10 +63,12 @@ RESULT = f"jsonb_build_object('item_id', {ITEM}, 'status', 'stored', 'tags', jso
 
 
 def finished(intent, mode, keyed, inputs, result, memory):
-    """The intake's statement for one request: key, finished job, its two events, the item."""
+    """The intake's statement for one request: key, finished job, its two events, the item.
+    The server sends a batch without keys or memory items in the form without those inserts."""
     one = lambda value, sql_type: f"ARRAY[{value}]::{sql_type}[]"
     null = lambda sql_type: f"ARRAY[NULL]::{sql_type}[]"
-    return bind(statement("AS t(id, intent, mode, requested_mode"), {
+    form = ("INSERT INTO idempotency_keys", keyed or memory)
+    return bind(statement("AS t(id, intent, mode, requested_mode", form), {
         1: one(JOB, "uuid"), 2: one(f"'{intent}'", "text"), 3: one(f"'{mode}'", "job_mode"),
         4: one("'auto'", "job_mode"), 5: one("0", "int2"), 6: one("3", "int4"),
         7: one("10000", "int4"), 8: one(inputs, "jsonb"), 9: null("text"),
