@@ -273,6 +273,70 @@ async fn two_batches_claiming_the_same_keys_at_once_file_one_job_per_key() {
     );
 }
 
+/// A batch with neither keys nor memory items is written by the statement's shorter form; one
+/// key or one item anywhere in a batch must bring the full form, or that key or item would be
+/// dropped while its job was filed.
+#[tokio::test]
+async fn one_key_or_one_memory_item_anywhere_in_a_batch_is_written_with_it() {
+    let db = crate::helpers::TestDb::new().await;
+    let store = orchestrator::store::Store::new(db.pool.clone());
+    let key = OwnedKeyClaim {
+        scope: String::new(),
+        key: "the-only-key".into(),
+        request_hash: vec![1],
+        derived: false,
+        ttl_secs: 3600.0,
+    };
+    let remembered = RanInline {
+        instance: uuid::Uuid::now_v7(),
+        outcome: orchestrator::store::InlineOutcome::Succeeded(json!({})),
+        duration_ms: 0,
+        memory: Some(orchestrator::store::MemoryItemWithJob {
+            id: orchestrator::ids::MemoryId::new(),
+            text: "the only item".into(),
+            tags: vec!["batch".into()],
+            metadata: json!({}),
+        }),
+    };
+    let plain: Vec<IntakeJob> = (0..3)
+        .map(|n| echo_job(json!({"n": n}), None, None))
+        .collect();
+    let mut keyed = plain.clone();
+    keyed.iter_mut().for_each(|j| j.id = uuid::Uuid::now_v7());
+    keyed[2].key = Some(key);
+    let mut with_item = plain.clone();
+    with_item
+        .iter_mut()
+        .for_each(|j| j.id = uuid::Uuid::now_v7());
+    with_item[2].ran = Some(remembered);
+    for batch in [&plain, &keyed, &with_item] {
+        assert_eq!(store.insert_intake_jobs(batch).await.unwrap().len(), 3);
+    }
+    let key_job: uuid::Uuid =
+        sqlx::query_scalar("SELECT job_id FROM idempotency_keys WHERE key = 'the-only-key'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(key_job, keyed[2].id, "the key names its job");
+    let item_job: uuid::Uuid =
+        sqlx::query_scalar("SELECT source_job_id FROM memory_items WHERE text = 'the only item'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        item_job, with_item[2].id,
+        "the item is written under its job"
+    );
+    let (jobs, keys, items): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM idempotency_keys), \
+                (SELECT count(*) FROM memory_items)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((jobs, keys, items), (9, 1, 1));
+}
+
 /// The intake's statement writes history without the live streams' NOTIFY (a notifying
 /// commit holds PostgreSQL's notification-queue lock, so concurrent batches would commit one
 /// after another); the filer sends it after the commit. Notifications arrive in commit order,
