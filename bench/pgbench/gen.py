@@ -38,7 +38,8 @@ def statement(marker, has=None):
         if marker in query and (has is None or (has[0] in query) == has[1]):
             found.append(query)
     if len(found) != 1:
-        sys.exit(f"expected one cached statement containing {marker!r}, found {len(found)}")
+        form = "" if has is None else f" and {'' if has[1] else 'not '}{has[0]!r}"
+        sys.exit(f"expected one cached statement containing {marker!r}{form}, found {len(found)}")
     return found[0]
 
 

@@ -286,6 +286,8 @@ pub(super) async fn insert_intake_jobs<'c>(
         .iter()
         .all(|j| j.key.is_none() && j.ran.as_ref().is_none_or(|r| r.memory.is_none()));
     Ok(if plain {
+        // The key filter stays: were a keyed job ever to reach this form, it would be left
+        // out (answered as a lost key) rather than filed without its key.
         intake!("", "WHERE i.key IS NULL", "")
     } else {
         intake!(
